@@ -1,0 +1,221 @@
+"""Checkpoints that cannot execute code, written atomically.
+
+A checkpoint is one safetensors file. Its tensors are the model weights
+(``model.*``), the optimiser's tensor state (``optim.*``), the RNG state
+(``rng.*``) and the hidden state carried between batches (``carry.*``); its
+string metadata holds JSON: the format tag and version, the run config, the
+vocabulary and the training position. Loading reads that with safetensors, which
+parses a JSON header and raw tensor bytes; nothing is unpickled, so a hostile file
+can at worst be refused.
+
+Writing goes to a temporary file in the same folder, is flushed and fsync'd, then
+renamed over the target (``os.replace`` is atomic on POSIX), so a crash or a full
+disk leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from rnnlab.config import RunConfig, from_dict
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.nn.models import RNNLanguageModel
+from rnnlab.nn.stack import StackState
+
+FORMAT = "rnnlab-checkpoint"
+VERSION = 1
+BEST, LAST = "best.safetensors", "last.safetensors"
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = t
+    for idx, st in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(st)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: RNNLanguageModel, config: RunConfig, vocab: Vocab,
+                    train_state: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    carry: StackState | None = None, rng: dict[str, torch.Tensor] | None = None) -> None:
+    """Write everything needed to sample from ``model`` and, with the rest, to resume training."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta: dict[str, Any] = {
+        "format": FORMAT, "version": str(VERSION), "kind": "language-model",
+        "config": json.dumps(config.to_dict()), "vocab": json.dumps(vocab.to_dict()),
+        "train_state": json.dumps(train_state or {}),
+    }
+    if optimizer is not None:
+        opt_tensors, opt_meta = _split_optimizer(optimizer)
+        tensors.update(opt_tensors)
+        meta["optimizer"] = json.dumps(opt_meta)
+    if carry is not None:
+        for k, layer in enumerate(carry):
+            for i, t in enumerate(layer):
+                tensors[f"carry.{k}.{i}"] = t.detach().cpu().contiguous().clone()
+    for name, t in (rng or {}).items():
+        tensors[f"rng.{name}"] = t.detach().cpu().contiguous()
+    atomic_write(path, st_save(tensors, metadata=meta))
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, parsed and checked."""
+
+    path: Path
+    config: RunConfig
+    vocab: Vocab
+    train_state: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    optimizer: dict[str, Any] | None = field(default=None, repr=False)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def build_model(self) -> RNNLanguageModel:
+        """The model with these weights; a :class:`CheckpointError` if they do not fit the config."""
+        model = RNNLanguageModel(self.config.model, len(self.vocab))
+        try:
+            model.load_state_dict(self.model_state(), strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:3])
+            raise CheckpointError(f"{self.path}: weights do not match its config and vocabulary ({detail[:300]})") from None
+        return model
+
+    def carry(self) -> StackState | None:
+        layers: dict[int, dict[int, torch.Tensor]] = {}
+        for name, t in self.tensors.items():
+            if name.startswith("carry."):
+                _, k, i = name.split(".")
+                layers.setdefault(int(k), {})[int(i)] = t
+        if not layers:
+            return None
+        return tuple(tuple(layers[k][i] for i in sorted(layers[k])) for k in sorted(layers))
+
+    def rng(self) -> dict[str, torch.Tensor]:
+        return {k[len("rng."):]: v for k, v in self.tensors.items() if k.startswith("rng.")}
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        return None if self.optimizer is None else _join_optimizer(self.tensors, self.optimizer)
+
+
+def resolve(path: str | os.PathLike[str], prefer: str = BEST) -> Path:
+    """A checkpoint file from a file or a run folder (``best`` first, else ``last``)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (prefer, LAST if prefer == BEST else BEST):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"run folder {p} holds no checkpoint ({BEST} or {LAST})")
+    if not p.exists():
+        raise CheckpointError(f"no such checkpoint: {p}")
+    return p
+
+
+def _sniff(p: Path) -> None:
+    """Refuse files that are recognisably something else, before parsing them."""
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(f"{p} is empty")
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise CheckpointError(
+            f"{p} is a pickle or PyTorch zip file; rnnlab loads only its own safetensors checkpoints "
+            "and never unpickles (unpickling can run code)")
+    if len(head) < 9 or head[8:9] != b"{":
+        raise CheckpointError(f"{p} is not a safetensors file")
+
+
+def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpoint:
+    """Read and check a checkpoint file (or a run folder's best/last checkpoint)."""
+    p = resolve(path, prefer)
+    try:
+        _sniff(p)
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{p} is a safetensors file but not an rnnlab checkpoint (no format tag)")
+            if meta.get("version") != str(VERSION):
+                raise CheckpointError(
+                    f"{p} is an rnnlab checkpoint of version {meta.get('version')!r}; this rnnlab reads version {VERSION}")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+    try:
+        config = from_dict(RunConfig, json.loads(meta["config"]))
+        vocab = Vocab.from_dict(json.loads(meta["vocab"]))
+        train_state = json.loads(meta.get("train_state", "{}"))
+        optimizer = json.loads(meta["optimizer"]) if "optimizer" in meta else None
+    except KeyError as e:
+        raise CheckpointError(f"{p}: metadata lacks {e.args[0]!r}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: metadata is not valid JSON ({e.msg})") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: stored config is invalid: {e}") from None
+    return Checkpoint(p, config, vocab, train_state, tensors, optimizer)
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[RNNLanguageModel, Vocab, Checkpoint]:
+    """The model (in eval mode) and vocabulary of a checkpoint or run folder."""
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model()
+    model.eval()
+    return model, ckpt.vocab, ckpt
+
+
+__all__ = ["BEST", "LAST", "Checkpoint", "atomic_write", "load_checkpoint", "load_model", "resolve",
+           "save_checkpoint", "write_json"]

@@ -1,0 +1,295 @@
+"""The ``rnnlab`` command line: a thin shell over the library.
+
+Options are generated from the config dataclasses one to one (``hidden_size`` is
+``--hidden-size``). Only options the user actually gives are applied, on top of the
+defaults, or, with ``--resume``, on top of the run's own saved config. Errors the
+user can cause print one line and exit non-zero; nothing here trains or samples by
+itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig, from_dict
+from rnnlab.errors import ConfigError, RnnlabError
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+
+TRAIN_EXAMPLES = """examples:
+  rnnlab train --data input.txt --cell lstm --hidden-size 512 --num-layers 2 --seq-len 100 \\
+      --batch-size 64 --lr 2e-3 --clip-norm 5 --seed 1 --time-budget 600 --out runs/x
+  rnnlab train --out runs/x --resume --time-budget 1200     # continue the same run
+  rnnlab train --train ptb.train.txt --val ptb.valid.txt --test ptb.test.txt --max-epochs 1 --out runs/ptb
+  rnnlab train --data corpus/ --level word --min-count 3 --cell gru --max-steps 2000 --out runs/words
+"""
+SAMPLE_EXAMPLES = """examples:
+  rnnlab sample runs/x --prime "The " --length 500 --temperature 0.8 --top-k 20 --seed 3
+  rnnlab sample runs/x/best.safetensors --strategy argmax --length 200
+  rnnlab sample runs/x --strategy beam --beam-width 8 --prime "def " --length 60
+  rnnlab sample runs/x --top-p 0.9 --num-samples 4 --length 120
+"""
+EVAL_EXAMPLES = """examples:
+  rnnlab eval runs/x                       # the run's own validation split
+  rnnlab eval runs/x --split test          # its test split (explicit --test files only)
+  rnnlab eval runs/x --data ptb.test.txt   # any file, in bits per character
+"""
+DEMO_EXAMPLES = """examples:
+  rnnlab demo                       # about 3 minutes on a CPU, then samples and bits per character
+  rnnlab demo --time-budget 60 --out runs/quick
+"""
+DATA_EXAMPLES = """examples:
+  rnnlab data list
+  rnnlab data download tinyshakespeare          # into ~/.cache/rnnlab/data, checksum verified
+  rnnlab data download tinyshakespeare --dir data/
+"""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
+    """One option per field; defaults are suppressed so that only given options are applied."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                              "help": f"{f.metadata.get('help', '')} (default: {f.default})"}
+        if tp is bool:
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if get_origin(tp) is Literal:
+            kw["choices"] = get_args(tp)
+        else:
+            base = [a for a in get_args(tp) if a is not type(None)] or [tp]
+            kw["type"] = {int: int, float: float, str: str}.get(base[0], str)
+            kw["metavar"] = {int: "N", float: "X", str: "S"}.get(base[0], "S")
+        group.add_argument(_flag(f.name), **kw)
+
+
+def _given(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(ns).items() if k in names}
+
+
+def run_config_from_args(ns: argparse.Namespace) -> RunConfig:
+    """Defaults (or the run's saved config, with --resume), overlaid with the options given."""
+    if getattr(ns, "resume", False):
+        from rnnlab.checkpoint import LAST, load_checkpoint
+
+        out = getattr(ns, "out", TrainConfig().out)
+        base = load_checkpoint(out, prefer=LAST).config.to_dict()
+    else:
+        base = RunConfig().to_dict()
+    for section, cls in SECTIONS.items():
+        base[section].update(_given(ns, cls))
+    return from_dict(RunConfig, base)
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, default=lambda o: None if o != o else str(o)))
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+# commands -------------------------------------------------------------------------------
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from rnnlab.train import train
+
+    cfg = run_config_from_args(ns)
+    summary = train(cfg, progress=not ns.quiet)
+    _report(summary, ns.json)
+    return 130 if summary["stopped"] == "interrupted" else 0
+
+
+def _report(summary: dict[str, Any], as_json: bool) -> None:
+    if summary.get("stopped") == "interrupted":
+        print(f"interrupted: saved {summary['run']}/last.safetensors; continue with --out {summary['run']} --resume",
+              file=sys.stderr)
+    lines = [f"{k}: {_fmt(v)}" for k, v in summary.items()]
+    print("\n".join(lines))
+    if as_json:
+        _print_json(summary)
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
+    from rnnlab.checkpoint import load_model
+    from rnnlab.sampling import generate
+
+    cfg = from_dict(SampleConfig, _given(ns, SampleConfig)).validate()
+    model, vocab, _ = load_model(ns.checkpoint)
+    if cfg.num_samples == 1 and cfg.strategy != "beam":
+        sys.stdout.write(cfg.prime)
+        sys.stdout.flush()
+
+        def on_token(toks: list[str]) -> None:
+            sys.stdout.write(toks[0] if vocab.level == "char" else " " + toks[0])
+            sys.stdout.flush()
+
+        generate(model, vocab, cfg, on_token=on_token)
+        print()
+        return 0
+    for i, text in enumerate(generate(model, vocab, cfg)):
+        if cfg.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(text)
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from rnnlab.checkpoint import load_model
+    from rnnlab.data.corpus import load_corpus, read_text
+    from rnnlab.sampling import evaluate_text
+    from rnnlab.train import token_metrics
+
+    model, vocab, ckpt = load_model(ns.checkpoint)
+    tc = ckpt.config.train
+    if ns.data:
+        text, source = read_text(ns.data), ns.data
+    else:
+        corpus = load_corpus(ckpt.config.data)
+        text = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[ns.split]
+        if text is None:
+            raise ConfigError(f"the run has no {ns.split} split (give --test at training time, or --data FILE)")
+        source = f"{ns.split} split"
+    r = evaluate_text(model, vocab, text, batch_size=tc.eval_batch_size, seq_len=tc.seq_len)
+    m = token_metrics(r["loss"], vocab.level)
+    unit = "bpc" if vocab.level == "char" else "bpw"
+    summary = {"checkpoint": str(ckpt.path), "data": source, "tokens": r["tokens"], "loss": m["loss"],
+               unit: m[unit], "ppl": m["ppl"]}
+    key = "val" if source == "val split" else ("test" if source == "test split" else "eval")
+    summary[f"{key}_{unit}"] = m[unit]
+    print("\n".join(f"{k}: {_fmt(v)}" for k, v in summary.items()))
+    if ns.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from rnnlab.checkpoint import load_model
+    from rnnlab.data.corpus import BUILTIN
+    from rnnlab.sampling import generate
+    from rnnlab.train import train
+
+    out = ns.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = RunConfig(
+        data=DataConfig(data=BUILTIN),
+        model=ModelConfig(cell="lstm", hidden_size=256, num_layers=2),
+        optim=OptimConfig(optimizer="adam", lr=2e-3, clip_norm=5.0),
+        train=TrainConfig(batch_size=64, seq_len=100, time_budget=ns.time_budget, eval_interval=250, seed=ns.seed,
+                          out=out))
+    print(f"rnnlab demo: a 2-layer LSTM learns Python from the standard library's source, "
+          f"for {ns.time_budget:.0f} s on this machine. Run folder: {out}", file=sys.stderr)
+    summary = train(cfg, progress=not ns.quiet)
+    model, vocab, _ = load_model(out)
+    for temp in (0.5, 0.8, 1.0):
+        text = generate(model, vocab, SampleConfig(prime="def ", length=300, temperature=temp, seed=ns.seed))[0]
+        print(f"\n=== sample, temperature {temp} ===\n{text}")
+    print(f"\nvalidation bits per character: {summary['best_val_bpc']:.3f} (best), "
+          f"{summary['val_bpc']:.3f} (last), after {summary['steps']} steps, {summary['elapsed_s']:.0f} s, "
+          f"{summary['tokens_per_sec']:,.0f} chars/s")
+    print(f"sample more with: rnnlab sample {out} --prime 'class ' --temperature 0.8")
+    if ns.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_data(ns: argparse.Namespace) -> int:
+    from rnnlab.data import download
+
+    if ns.data_cmd == "list":
+        for name, src in download.CORPORA.items():
+            print(f"{name:16s} {src.size:>10,d} bytes  {src.description}")
+        return 0
+    path = download.download(ns.name, dest_dir=ns.dir, url=ns.url, progress=not ns.quiet)
+    print(path)
+    return 0
+
+
+# parser -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="rnnlab", formatter_class=fmt,
+                                description="Recurrent language models: train, sample, evaluate.",
+                                epilog="run 'rnnlab COMMAND --help' for each command's options and examples")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a language model (truncated BPTT)", formatter_class=fmt,
+                       description="Train an Elman RNN, LSTM or GRU language model on any text.", epilog=TRAIN_EXAMPLES)
+    for section, cls in SECTIONS.items():
+        _add_dataclass_options(t, cls, f"{section} options")
+    t.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained model", formatter_class=fmt,
+                       description="Generate text, primed, with argmax, sampling (temperature, top-k, top-p) "
+                                   "or beam search.", epilog=SAMPLE_EXAMPLES)
+    s.add_argument("checkpoint", help="a run folder (its best checkpoint) or a .safetensors checkpoint")
+    _add_dataclass_options(s, SampleConfig, "sampling options")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="bits per character of a checkpoint on a split or a file", formatter_class=fmt,
+                       epilog=EVAL_EXAMPLES)
+    e.add_argument("checkpoint", help="a run folder (its best checkpoint) or a .safetensors checkpoint")
+    e.add_argument("--data", help="a text file to score (default: the run's own split)")
+    e.add_argument("--split", choices=("train", "val", "test"), default="val", help="the run's split to score")
+    e.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the main job: learn Python source from the standard library, then sample",
+                       formatter_class=fmt, epilog=DEMO_EXAMPLES)
+    d.add_argument("--time-budget", type=float, default=180.0, metavar="X", help="seconds of training (default: 180)")
+    d.add_argument("--out", default=None, help="run folder (default: runs/demo-TIMESTAMP)")
+    d.add_argument("--seed", type=int, default=1, help="seed (default: 1)")
+    d.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_demo)
+
+    da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)
+    dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="corpora rnnlab knows how to download")
+    dl = dsub.add_parser("download", help="download a corpus and verify its checksum")
+    dl.add_argument("name", help="corpus name (see 'rnnlab data list')")
+    dl.add_argument("--dir", default=None, help="destination folder (default: ~/.cache/rnnlab/data or $RNNLAB_DATA)")
+    dl.add_argument("--url", default=None, help="fetch from this URL instead (a mirror); the checksum still applies")
+    dl.add_argument("--quiet", action="store_true", help="no progress bar")
+    da.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except RnnlabError as e:
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `rnnlab sample ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main", "run_config_from_args"]

@@ -1,0 +1,292 @@
+"""Typed configurations: every hyperparameter, its default and its meaning, in one place.
+
+Each section is a dataclass whose fields carry a ``help`` text in their metadata; the
+CLI is generated from these fields one to one (``hidden_size`` becomes
+``--hidden-size``), and every run folder and checkpoint stores them as JSON.
+:func:`from_dict` rejects unknown keys and :meth:`RunConfig.validate` reports every
+problem at once, so a user fixes a command line in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from rnnlab.errors import ConfigError
+
+CELLS = ("elman", "lstm", "gru")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "plateau")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by ``--help``)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is cut into tokens."""
+
+    data: str | None = _f(None, "a text file or a folder of text files; split 90%% train / 10%% validation")
+    train: str | None = _f(None, "explicit training file (Penn Treebank style); use with --val")
+    val: str | None = _f(None, "explicit validation file")
+    test: str | None = _f(None, "explicit test file (optional)")
+    level: Literal["char", "word"] = _f("char", "token level: characters, or whitespace-separated words")
+    min_count: int = _f(1, "word level: words seen fewer times in training become <unk>")
+    val_fraction: float = _f(0.1, "fraction of a single corpus (its last characters) kept for validation")
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.data is None and self.train is None:
+            p.append("no corpus: give --data FILE_OR_FOLDER, or --train FILE --val FILE")
+        if self.data is not None and self.train is not None:
+            p.append("give either --data or --train/--val, not both")
+        if self.train is not None and self.val is None:
+            p.append("--train needs --val (the validation file)")
+        if self.data is None and self.train is None and (self.val or self.test):
+            p.append("--val/--test need --train")
+        if self.min_count < 1:
+            p.append(f"min_count must be >= 1, got {self.min_count}")
+        if not 0.0 < self.val_fraction < 1.0:
+            p.append(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        return p
+
+
+@dataclass
+class ModelConfig:
+    """The network: input layer, recurrent stack, softmax output layer."""
+
+    cell: Literal["elman", "lstm", "gru"] = _f("lstm", "recurrent cell: elman (tanh), lstm or gru")
+    hidden_size: int = _f(256, "units per recurrent layer")
+    num_layers: int = _f(2, "stacked recurrent layers")
+    dropout: float = _f(0.0, "dropout on each layer's output (between layers and before the softmax)")
+    input: Literal["embedding", "onehot"] = _f("embedding", "input layer: a learned embedding, or the one-hot vector itself")
+    embedding_size: int = _f(64, "embedding width (ignored for --input onehot)")
+    fused: bool = _f(True, "teacher-forced passes use torch.nn.RNN/LSTM/GRU on the same weights")
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.cell not in CELLS:
+            p.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.hidden_size < 1:
+            p.append(f"hidden_size must be >= 1, got {self.hidden_size}")
+        if self.num_layers < 1:
+            p.append(f"num_layers must be >= 1, got {self.num_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            p.append(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.input not in ("embedding", "onehot"):
+            p.append(f"input must be embedding or onehot, got {self.input!r}")
+        if self.embedding_size < 1:
+            p.append(f"embedding_size must be >= 1, got {self.embedding_size}")
+        return p
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, learning-rate schedule, clipping and weight decay."""
+
+    optimizer: Literal["adam", "sgd", "rmsprop"] = _f("adam", "adam, sgd (with momentum) or rmsprop")
+    lr: float = _f(2e-3, "peak learning rate")
+    momentum: float = _f(0.9, "momentum for sgd and rmsprop")
+    weight_decay: float = _f(0.0, "L2 weight decay (AdamW-style decoupled for adam)")
+    clip_norm: float = _f(5.0, "clip the global gradient norm to this value (0: off)")
+    clip_value: float = _f(0.0, "clip every gradient element to [-v, v] (0: off); applied before --clip-norm")
+    lr_schedule: Literal["constant", "cosine", "plateau"] = _f(
+        "constant", "constant, cosine (with warm-up, to --min-lr-ratio * lr at --decay-steps) or plateau (decay when validation stalls)")
+    warmup_steps: int = _f(0, "linear warm-up steps (constant and cosine)")
+    decay_steps: int = _f(0, "cosine: steps until the minimum; 0 means --max-steps")
+    min_lr_ratio: float = _f(0.1, "cosine: final learning rate as a fraction of --lr")
+    plateau_factor: float = _f(0.5, "plateau: multiply the learning rate by this when validation stalls")
+    plateau_patience: int = _f(1, "plateau: evaluations without improvement before decaying")
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.optimizer not in OPTIMIZERS:
+            p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            p.append(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            p.append(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            p.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.clip_norm < 0 or self.clip_value < 0:
+            p.append("clip_norm and clip_value must be >= 0 (0 turns clipping off)")
+        if self.lr_schedule not in SCHEDULES:
+            p.append(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0 or self.decay_steps < 0:
+            p.append("warmup_steps and decay_steps must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            p.append(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            p.append(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
+        if self.plateau_patience < 0:
+            p.append(f"plateau_patience must be >= 0, got {self.plateau_patience}")
+        return p
+
+
+@dataclass
+class TrainConfig:
+    """The truncated-BPTT loop: batches, stop conditions, evaluation, logging."""
+
+    batch_size: int = _f(64, "B: parallel contiguous streams per batch")
+    seq_len: int = _f(100, "T: characters per stream per batch (the BPTT truncation length)")
+    max_steps: int = _f(0, "stop after this many optimiser steps (0: no limit)")
+    max_epochs: float = _f(0.0, "stop after this many passes over the training split (0: no limit)")
+    time_budget: float = _f(0.0, "stop after this many seconds of training, summed over resumes (0: no limit)")
+    eval_interval: int = _f(500, "evaluate on the whole validation split and checkpoint every N steps")
+    eval_batch_size: int = _f(32, "streams used to evaluate the validation split (every character counted once)")
+    log_interval: int = _f(10, "write a metrics.jsonl line every N steps")
+    seed: int = _f(1, "seed for weights, dropout and everything random in training")
+    out: str = _f("runs/latest", "run folder: config, vocabulary, metrics, plots and checkpoints")
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint")
+    max_bad_steps: int = _f(10, "stop after this many consecutive steps with a non-finite loss or gradient")
+    threads: int = _f(0, "intra-op CPU threads (0: PyTorch's default, one per core)")
+    device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
+
+    def problems(self) -> list[str]:
+        p = []
+        for name in ("batch_size", "seq_len", "eval_interval", "eval_batch_size", "log_interval", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                p.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_epochs", "time_budget", "threads"):
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.max_steps or self.max_epochs or self.time_budget):
+            p.append("no stop condition: give --max-steps, --max-epochs or --time-budget")
+        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
+            p.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        return p
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; saved as ``config.json`` in the run folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
+        problems = [*self.data.problems(), *self.model.problems(), *self.optim.problems(), *self.train.problems()]
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SampleConfig:
+    """How text is drawn from a trained model."""
+
+    strategy: Literal["sample", "argmax", "beam"] = _f("sample", "sample (from the softmax), argmax (greedy) or beam (beam search)")
+    length: int = _f(500, "tokens to generate after the prime")
+    prime: str = _f("", "text the model reads before it writes (its state is carried forward)")
+    temperature: float = _f(1.0, "divide the logits by this: < 1 sharpens, > 1 flattens")
+    top_k: int = _f(0, "sample only among the k most probable tokens (0: all)")
+    top_p: float = _f(1.0, "sample only from the smallest set whose probability reaches p (nucleus)")
+    beam_width: int = _f(5, "beam search: hypotheses kept per step")
+    num_samples: int = _f(1, "independent streams generated at once")
+    seed: int | None = _f(None, "seed for the sampler (unset: a fresh random seed)")
+
+    def validate(self) -> "SampleConfig":
+        p = []
+        if self.strategy not in ("sample", "argmax", "beam"):
+            p.append(f"strategy must be sample, argmax or beam, got {self.strategy!r}")
+        if self.length < 0:
+            p.append(f"length must be >= 0, got {self.length}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            p.append(f"temperature must be a positive number, got {self.temperature}")
+        if self.top_k < 0:
+            p.append(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            p.append(f"top_p must lie in (0, 1], got {self.top_p}")
+        if self.beam_width < 1:
+            p.append(f"beam_width must be >= 1, got {self.beam_width}")
+        if self.num_samples < 1:
+            p.append(f"num_samples must be >= 1, got {self.num_samples}")
+        if p:
+            raise ConfigError(p)
+        return self
+
+
+def _check_type(value: Any, tp: Any) -> Any:
+    """Return ``value`` converted to ``tp`` where that is lossless, else raise TypeError."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise TypeError(f"expected one of {', '.join(map(repr, get_args(tp)))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg)
+            except TypeError:
+                pass
+        raise TypeError(f"expected {tp}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError(f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError(f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
+    """Build ``cls`` from a (nested) dict, rejecting unknown keys and wrong types.
+
+    Every problem is collected and raised together as one :class:`ConfigError`.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key in d:
+        if key not in fields:
+            problems.append(f"unknown key {where}{key!r} (known: {', '.join(fields)})")
+    for name in fields:
+        if name not in d:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            try:
+                kwargs[name] = from_dict(tp, d[name], where=f"{where}{name}.")
+            except ConfigError as e:
+                problems.extend(e.problems)
+            continue
+        try:
+            kwargs[name] = _check_type(d[name], tp)
+        except TypeError as e:
+            problems.append(f"{where}{name}: {e}")
+    if problems:
+        raise ConfigError(problems)
+    return cls(**kwargs)

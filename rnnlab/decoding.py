@@ -1,0 +1,130 @@
+r"""Choosing the next token from a model's scores: one implementation for every model.
+
+This module needs only NumPy, so the neural models and the count-based n-gram models
+share it. A *sampler* maps logits (B, V) to token ids (B,):
+
+* :class:`Argmax` -- the most probable token (greedy decoding);
+* :class:`Sample` -- a random draw from :func:`distribution`, which applies, in order,
+
+  - temperature :math:`\tau`: :math:`p_i \propto \exp(z_i / \tau)`; :math:`\tau < 1`
+    sharpens the distribution, :math:`\tau > 1` flattens it, :math:`\tau = 1` is the
+    model's own softmax;
+  - top-k: keep the k largest probabilities (ties at the k-th value broken by index);
+  - top-p (nucleus, Holtzman et al. 2020): keep the smallest set of most probable
+    tokens whose total reaches p;
+
+  and renormalises what is kept.
+
+:func:`beam_search` keeps the ``beam_width`` most probable prefixes at every step of
+any model given as a step function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from rnnlab.errors import ConfigError
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log softmax over the last axis."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """Probabilities (B, V) after temperature, top-k and top-p; each row sums to 1."""
+    z = np.atleast_2d(np.asarray(logits, dtype=np.float64)) / temperature  # (B, V)
+    p = np.exp(log_softmax(z))
+    v = p.shape[-1]
+    if 0 < top_k < v:
+        order = np.argsort(-p, axis=-1, kind="stable")  # (B, V), most probable first
+        drop = order[:, top_k:]
+        np.put_along_axis(p, drop, 0.0, axis=-1)
+    if top_p < 1.0:
+        order = np.argsort(-p, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, axis=-1)
+        cum = np.cumsum(sorted_p, axis=-1)
+        # keep a token if the mass before it has not yet reached p (so the first is always kept)
+        keep_sorted = (cum - sorted_p) < top_p * cum[:, -1:]
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        p = np.where(keep, p, 0.0)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+class Argmax:
+    """Greedy decoding: always the most probable token (ties: the lowest id)."""
+
+    def choose(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.atleast_2d(logits).argmax(axis=-1)
+
+
+@dataclass
+class Sample:
+    """A random draw from :func:`distribution` (temperature, top-k, top-p)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            problems.append(f"temperature must be a positive number, got {self.temperature}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p must lie in (0, 1], got {self.top_p}")
+        if problems:
+            raise ConfigError(problems)
+
+    def choose(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = distribution(logits, self.temperature, self.top_k, self.top_p)  # (B, V)
+        u = rng.random((p.shape[0], 1))
+        cum = np.cumsum(p, axis=-1)
+        ids = (cum < u * cum[:, -1:]).sum(axis=-1)  # inverse-CDF draw, one per row
+        return np.minimum(ids, p.shape[-1] - 1)
+
+
+def make_sampler(strategy: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Argmax | Sample:
+    if strategy == "argmax":
+        return Argmax()
+    if strategy == "sample":
+        return Sample(temperature, top_k, top_p)
+    raise ConfigError(f"no sampler named {strategy!r} (expected sample or argmax; beam search is separate)")
+
+
+StepFn = Callable[[np.ndarray, Any], tuple[np.ndarray, Any]]  # ids (K,), state -> log-probs (K, V), state
+ReorderFn = Callable[[Any, np.ndarray], Any]  # state, beam indices (K,) -> state
+
+
+def beam_search(step: StepFn, reorder: ReorderFn, state: Any, first_logprobs: np.ndarray, beam_width: int,
+                length: int) -> tuple[list[int], float]:
+    """The most probable continuation of ``length`` tokens found with a beam of ``beam_width``.
+
+    ``first_logprobs`` (V,) scores the first token; ``state`` is the model's state for one
+    hypothesis, which ``reorder`` repeats and selects (it is called with indices of length
+    K <= beam_width). Returns the token ids and their total log probability.
+    """
+    if length == 0:
+        return [], 0.0
+    v = first_logprobs.shape[-1]
+    k = min(beam_width, v)
+    top = np.argsort(-first_logprobs, kind="stable")[:k]
+    scores = first_logprobs[top].astype(np.float64)  # (K,)
+    seqs = top[:, None]  # (K, 1)
+    state = reorder(state, np.zeros(k, dtype=np.int64))
+    for _ in range(length - 1):
+        logprobs, state = step(seqs[:, -1], state)  # (K, V)
+        total = (scores[:, None] + logprobs).ravel()  # (K*V,)
+        best = np.argsort(-total, kind="stable")[: min(beam_width, total.size)]
+        parent, token = best // v, best % v
+        scores = total[best]
+        seqs = np.concatenate([seqs[parent], token[:, None]], axis=1)
+        state = reorder(state, parent)
+    i = int(np.argmax(scores))
+    return seqs[i].tolist(), float(scores[i])

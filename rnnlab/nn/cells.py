@@ -1,0 +1,157 @@
+"""Recurrent cells behind one interface.
+
+Every cell owns four parameters laid out exactly as PyTorch's fused modules lay them
+out, all gates stacked in one matrix (G gates of H units each):
+
+* ``weight_ih``: (G*H, I), ``bias_ih``: (G*H,)  -- input to gates
+* ``weight_hh``: (G*H, H), ``bias_hh``: (G*H,)  -- previous state to gates
+
+and exposes the same small interface:
+
+* ``initial_state(batch)`` -> a tuple of (B, H) zero tensors;
+* ``project_input(x)`` -> ``x @ weight_ih.T + bias_ih``, for one step (B, I) or for
+  all T steps at once (B, T, I): the unroller does this as one large matrix product;
+* ``step_projected(xp_t, state)`` -> ``(h_t, state)``, the recurrence given the
+  projected input (B, G*H);
+* ``step(x_t, state)`` = ``step_projected(project_input(x_t), state)``.
+
+Because the layout matches, the same tensors also drive ``torch.nn.RNN/LSTM/GRU``
+(:attr:`Cell.fused_cls`), and the tests check each cell against
+``torch.nn.RNNCell/LSTMCell/GRUCell`` with copied weights.
+
+Initialisation (all cells, as PyTorch): every parameter uniform in
+(-1/sqrt(H), 1/sqrt(H)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+State = tuple[Tensor, ...]  # one layer's state: (h,) or (h, c), each (B, H)
+
+
+class Cell(nn.Module):
+    """Base class: parameters, initial state, input projection. Subclasses define the step."""
+
+    gates: int = 1  # G, gate blocks stacked in the weight matrices
+    state_tensors: int = 1  # tensors in the state tuple
+    fused_cls: type[nn.RNNBase] = nn.RNN  # the torch module that computes the same function
+    fused_kwargs: dict = {}
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        g = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(g, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(g, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(g))
+        self.bias_hh = nn.Parameter(torch.empty(g))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        k = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -k, k)
+
+    def initial_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+        """Zeros: ``state_tensors`` tensors of shape (B, H)."""
+        dtype = dtype or self.weight_hh.dtype
+        device = device or self.weight_hh.device
+        return tuple(torch.zeros(batch, self.hidden_size, device=device, dtype=dtype) for _ in range(self.state_tensors))
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """(..., I) -> (..., G*H): the input's contribution to every gate."""
+        return torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """One time step: x_t (B, I), state -> h_t (B, H), new state."""
+        return self.step_projected(self.project_input(x_t), state)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+class ElmanCell(Cell):
+    r"""Elman RNN cell with a tanh nonlinearity.
+
+    .. math::
+        h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    with ``h_0 = 0``. Matches ``torch.nn.RNNCell(nonlinearity="tanh")``.
+    """
+
+    gates, state_tensors = 1, 1
+    fused_cls = nn.RNN
+    fused_kwargs = {"nonlinearity": "tanh"}
+
+    def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
+        (h,) = state
+        h = torch.tanh(torch.addmm(xp_t + self.bias_hh, h, self.weight_hh.t()))  # (B, H)
+        return h, (h,)
+
+
+class LSTMCell(Cell):
+    r"""Long short-term memory cell (Hochreiter & Schmidhuber 1997, with a forget gate).
+
+    Gate blocks in the order i, f, g, o (as PyTorch):
+
+    .. math::
+        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t &= \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t &= \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t &= \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t &= o_t \odot \tanh(c_t)
+
+    with ``h_0 = c_0 = 0``; the state is ``(h, c)``. Matches ``torch.nn.LSTMCell``.
+    """
+
+    gates, state_tensors = 4, 2
+    fused_cls = nn.LSTM
+
+    def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h, c = state
+        z = torch.addmm(xp_t + self.bias_hh, h, self.weight_hh.t())  # (B, 4H)
+        i, f, g, o = z.chunk(4, dim=1)  # each (B, H)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+
+class GRUCell(Cell):
+    r"""Gated recurrent unit (Cho et al. 2014), in PyTorch's formulation.
+
+    Gate blocks in the order r, z, n:
+
+    .. math::
+        r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+
+    with ``h_0 = 0``. The reset gate multiplies ``W_hn h + b_hn`` (as PyTorch and
+    cuDNN), not ``h`` before the product as in Cho et al. Matches ``torch.nn.GRUCell``.
+    """
+
+    gates, state_tensors = 3, 1
+    fused_cls = nn.GRU
+
+    def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
+        (h,) = state
+        hp = torch.addmm(self.bias_hh, h, self.weight_hh.t())  # (B, 3H)
+        xr, xz, xn = xp_t.chunk(3, dim=1)
+        hr, hz, hn = hp.chunk(3, dim=1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        h = (1.0 - z) * n + z * h  # (B, H)
+        return h, (h,)
+
+
+CELL_TYPES: dict[str, type[Cell]] = {"elman": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}

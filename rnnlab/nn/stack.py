@@ -1,0 +1,106 @@
+"""One multi-layer unroller for every cell, and the fused fast path beside it.
+
+``RecurrentStack`` holds ``num_layers`` cells of one kind. It runs a sequence two ways
+that compute the same function on the same parameters:
+
+* :meth:`unroll` -- the generic loop: for each layer, the input projection of all T
+  steps as one matrix product, then ``cell.step_projected`` once per step. Works for
+  any :class:`~rnnlab.nn.cells.Cell` and never asks which kind it is.
+* :meth:`fused` -- ``torch.nn.RNN/LSTM/GRU`` called through
+  :func:`torch.func.functional_call` with this stack's own parameters, so the fast
+  kernels train exactly the weights the unroller and the samplers use.
+
+Dropout with probability p acts on the output of every layer but the last (as
+``torch.nn.LSTM(dropout=p)``); the language model adds one more before its softmax.
+
+Shapes: x (B, T, I) -> out (B, T, H); a state is a tuple over layers of each
+cell's state tuple, every tensor (B, H).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from rnnlab.nn.cells import CELL_TYPES, Cell, State
+
+StackState = tuple[State, ...]  # one State per layer
+
+
+def detach_state(state: StackState) -> StackState:
+    """The same state cut from the graph (truncated BPTT carries values, not gradients)."""
+    return tuple(tuple(t.detach() for t in layer) for layer in state)
+
+
+class RecurrentStack(nn.Module):
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        cls = CELL_TYPES[cell]
+        self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout
+        self.layers = nn.ModuleList(
+            [cls(input_size if k == 0 else hidden_size, hidden_size) for k in range(num_layers)])
+        # The fused module is a template only: its own parameters are never used, and it is
+        # kept out of this module's parameters and state_dict (a plain list hides it).
+        self._template = [cls.fused_cls(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
+                                        batch_first=True, **cls.fused_kwargs)]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return list(self.layers)  # type: ignore[arg-type]
+
+    def initial_state(self, batch: int, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> StackState:
+        return tuple(c.initial_state(batch, device, dtype) for c in self.cells)
+
+    def forward(self, x: Tensor, state: StackState | None = None, fused: bool = True) -> tuple[Tensor, StackState]:
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device, x.dtype)
+        return self.fused(x, state) if fused else self.unroll(x, state)
+
+    # the generic unroller ------------------------------------------------------------
+    def unroll(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
+        """Layer by layer, step by step: x (B, T, I) -> (B, T, H)."""
+        new_state = []
+        for k, cell in enumerate(self.cells):
+            xp = cell.project_input(x)  # (B, T, G*H): all T input products at once
+            s = state[k]
+            outs = []
+            for t in range(x.shape[1]):
+                h, s = cell.step_projected(xp[:, t], s)  # h: (B, H)
+                outs.append(h)
+            x = torch.stack(outs, dim=1)  # (B, T, H)
+            if k < self.num_layers - 1 and self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            new_state.append(s)
+        return x, tuple(new_state)
+
+    def step(self, x_t: Tensor, state: StackState) -> tuple[Tensor, StackState]:
+        """One time step through every layer: x_t (B, I) -> h_t (B, H) of the top layer."""
+        new_state = []
+        for k, cell in enumerate(self.cells):
+            x_t, s = cell.step(x_t, state[k])
+            if k < self.num_layers - 1 and self.dropout > 0:
+                x_t = F.dropout(x_t, self.dropout, self.training)
+            new_state.append(s)
+        return x_t, tuple(new_state)
+
+    # the fused fast path --------------------------------------------------------------
+    def _fused_params(self) -> dict[str, Tensor]:
+        params = {}
+        for k, cell in enumerate(self.cells):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                params[f"{name}_l{k}"] = getattr(cell, name)
+        return params
+
+    def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
+        """The same function as :meth:`unroll`, computed by torch's fused module."""
+        template = self._template[0]
+        template.train(self.training)
+        n = len(state[0])
+        hx = tuple(torch.stack([layer[i] for layer in state]) for i in range(n))  # each (L, B, H)
+        out, h_n = functional_call(template, self._fused_params(), (x, hx if n == 2 else hx[0]))
+        h_n = h_n if isinstance(h_n, tuple) else (h_n,)
+        new_state = tuple(tuple(t[k] for t in h_n) for k in range(self.num_layers))
+        return out, new_state

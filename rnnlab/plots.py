@@ -1,0 +1,47 @@
+"""Plots of a run's curves (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
+    """The lines of a ``metrics.jsonl`` file; a partly written last line is ignored."""
+    rows = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike[str], unit: str = "bpc") -> None:
+    """Training and validation loss against optimiser steps, in ``unit`` (bits per token)."""
+    rows = read_metrics(metrics_path)
+    train = [(r["step"], r[unit]) for r in rows if r.get("split") == "train" and unit in r]
+    val = [(r["step"], r[unit]) for r in rows if r.get("split") == "val" and unit in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="training (batch)", alpha=0.6, linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation (whole split)", linewidth=2)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel({"bpc": "bits per character", "bpw": "bits per word"}.get(unit, unit))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out_png)

@@ -1,0 +1,361 @@
+"""Training a recurrent language model with truncated backpropagation through time.
+
+:func:`train` is the one entry point the shells call. Each optimiser step reads the
+next (B, T) batch of the B contiguous streams (:class:`~rnnlab.data.StreamBatcher`),
+starts from the hidden state the previous batch left (detached: gradients flow back
+T steps, values flow forward for ever), takes the mean next-token cross entropy,
+clips the gradient and steps the optimiser. The state is reset to zeros only when
+an epoch wraps around.
+
+Every ``eval_interval`` steps the whole validation split is scored, ``last`` is
+checkpointed and ``best`` is kept. The checkpoint holds everything the loop needs to
+continue bit for bit: weights, optimiser, schedule, RNG, data position and the
+carried state. Ctrl-C (SIGINT) or SIGTERM finishes the current step, checkpoints
+and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rnnlab.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint, write_json
+from rnnlab.config import OptimConfig, RunConfig
+from rnnlab.data.batches import StreamBatcher
+from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.data.vocab import Vocab, tokenize_words
+from rnnlab.errors import ConfigError, TrainingError
+from rnnlab.nn.models import RNNLanguageModel, sequence_loss
+from rnnlab.nn.stack import StackState, detach_state
+from rnnlab.plots import plot_curves
+from rnnlab.sampling import LN2, evaluate_tokens
+
+# Config sections that a resumed run may change: where and how long it runs, not what it learns.
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "eval_interval", "log_interval", "resume", "threads",
+                     "device", "eval_batch_size", "out"}
+
+
+# schedules: pure functions of the step ----------------------------------------------------
+
+def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """The learning rate at ``step`` as a fraction of ``cfg.lr`` (before any plateau decay).
+
+    Linear warm-up over ``warmup_steps``; then ``constant``/``plateau`` stay at 1 and
+    ``cosine`` falls to ``min_lr_ratio`` at ``decay_steps`` (default ``max_steps``) and stays.
+    """
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule != "cosine":
+        return 1.0
+    horizon = cfg.decay_steps or max_steps
+    if horizon <= cfg.warmup_steps:
+        return 1.0
+    frac = min(1.0, (step - cfg.warmup_steps) / (horizon - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def token_metrics(loss: float, level: str) -> dict[str, float]:
+    """A loss in nats per token, also in bits per character (or word) and perplexity."""
+    unit = "bpc" if level == "char" else "bpw"
+    return {"loss": loss, unit: loss / LN2, "ppl": math.exp(min(loss, 700.0))}
+
+
+# the run's position, saved in every checkpoint ---------------------------------------------
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # completed passes over the training split
+    batch: int = 0  # next batch index within the epoch
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+    tokens: int = 0  # training tokens seen
+    best_val: float = math.inf  # best validation loss (nats per token)
+    lr_scale: float = 1.0  # plateau decay applied so far
+    plateau_best: float = math.inf  # best loss among scheduled evaluations (drives the plateau schedule)
+    plateau_bad: int = 0  # scheduled evaluations since the last improvement
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    last_eval_step: int = -1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
+            else torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def build_vocab(corpus: Corpus, level: str, min_count: int) -> Vocab:
+    """Characters: every character of every split. Words: training words seen ``min_count`` times."""
+    if level == "char":
+        return Vocab.from_text(corpus.train + corpus.val + (corpus.test or ""))
+    return Vocab.from_words(tokenize_words(corpus.train), min_count)
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda{i}"] = s
+    return rng
+
+
+def _set_rng_state(rng: dict[str, torch.Tensor]) -> None:
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def _check_resume_config(stored: RunConfig, given: RunConfig) -> None:
+    """A resumed run learns what it learned before: only stop conditions and logging may change."""
+    diffs = []
+    s, g = stored.to_dict(), given.to_dict()
+    for section in s:
+        for key, val in s[section].items():
+            if key not in RESUMABLE_CHANGES and g[section][key] != val:
+                diffs.append(f"{key}: the run has {val!r}, the command gives {g[section][key]!r}")
+    if diffs:
+        raise ConfigError(["--resume continues the run with its own settings; only stop conditions and logging "
+                           "may change"] + diffs)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or, with ``cfg.train.resume``, continue) the run in ``cfg.train.out``.
+
+    Returns a summary: steps, epochs, why it stopped, validation and test loss in nats
+    and bits per token, training speed, and the run folder.
+    """
+    cfg.validate()
+    tc = cfg.train
+    out = Path(tc.out)
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+
+    ckpt = None
+    if tc.resume:
+        ckpt = load_checkpoint(out, prefer=LAST)
+        _check_resume_config(ckpt.config, cfg)
+    elif (out / LAST).exists() or (out / BEST).exists():
+        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
+
+    corpus = load_corpus(cfg.data)
+    vocab = ckpt.vocab if ckpt else build_vocab(corpus, cfg.data.level, cfg.data.min_count)
+    train_ids = vocab.encode(corpus.train)
+    val_ids = vocab.encode(corpus.val)
+    test_ids = vocab.encode(corpus.test) if corpus.test else None
+    batcher = StreamBatcher(train_ids, tc.batch_size, tc.seq_len)
+
+    torch.manual_seed(tc.seed)
+    model = RNNLanguageModel(cfg.model, len(vocab))
+    if ckpt:
+        model.load_state_dict(ckpt.model_state())
+    model.to(device)
+    optimizer = make_optimizer(model, cfg.optim)
+    state = TrainState()
+    carry: StackState | None = None
+    if ckpt:
+        if ckpt.optimizer is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state())
+        state = TrainState(**ckpt.train_state)
+        c = ckpt.carry()
+        carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
+        _set_rng_state(ckpt.rng())
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", cfg.to_dict())
+        write_json(out / "vocab.json", vocab.to_dict())
+        write_json(out / "split.json", corpus.record)
+    write_json(out / "config.json", cfg.to_dict())  # stop conditions may have changed on resume
+
+    unit = "bpc" if cfg.data.level == "char" else "bpw"
+    metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")
+
+    def log(row: dict[str, Any]) -> None:
+        metrics_f.write(json.dumps(row) + "\n")
+        metrics_f.flush()
+
+    bpe = batcher.batches_per_epoch
+    total_steps = tc.max_steps or (int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else None)
+    if tc.max_steps and tc.max_epochs:
+        total_steps = min(tc.max_steps, int(math.ceil(tc.max_epochs * bpe)))
+
+    def checkpoint(best: bool) -> None:
+        ts = asdict(state)
+        args = dict(model=model, config=cfg, vocab=vocab, train_state=ts, optimizer=optimizer, carry=carry,
+                    rng=_rng_state())
+        save_checkpoint(out / LAST, **args)
+        if best:
+            save_checkpoint(out / BEST, **args)
+
+    def evaluate_and_save(scheduled: bool) -> dict[str, float]:
+        """Score the whole validation split, checkpoint, plot. Only scheduled evaluations move the
+        plateau schedule, so where a run stops (and resumes) does not change how it trains."""
+        val = evaluate_tokens(model, val_ids, tc.eval_batch_size, tc.seq_len, "validation split")
+        improved = val["loss"] < state.best_val
+        if improved:
+            state.best_val = val["loss"]
+        if scheduled:
+            state.plateau_bad = 0 if val["loss"] < state.plateau_best else state.plateau_bad + 1
+            state.plateau_best = min(state.plateau_best, val["loss"])
+            if cfg.optim.lr_schedule == "plateau" and state.plateau_bad > cfg.optim.plateau_patience:
+                state.lr_scale *= cfg.optim.plateau_factor
+                state.plateau_bad = 0
+        state.last_eval_step = state.step
+        m = token_metrics(val["loss"], cfg.data.level)
+        log({"split": "val", "step": state.step, "epoch": state.epoch + state.batch / bpe,
+             "elapsed": round(state.elapsed, 3), **m, "best": improved})
+        checkpoint(best=improved)
+        plot_curves(out / "metrics.jsonl", out / "curves.png", unit)
+        return m
+
+    params = [p for p in model.parameters()]
+    bar = tqdm(total=total_steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True,
+               desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}")
+    stopped = ""
+    consecutive_bad = 0
+    window_tokens, window_time, clip_count, window_steps = 0, 0.0, 0, 0
+    last_val: dict[str, float] | None = None
+    model.train()
+    try:
+        with _StopFlag() as flag:
+            while True:
+                if tc.max_steps and state.step >= tc.max_steps:
+                    stopped = "max_steps"
+                elif tc.max_epochs and state.epoch + state.batch / bpe >= tc.max_epochs - 1e-12:
+                    stopped = "max_epochs"
+                elif tc.time_budget and state.elapsed >= tc.time_budget:
+                    stopped = "time_budget"
+                elif flag.signal is not None:
+                    stopped = "interrupted"
+                if stopped:
+                    break
+                t0 = time.perf_counter()
+                if state.batch >= bpe:  # the streams wrap around: a new epoch starts from a zero state
+                    state.epoch, state.batch, carry = state.epoch + 1, 0, None
+                xb, yb = batcher.batch(state.batch)
+                x = torch.from_numpy(xb).to(device, non_blocking=True)  # (B, T)
+                y = torch.from_numpy(yb).to(device, non_blocking=True)  # (B, T)
+                lr = cfg.optim.lr * lr_multiplier(state.step, cfg.optim, tc.max_steps) * state.lr_scale
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                logits, new_carry = model(x, carry if carry is not None else model.initial_state(x.shape[0]))
+                loss = sequence_loss(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.clip_value > 0:
+                    torch.nn.utils.clip_grad_value_(params, cfg.optim.clip_value)
+                max_norm = cfg.optim.clip_norm if cfg.optim.clip_norm > 0 else math.inf
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                loss_v = loss.item()
+                state.batch += 1
+                if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
+                    state.skipped += 1
+                    consecutive_bad += 1
+                    carry = None  # a non-finite state must not leak into the next batch
+                    tqdm.write(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
+                               f"{gnorm}); step skipped ({state.skipped} so far)")
+                    log({"split": "train", "step": state.step, "skipped": True, "loss": loss_v, "grad_norm": gnorm})
+                    if consecutive_bad >= tc.max_bad_steps:
+                        stopped = "non_finite"
+                        break
+                    state.elapsed += time.perf_counter() - t0
+                    continue
+                consecutive_bad = 0
+                optimizer.step()
+                carry = detach_state(new_carry)
+                state.step += 1
+                state.tokens += x.numel()
+                clipped = cfg.optim.clip_norm > 0 and gnorm > cfg.optim.clip_norm
+                dt = time.perf_counter() - t0
+                state.elapsed += dt
+                window_tokens += x.numel()
+                window_time += dt
+                window_steps += 1
+                clip_count += int(clipped)
+                if state.step % tc.log_interval == 0 or state.step == 1:
+                    m = token_metrics(loss_v, cfg.data.level)
+                    speed = window_tokens / max(window_time, 1e-9)
+                    log({"split": "train", "step": state.step, "epoch": state.epoch + state.batch / bpe,
+                         "elapsed": round(state.elapsed, 3), **m, "lr": lr, "grad_norm": gnorm,
+                         "clipped_frac": clip_count / window_steps, "tokens_per_sec": speed})
+                    bar.set_postfix({"loss": f"{loss_v:.3f}", unit: f"{m[unit]:.3f}", "chars/s": f"{speed:,.0f}",
+                                     "gnorm": f"{gnorm:.2f}", "clip": f"{clip_count / window_steps:.0%}",
+                                     **({f"val_{unit}": f"{last_val[unit]:.3f}"} if last_val else {})},
+                                    refresh=False)
+                    window_tokens, window_time, clip_count, window_steps = 0, 0.0, 0, 0
+                bar.update(1)
+                if state.step % tc.eval_interval == 0:
+                    t1 = time.perf_counter()
+                    last_val = evaluate_and_save(scheduled=True)
+                    state.elapsed += time.perf_counter() - t1
+        if stopped == "non_finite":
+            raise TrainingError(
+                f"the loss or gradient was non-finite for {tc.max_bad_steps} steps in a row; stopped. The last good "
+                f"checkpoint is {out / LAST if (out / LAST).exists() else 'not written yet'}: lower --lr or "
+                f"--clip-norm and resume or restart")
+        if state.last_eval_step != state.step or not (out / LAST).exists():
+            last_val = evaluate_and_save(scheduled=False)
+        else:
+            checkpoint(best=False)  # the data position and carry may have moved since
+    finally:
+        bar.close()
+        metrics_f.close()
+
+    summary: dict[str, Any] = {
+        "run": str(out), "stopped": stopped, "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
+        "elapsed_s": round(state.elapsed, 2), "tokens_per_sec": round(state.tokens / max(state.elapsed, 1e-9), 1),
+        "skipped_steps": state.skipped, "parameters": model.num_parameters(), "vocab_size": len(vocab),
+        "val_loss": last_val["loss"] if last_val else None, f"val_{unit}": last_val[unit] if last_val else None,
+        "best_val_loss": state.best_val, f"best_val_{unit}": state.best_val / LN2,
+    }
+    if test_ids is not None and (out / BEST).exists():
+        best = load_checkpoint(out / BEST).build_model().to(device)
+        t = evaluate_tokens(best, test_ids, tc.eval_batch_size, tc.seq_len, "test split")
+        summary.update({"test_loss": t["loss"], f"test_{unit}": t["loss"] / LN2})
+    return summary
