@@ -83,7 +83,10 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
             state.setdefault(int(idx), {})[key] = t
     for idx, st in meta["scalars"].items():
         state.setdefault(int(idx), {}).update(st)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    # JSON turned tuples (Adam's betas) into lists; give them back as torch wrote them
+    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+              for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: RNNLanguageModel, config: RunConfig, vocab: Vocab,

@@ -43,7 +43,8 @@ class RecurrentStack(nn.Module):
             [cls(input_size if k == 0 else hidden_size, hidden_size) for k in range(num_layers)])
         # The fused module is a template only: its own parameters are never used, and it is
         # kept out of this module's parameters and state_dict (a plain list hides it).
-        self._template = [cls.fused_cls(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
+        self._template = [cls.fused_cls(input_size, hidden_size, num_layers=num_layers,
+                                        dropout=dropout if num_layers > 1 else 0.0,
                                         batch_first=True, **cls.fused_kwargs)]
 
     @property

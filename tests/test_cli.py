@@ -1,0 +1,151 @@
+"""The command line: the issue's example commands, JSON summaries, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rnnlab.cli import build_parser, main
+
+
+def _train_args(data, out, *extra):
+    return ["train", "--data", str(data), "--cell", "lstm", "--hidden-size", "16", "--num-layers", "2",
+            "--seq-len", "20", "--batch-size", "4", "--lr", "2e-3", "--clip-norm", "5", "--seed", "1",
+            "--max-steps", "12", "--eval-interval", "6", "--out", str(out), "--quiet", *extra]
+
+
+@pytest.fixture
+def run(corpus_file, tmp_path):
+    out = tmp_path / "x"
+    assert main(_train_args(corpus_file, out)) == 0
+    return out
+
+
+def test_train_json_summary_is_the_last_line(corpus_file, tmp_path, capsys):
+    out = tmp_path / "y"
+    assert main(_train_args(corpus_file, out, "--json")) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(last)
+    assert any("val" in k and "bpc" in k for k in summary) and summary["steps"] == 12
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["hidden_size"] == 16 and cfg["optim"]["clip_norm"] == 5.0 and cfg["train"]["seed"] == 1
+
+
+def test_resume_continues_with_the_runs_own_settings(run, capsys):
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "18", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 18
+    assert json.loads((run / "config.json").read_text())["model"]["hidden_size"] == 16
+
+
+def test_resume_with_a_changed_model_is_refused(run, capsys):
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "18", "--hidden-size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_size" in err and err.startswith("rnnlab: error:")
+
+
+def test_sample_is_seeded_and_primed(run, capsys):
+    args = ["sample", str(run), "--prime", "the ", "--length", "40", "--temperature", "0.8", "--top-k", "5",
+            "--seed", "3"]
+    assert main(args) == 0
+    a = capsys.readouterr().out
+    assert main(args) == 0
+    b = capsys.readouterr().out
+    assert a == b and a.startswith("the ") and len(a.rstrip("\n")) == 44
+    assert main(["sample", str(run / "last.safetensors"), "--strategy", "argmax", "--length", "10"]) == 0
+    assert main(["sample", str(run), "--strategy", "beam", "--beam-width", "3", "--length", "10"]) == 0
+    assert main(["sample", str(run), "--num-samples", "3", "--length", "10", "--top-p", "0.9"]) == 0
+    assert capsys.readouterr().out.count("--- sample") == 3
+
+
+def test_argmax_sample_equals_top_k_one(run, capsys):
+    main(["sample", str(run), "--strategy", "argmax", "--length", "30", "--prime", "a"])
+    a = capsys.readouterr().out
+    main(["sample", str(run), "--top-k", "1", "--length", "30", "--prime", "a", "--seed", "9"])
+    assert capsys.readouterr().out == a
+
+
+def test_unknown_prime_characters_are_named(run, capsys):
+    assert main(["sample", str(run), "--prime", "Zeus☃"]) == 1
+    err = capsys.readouterr().err
+    assert "'Z'" in err and "'☃'" in err and "never saw" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_on_the_split_and_on_a_file(run, corpus_file, tmp_path, capsys):
+    assert main(["eval", str(run), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["val_bpc"] > 0 and s["data"] == "val split"
+    (tmp_path / "other.txt").write_text("the cat sat on the log.\n")
+    assert main(["eval", str(run), "--data", str(tmp_path / "other.txt"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["tokens"] == 23 and s["bpc"] > 0
+    assert main(["eval", str(run), "--split", "test"]) == 2  # no test split in a single-file run
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--data", "/no/such/file.txt", "--max-steps", "1"], "no such file"),
+    (["train", "--max-steps", "1"], "no corpus"),
+    (["train", "--data", "x", "--max-steps", "1", "--hidden-size", "0", "--lr", "-1"], "hidden_size"),
+    (["sample", "/no/such/run"], "no such checkpoint"),
+    (["eval", "/no/such/run"], "no such checkpoint"),
+    (["sample", "RUN", "--temperature", "0"], "temperature"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(argv, needle, run, capsys):
+    argv = [str(run) if a == "RUN" else a for a in argv]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01\x02binary", "café".encode("latin-1")])
+def test_bad_corpora_are_refused(content, tmp_path, capsys):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(content)
+    assert main(["train", "--data", str(f), "--max-steps", "1", "--out", str(tmp_path / "o")]) == 1
+    assert not (tmp_path / "o" / "last.safetensors").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_corpus_shorter_than_one_batch(tmp_path, capsys):
+    f = tmp_path / "short.txt"
+    f.write_text("abcdefghij" * 20)
+    assert main(["train", "--data", str(f), "--max-steps", "1", "--out", str(tmp_path / "o")]) == 1
+    assert "one batch needs" in capsys.readouterr().err
+
+
+def test_a_pickle_checkpoint_is_refused_by_the_shell(tmp_path):
+    p = tmp_path / "model.pt"
+    import torch
+
+    torch.save({"a": 1}, p)
+    r = subprocess.run([sys.executable, "-m", "rnnlab", "sample", str(p)], capture_output=True, text=True)
+    assert r.returncode == 1 and "never unpickles" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["sample"], ["eval"], ["demo"], ["data"], ["data", "download"]])
+def test_help_everywhere_with_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([*cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: rnnlab" in out
+    if cmd in (["train"], ["sample"], ["eval"], ["demo"]):
+        assert "examples:" in out
+
+
+def test_pytorch_option_names_exist():
+    ns = build_parser().parse_args(["train", "--hidden-size", "512", "--num-layers", "2", "--dropout", "0.1",
+                                    "--batch-size", "64", "--seq-len", "100", "--time-budget", "600"])
+    assert (ns.hidden_size, ns.num_layers, ns.dropout, ns.batch_size, ns.seq_len, ns.time_budget) == \
+        (512, 2, 0.1, 64, 100, 600.0)
+
+
+def test_demo_trains_on_the_builtin_corpus_and_samples(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--time-budget", "2", "--out", str(out), "--quiet", "--json"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("=== sample, temperature") == 3 and "def " in text
+    summary = json.loads(text.strip().splitlines()[-1])
+    assert summary["stopped"] == "time_budget" and summary["val_bpc"] > 0
+    assert json.loads((out / "split.json").read_text())["kind"] == "builtin"

@@ -1,0 +1,60 @@
+import pytest
+
+from rnnlab.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig, from_dict
+from rnnlab.errors import ConfigError
+
+
+def test_from_dict_round_trips_the_defaults():
+    cfg = RunConfig(data=DataConfig(data="x.txt"), train=TrainConfig(max_steps=3))
+    assert from_dict(RunConfig, cfg.to_dict()) == cfg
+
+
+def test_unknown_keys_and_wrong_types_are_all_reported_at_once():
+    d = RunConfig().to_dict()
+    d["model"]["hiden_size"] = 3
+    d["model"]["num_layers"] = "two"
+    d["optim"]["lr"] = True
+    d["colour"] = "red"
+    with pytest.raises(ConfigError) as e:
+        from_dict(RunConfig, d)
+    msg = str(e.value)
+    assert "hiden_size" in msg and "num_layers" in msg and "lr" in msg and "colour" in msg
+    assert len(e.value.problems) == 4
+
+
+def test_ints_are_accepted_for_floats_but_not_the_reverse():
+    assert from_dict(TrainConfig, {"time_budget": 5}).time_budget == 5.0
+    with pytest.raises(ConfigError):
+        from_dict(TrainConfig, {"batch_size": 2.5})
+
+
+def test_literal_fields_reject_other_values():
+    with pytest.raises(ConfigError, match="cell"):
+        from_dict(ModelConfig, {"cell": "transformer"})
+
+
+def test_validate_lists_every_nonsensical_hyperparameter():
+    cfg = RunConfig(
+        data=DataConfig(data="x"),
+        model=ModelConfig(hidden_size=0, dropout=1.5),
+        train=TrainConfig(batch_size=0, max_steps=10),
+    )
+    cfg.optim.lr = -1.0
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    text = str(e.value)
+    for word in ("hidden_size", "dropout", "batch_size", "lr"):
+        assert word in text
+
+
+def test_a_run_needs_a_corpus_and_a_stop_condition():
+    with pytest.raises(ConfigError) as e:
+        RunConfig().validate()
+    assert "no corpus" in str(e.value) and "no stop condition" in str(e.value)
+
+
+@pytest.mark.parametrize("kw", [{"temperature": 0}, {"top_p": 0.0}, {"top_k": -1}, {"length": -1},
+                                {"beam_width": 0}, {"strategy": "nucleus"}])
+def test_sample_config_rejects_nonsense(kw):
+    with pytest.raises(ConfigError):
+        SampleConfig(**kw).validate()

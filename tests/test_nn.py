@@ -1,0 +1,114 @@
+"""Cells against torch's cells (oracle), unroller against the fused path, the model's contract."""
+
+import pytest
+import torch
+
+from rnnlab.config import ModelConfig
+from rnnlab.nn import CELL_TYPES, RecurrentStack, RNNLanguageModel
+
+TORCH_CELLS = {
+    "elman": lambda i, h: torch.nn.RNNCell(i, h, nonlinearity="tanh"),
+    "lstm": torch.nn.LSTMCell,
+    "gru": torch.nn.GRUCell,
+}
+CELLS = list(CELL_TYPES)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_matches_torch_cell_outputs_and_gradients(name):
+    torch.manual_seed(1)
+    b, i, h, steps = 3, 5, 7, 4
+    ours = CELL_TYPES[name](i, h).double()
+    ref = TORCH_CELLS[name](i, h).double()
+    with torch.no_grad():
+        for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, p).copy_(getattr(ours, p))
+    xs = torch.randn(steps, b, i, dtype=torch.float64)
+    s = ours.initial_state(b)
+    assert all((t == 0).all() and t.shape == (b, h) for t in s)
+    r = None
+    loss_o = loss_r = 0
+    for x in xs:
+        out, s = ours.step(x, s)
+        r = ref(x, r) if r is not None else ref(x)
+        r_h = r[0] if isinstance(r, tuple) else r
+        torch.testing.assert_close(out, r_h, rtol=0, atol=1e-12)
+        if name == "lstm":
+            torch.testing.assert_close(s[1], r[1], rtol=0, atol=1e-12)
+        loss_o = loss_o + (out ** 2).sum()
+        loss_r = loss_r + (r_h ** 2).sum()
+    loss_o.backward()
+    loss_r.backward()
+    for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        torch.testing.assert_close(getattr(ours, p).grad, getattr(ref, p).grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("layers", [1, 3])
+def test_unroller_and_fused_path_agree(name, layers):
+    torch.manual_seed(2)
+    stack = RecurrentStack(name, 6, 8, num_layers=layers, dropout=0.3).double().eval()
+    x = torch.randn(4, 9, 6, dtype=torch.float64, requires_grad=True)
+    s0 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in stack.initial_state(4))
+    outs, grads = [], []
+    for fused in (True, False):
+        stack.zero_grad()
+        x.grad = None
+        out, s = stack(x, s0, fused=fused)
+        assert out.shape == (4, 9, 8) and len(s) == layers
+        (out.sum() + sum(t.sum() for layer in s for t in layer)).backward()
+        outs.append((out.detach(), s))
+        grads.append([p.grad.clone() for p in stack.parameters()] + [x.grad.clone()])
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=1e-12)
+    for la, lb in zip(outs[0][1], outs[1][1]):
+        for a, b in zip(la, lb):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fused_template_adds_no_parameters():
+    stack = RecurrentStack("lstm", 3, 4, num_layers=2)
+    names = {n for n, _ in stack.named_parameters()}
+    assert names == {f"layers.{k}.{p}" for k in range(2) for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("inp", ["embedding", "onehot"])
+def test_step_by_step_equals_the_whole_sequence(name, inp):
+    torch.manual_seed(3)
+    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=10, num_layers=2, input=inp, embedding_size=5), 11)
+    m = m.double().eval()
+    tokens = torch.randint(0, 11, (2, 6))
+    logits, state = m(tokens)
+    s = m.initial_state(2)
+    for t in range(6):
+        lt, s = m.step(tokens[:, t], s)
+        torch.testing.assert_close(lt, logits[:, t], rtol=0, atol=1e-12)
+    for la, lb in zip(state, s):
+        for a, b in zip(la, lb):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_soft_one_hot_input_equals_the_hard_token():
+    m = RNNLanguageModel(ModelConfig(hidden_size=8, num_layers=1), 7).double().eval()
+    tokens = torch.randint(0, 7, (3, 5))
+    soft = torch.nn.functional.one_hot(tokens, 7).double()
+    torch.testing.assert_close(m(tokens)[0], m(soft)[0])
+
+
+def test_dropout_is_active_in_training_and_off_in_eval():
+    m = RNNLanguageModel(ModelConfig(hidden_size=16, num_layers=2, dropout=0.5), 5)
+    tokens = torch.randint(0, 5, (2, 8))
+    m.train()
+    a, _ = m(tokens)
+    b, _ = m(tokens)
+    assert not torch.allclose(a, b)
+    m.eval()
+    torch.testing.assert_close(m(tokens)[0], m(tokens)[0])
+
+
+def test_elman_initial_state_is_zero_and_initialisation_is_bounded():
+    cell = CELL_TYPES["elman"](4, 100)
+    assert all(p.abs().max() <= 0.1 + 1e-7 for p in cell.parameters())  # U(-1/sqrt(H), 1/sqrt(H))
+    assert (cell.initial_state(3)[0] == 0).all()

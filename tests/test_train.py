@@ -1,0 +1,172 @@
+"""The training loop: it learns, it is reproducible, it resumes bit for bit, it survives bad steps."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from rnnlab.checkpoint import load_checkpoint
+from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from rnnlab.errors import ConfigError, TrainingError
+from rnnlab.train import lr_multiplier, train
+
+
+def _cfg(data, out, **train_kw):
+    tk = dict(batch_size=4, seq_len=16, max_steps=20, eval_interval=10, log_interval=5, seed=3, out=str(out))
+    tk.update(train_kw)
+    return RunConfig(data=DataConfig(data=str(data)),
+                     model=ModelConfig(cell="gru", hidden_size=24, num_layers=2, dropout=0.1, embedding_size=8),
+                     optim=OptimConfig(lr=1e-2), train=TrainConfig(**tk))
+
+
+def _weights(run):
+    return load_checkpoint(run, prefer="last.safetensors").model_state()
+
+
+def test_the_loss_falls_and_the_run_folder_is_complete(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    s = train(_cfg(corpus_file, out, max_steps=150, eval_interval=50), progress=False)
+    assert s["steps"] == 150 and s["stopped"] == "max_steps"
+    vocab_size = s["vocab_size"]
+    # far below a uniform guess (log2 V bits) and below the unigram entropy of this text (about 3.5 bits)
+    assert s["val_bpc"] < 2.5 < math.log2(vocab_size)
+    for f in ("config.json", "vocab.json", "split.json", "metrics.jsonl", "curves.png", "best.safetensors",
+              "last.safetensors"):
+        assert (out / f).exists(), f
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r["bpc"] for r in rows if r["split"] == "val"]
+    assert len(val) == 3 and val[-1] < val[0]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert {"loss", "bpc", "grad_norm", "clipped_frac", "tokens_per_sec", "lr"} <= set(train_rows[-1])
+    assert json.loads((out / "split.json").read_text())["train_chars"] == round(len(corpus_file.read_text()) * 0.9)
+
+
+def test_seeded_runs_are_reproducible(corpus_file, tmp_path):
+    train(_cfg(corpus_file, tmp_path / "a"), progress=False)
+    train(_cfg(corpus_file, tmp_path / "b"), progress=False)
+    train(_cfg(corpus_file, tmp_path / "c", seed=4), progress=False)
+    a, b, c = (_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(corpus_file, tmp_path):
+    # 4 x 16 tokens per batch over ~4,000 training characters: epochs wrap about every 60 steps
+    n, k = 75, 33
+    train(_cfg(corpus_file, tmp_path / "full", max_steps=n, eval_interval=20), progress=False)
+    train(_cfg(corpus_file, tmp_path / "cut", max_steps=k, eval_interval=20), progress=False)
+    s = train(_cfg(corpus_file, tmp_path / "cut", max_steps=n, eval_interval=20, resume=True), progress=False)
+    assert s["steps"] == n and s["epochs"] > 1
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(full[key], cut[key]) for key in full)
+    a = load_checkpoint(tmp_path / "full", prefer="last.safetensors")
+    b = load_checkpoint(tmp_path / "cut", prefer="last.safetensors")
+    assert all(torch.equal(x, y) for la, lb in zip(a.carry(), b.carry()) for x, y in zip(la, lb))
+    assert {k: v for k, v in a.train_state.items() if k != "elapsed"} == \
+        {k: v for k, v in b.train_state.items() if k != "elapsed"}
+
+
+def test_resume_refuses_a_changed_model(corpus_file, tmp_path):
+    train(_cfg(corpus_file, tmp_path / "r", max_steps=3), progress=False)
+    cfg = _cfg(corpus_file, tmp_path / "r", max_steps=6, resume=True)
+    cfg.model.hidden_size = 32
+    with pytest.raises(ConfigError, match="hidden_size"):
+        train(cfg, progress=False)
+
+
+def test_an_existing_run_is_never_overwritten(corpus_file, tmp_path):
+    train(_cfg(corpus_file, tmp_path / "r", max_steps=2), progress=False)
+    before = (tmp_path / "r" / "last.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_cfg(corpus_file, tmp_path / "r", max_steps=2), progress=False)
+    assert (tmp_path / "r" / "last.safetensors").read_bytes() == before
+
+
+def test_max_epochs_and_time_budget_stop_the_run(corpus_file, tmp_path):
+    s = train(_cfg(corpus_file, tmp_path / "e", max_steps=0, max_epochs=0.5), progress=False)
+    assert s["stopped"] == "max_epochs" and abs(s["epochs"] - 0.5) < 0.03
+    t0 = time.perf_counter()
+    s = train(_cfg(corpus_file, tmp_path / "t", max_steps=0, time_budget=1.0), progress=False)
+    assert s["stopped"] == "time_budget" and 1.0 <= s["elapsed_s"] < 3.0
+    assert time.perf_counter() - t0 < 20
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(corpus_file, tmp_path, monkeypatch):
+    import rnnlab.train as tr
+
+    real = tr.sequence_loss
+    calls = {"n": 0}
+
+    def flaky(logits, y):
+        calls["n"] += 1
+        loss = real(logits, y)
+        return loss * float("nan") if calls["n"] in (4, 5) else loss
+
+    monkeypatch.setattr(tr, "sequence_loss", flaky)
+    s = train(_cfg(corpus_file, tmp_path / "f", max_steps=10), progress=False)
+    assert s["skipped_steps"] == 2 and s["steps"] == 10
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "f").values())
+
+    calls["n"] = 0
+    monkeypatch.setattr(tr, "sequence_loss", lambda lg, y: real(lg, y) * (float("inf") if calls.update(
+        n=calls["n"] + 1) or calls["n"] > 12 else 1.0))
+    with pytest.raises(TrainingError, match="non-finite for 3 steps"):
+        train(_cfg(corpus_file, tmp_path / "g", max_steps=100, eval_interval=10, max_bad_steps=3), progress=False)
+    ck = load_checkpoint(tmp_path / "g", prefer="last.safetensors")  # the last good checkpoint survives
+    assert ck.train_state["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ck.model_state().values())
+
+
+def test_explicit_splits_report_test_bits_per_character(tmp_path):
+    from conftest import TEXT
+
+    for name, part in (("tr", TEXT), ("va", TEXT[:500]), ("te", TEXT[500:1200])):
+        (tmp_path / name).write_text(part)
+    cfg = _cfg(tmp_path / "tr", tmp_path / "run", max_steps=10)
+    cfg.data = DataConfig(train=str(tmp_path / "tr"), val=str(tmp_path / "va"), test=str(tmp_path / "te"))
+    s = train(cfg, progress=False)
+    assert 0 < s["test_bpc"] < 8 and 0 < s["val_bpc"] < 8
+
+
+def test_word_level_model_reports_bits_per_word(corpus_file, tmp_path):
+    cfg = _cfg(corpus_file, tmp_path / "w", max_steps=10, seq_len=8)
+    cfg.data.level = "word"
+    s = train(cfg, progress=False)
+    assert "val_bpw" in s and s["vocab_size"] < 30
+
+
+def test_cosine_schedule_is_a_pure_function_of_the_step():
+    o = OptimConfig(lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_multiplier(0, o, 110) == pytest.approx(0.1)
+    assert lr_multiplier(9, o, 110) == pytest.approx(1.0)
+    assert lr_multiplier(60, o, 110) == pytest.approx(0.55)
+    assert lr_multiplier(110, o, 110) == pytest.approx(0.1)
+    assert lr_multiplier(500, o, 110) == pytest.approx(0.1)
+    assert lr_multiplier(50, OptimConfig(), 110) == 1.0
+
+
+def test_sigint_saves_a_checkpoint_that_resumes(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rnnlab", "train", "--data", str(corpus_file), "--cell", "lstm", "--hidden-size", "16",
+           "--num-layers", "1", "--batch-size", "4", "--seq-len", "16", "--max-steps", "1000000", "--eval-interval",
+           "1000000", "--log-interval", "1", "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        m = out / "metrics.jsonl"
+        if m.exists() and m.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"--resume" in err
+    ck = load_checkpoint(out, prefer="last.safetensors")
+    assert ck.train_state["step"] >= 5
