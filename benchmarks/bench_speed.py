@@ -39,8 +39,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -75,7 +76,7 @@ def cpu_model() -> str:
 def git_commit() -> str | None:
     """HEAD of the checkout being measured (read-only; None outside a git checkout)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
                               cwd=Path(__file__).resolve().parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -105,12 +106,12 @@ class RSS:
         except OSError:
             return False
 
-    def measure(self, fn: Callable[[], Any]) -> tuple[Any, float]:
-        """Run ``fn``; return its result and the peak RSS (MB) while it ran."""
+    def measure(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """Run ``fn(*args, **kwargs)``; return its result and the peak RSS (MB) while it ran."""
         self.overall = max(self.overall, self.peak())
         if self.resettable:
             self.reset()
-        result = fn()
+        result = fn(*args, **kwargs)
         p = self.peak()
         self.overall = max(self.overall, p)
         return result, p
@@ -268,14 +269,14 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
     times: dict[str, list[float]] = {v: [] for v in trainers}
     peaks: dict[str, float] = {v: 0.0 for v in trainers}
     for v, tr in trainers.items():  # warm-up: allocator, Adam state, oneDNN primitives
-        _, p = rss.measure(lambda: tr.run(max(1, args.warmup if v != "unfused" else min(args.warmup, 1))))
+        _, p = rss.measure(tr.run, max(1, args.warmup if v != "unfused" else min(args.warmup, 1)))
         peaks[v] = max(peaks[v], p)
     busy: dict[str, list[float]] = {v: [0.0, 0.0] for v in trainers}  # CPU seconds, wall seconds
     names = list(trainers)
     for r in range(args.repeats):  # interleaved: rnnlab plain unfused, plain rnnlab unfused, ...
         for v in (names if r % 2 == 0 else [names[1], names[0], *names[2:]]):
             c0 = cpu_seconds()
-            sec, p = rss.measure(lambda: trainers[v].run(steps[v]))
+            sec, p = rss.measure(trainers[v].run, steps[v])
             busy[v][0] += cpu_seconds() - c0
             busy[v][1] += sec * steps[v]
             times[v].append(sec)
@@ -309,8 +310,8 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
 def table(results: dict[str, Any]) -> list[str]:
     """The results as Markdown table lines (also printed to the terminal)."""
     names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "unfused": "rnnlab unfused"}
-    lines = ["| cell | size | variant | ms/step | spread | chars/s | GFLOP/s | of mm peak | of 156 | vs plain "
-             "| peak RSS MB | CPU share |",
+    lines = [("| cell | size | variant | ms/step | spread | chars/s | GFLOP/s | of mm peak | of 156 | vs plain "
+              "| peak RSS MB | CPU share |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in results["configs"]:
         plain = c["variants"]["plain"]["chars_per_sec"]
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     mm_rows = []
     for h in sorted(set(args.sizes) | {512}):  # 512: the shapes of the reference 2x512 run, always
         for what, (m, k, n) in matmul_shapes(args.batch_size, args.seq_len, h):
-            r, _ = rss.measure(lambda: bench_mm(m, k, n, repeats=max(3, args.repeats), min_time=args.mm_time))
+            r, _ = rss.measure(bench_mm, m, k, n, repeats=max(3, args.repeats), min_time=args.mm_time)
             r["what"] = what
             mm_rows.append(r)
             print(f"  {r['shape']:>28}  {r['gflops']:6.1f} GFLOP/s (best {r['gflops_best']:.1f})  {what}")
