@@ -45,20 +45,28 @@ RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "eval_interval", 
 
 # schedules: pure functions of the step ----------------------------------------------------
 
-def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int) -> float:
+def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int, time_frac: float | None = None) -> float:
     """The learning rate at ``step`` as a fraction of ``cfg.lr`` (before any plateau decay).
 
     Linear warm-up over ``warmup_steps``; then ``constant``/``plateau`` stay at 1 and
-    ``cosine`` falls to ``min_lr_ratio`` at ``decay_steps`` (default ``max_steps``) and stays.
+    ``cosine`` falls to ``min_lr_ratio`` at ``decay_steps`` (default ``max_steps``) and
+    stays. A run limited only by ``--time-budget`` has no step horizon: there cosine
+    follows ``time_frac``, the fraction of the budget spent (so it depends on the
+    machine's speed, and such a run is reproducible only up to timing).
     """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule != "cosine":
         return 1.0
     horizon = cfg.decay_steps or max_steps
-    if horizon <= cfg.warmup_steps:
+    if horizon:
+        if horizon <= cfg.warmup_steps:
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / (horizon - cfg.warmup_steps))
+    elif time_frac is not None:
+        frac = min(1.0, max(0.0, time_frac))
+    else:
         return 1.0
-    frac = min(1.0, (step - cfg.warmup_steps) / (horizon - cfg.warmup_steps))
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
@@ -281,7 +289,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 xb, yb = batcher.batch(state.batch)
                 x = torch.from_numpy(xb).to(device, non_blocking=True)  # (B, T)
                 y = torch.from_numpy(yb).to(device, non_blocking=True)  # (B, T)
-                lr = cfg.optim.lr * lr_multiplier(state.step, cfg.optim, tc.max_steps) * state.lr_scale
+                time_frac = state.elapsed / tc.time_budget if tc.time_budget else None
+                lr = cfg.optim.lr * lr_multiplier(state.step, cfg.optim, tc.max_steps, time_frac) * state.lr_scale
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 logits, new_carry = model(x, carry if carry is not None else model.initial_state(x.shape[0]))

@@ -149,6 +149,10 @@ def test_cosine_schedule_is_a_pure_function_of_the_step():
     assert lr_multiplier(110, o, 110) == pytest.approx(0.1)
     assert lr_multiplier(500, o, 110) == pytest.approx(0.1)
     assert lr_multiplier(50, OptimConfig(), 110) == 1.0
+    # a run limited by time alone follows the fraction of its budget spent
+    c = OptimConfig(lr_schedule="cosine", min_lr_ratio=0.0)
+    assert lr_multiplier(10**6, c, 0, time_frac=0.5) == pytest.approx(0.5)
+    assert lr_multiplier(3, c, 0, time_frac=1.2) == pytest.approx(0.0)
 
 
 def test_sigint_saves_a_checkpoint_that_resumes(corpus_file, tmp_path):
