@@ -172,7 +172,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
         problems = [*self.data.problems(), *self.model.problems(), *self.optim.problems(), *self.train.problems()]
         if problems:
@@ -197,7 +197,7 @@ class SampleConfig:
     num_samples: int = _f(1, "independent streams generated at once")
     seed: int | None = _f(None, "seed for the sampler (unset: a fresh random seed)")
 
-    def validate(self) -> "SampleConfig":
+    def validate(self) -> SampleConfig:
         p = []
         if self.strategy not in ("sample", "argmax", "beam"):
             p.append(f"strategy must be sample, argmax or beam, got {self.strategy!r}")

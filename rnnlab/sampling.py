@@ -9,7 +9,7 @@ recomputed from the start. ``num_samples`` streams run as one batch. Token choic
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

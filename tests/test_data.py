@@ -61,6 +61,19 @@ def test_read_text_errors(tmp_path):
         read_text(tmp_path)
 
 
+def test_gzip_files_are_read_and_a_broken_one_is_refused(tmp_path):
+    import gzip
+
+    (tmp_path / "t.txt.gz").write_bytes(gzip.compress(b"hello\n"))
+    assert read_text(tmp_path / "t.txt.gz") == "hello\n"
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"hello world" * 100)[:30])
+    with pytest.raises(DataError, match="truncated gzip"):
+        read_text(tmp_path / "bad.gz")
+    (tmp_path / "notgz.gz").write_bytes(b"plain text")
+    with pytest.raises(DataError, match="cannot read"):
+        read_text(tmp_path / "notgz.gz")
+
+
 def test_bom_is_dropped(tmp_path):
     (tmp_path / "b.txt").write_bytes("\ufeffhi".encode("utf-8"))
     assert read_text(tmp_path / "b.txt") == "hi"

@@ -63,7 +63,7 @@ class EvalStreams:
     count: int  # M, the number of real targets
 
     @classmethod
-    def from_tokens(cls, tokens: np.ndarray, batch_size: int, name: str = "validation split") -> "EvalStreams":
+    def from_tokens(cls, tokens: np.ndarray, batch_size: int, name: str = "validation split") -> EvalStreams:
         m_total = len(tokens) - 1
         if m_total < 1:
             raise DataError(f"the {name} needs at least 2 tokens, got {len(tokens)}")

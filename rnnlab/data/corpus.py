@@ -8,6 +8,7 @@ exactly which characters it saw.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import sysconfig
@@ -39,7 +40,7 @@ def decode_text(raw: bytes, name: str) -> str:
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
-    """The UTF-8 text of one file, or a :class:`DataError` saying why not."""
+    """The UTF-8 text of one file (``.gz`` files decompressed), or a :class:`DataError` saying why not."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"no such file: {p}")
@@ -47,8 +48,12 @@ def read_text(path: str | os.PathLike[str]) -> str:
         raise DataError(f"{p} is a folder; expected a text file")
     try:
         raw = p.read_bytes()
+        if p.suffix == ".gz":  # e.g. Penn Treebank's compressed training file
+            raw = gzip.decompress(raw)
     except OSError as e:
-        raise DataError(f"cannot read {p}: {e.strerror}") from None
+        raise DataError(f"cannot read {p}: {e.strerror or e}") from None
+    except EOFError:
+        raise DataError(f"{p} is a truncated gzip file") from None
     return decode_text(raw, str(p))
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -51,12 +52,12 @@ class Vocab:
 
     # construction -------------------------------------------------------------
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
+    def from_text(cls, text: str) -> Vocab:
         """Character vocabulary: every distinct character, sorted by code point."""
         return cls(sorted(set(text)), level="char")
 
     @classmethod
-    def from_words(cls, tokens: Iterable[str], min_count: int = 1) -> "Vocab":
+    def from_words(cls, tokens: Iterable[str], min_count: int = 1) -> Vocab:
         """Word vocabulary: ``<unk>`` first, then words with count >= ``min_count``, by frequency."""
         counts = Counter(tokens)
         words = sorted((w for w, c in counts.items() if c >= min_count and w != UNK), key=lambda w: (-counts[w], w))
@@ -117,7 +118,7 @@ class Vocab:
         return {"level": self.level, "unk": self.unk, "symbols": self.symbols}
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Vocab":
+    def from_dict(cls, d: Any) -> Vocab:
         try:
             level, unk, symbols = d["level"], d["unk"], d["symbols"]
             if level not in ("char", "word") or not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):

@@ -15,7 +15,6 @@ feeding strategies that give the model its own output.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
