@@ -39,7 +39,7 @@ from rnnlab.cli import build_parser, run_config_from_args
 from rnnlab.config import DataConfig
 from rnnlab.data import StreamBatcher, Vocab, load_corpus
 from rnnlab.nn import detach_state, sequence_loss
-from rnnlab.sampling import LN2
+from rnnlab.evaluate import LN2
 from rnnlab.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

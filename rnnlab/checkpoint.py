@@ -37,7 +37,11 @@ BEST, LAST = "best.safetensors", "last.safetensors"
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    Whatever stops the write (a full disk, a signal, Ctrl-C), the temporary file is
+    removed and the previous ``path`` is left as it was.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -51,12 +55,14 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as e:
+    except BaseException as e:
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+        if isinstance(e, OSError):
+            raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -181,34 +187,60 @@ def _sniff(p: Path) -> None:
         raise CheckpointError(f"{p} is not a safetensors file")
 
 
-def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpoint:
-    """Read and check a checkpoint file (or a run folder's best/last checkpoint)."""
-    p = resolve(path, prefer)
+def _read_meta(p: Path) -> dict[str, str]:
     try:
         _sniff(p)
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{p} is a safetensors file but not an rnnlab checkpoint (no format tag)")
-            if meta.get("version") != str(VERSION):
-                raise CheckpointError(
-                    f"{p} is an rnnlab checkpoint of version {meta.get('version')!r}; this rnnlab reads version {VERSION}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is a safetensors file but not an rnnlab checkpoint (no format tag)")
+    if meta.get("version") != str(VERSION):
+        raise CheckpointError(
+            f"{p} is an rnnlab checkpoint of version {meta.get('version')!r}; this rnnlab reads version {VERSION}")
+    return meta
+
+
+def _parse(p: Path, meta: dict[str, str], key: str) -> Any:
+    if key not in meta:
+        raise CheckpointError(f"{p}: metadata lacks {key!r}")
     try:
-        config = from_dict(RunConfig, json.loads(meta["config"]))
-        vocab = Vocab.from_dict(json.loads(meta["vocab"]))
-        train_state = json.loads(meta.get("train_state", "{}"))
-        optimizer = json.loads(meta["optimizer"]) if "optimizer" in meta else None
-    except KeyError as e:
-        raise CheckpointError(f"{p}: metadata lacks {e.args[0]!r}") from None
+        return json.loads(meta[key])
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: metadata is not valid JSON ({e.msg})") from None
+        raise CheckpointError(f"{p}: metadata {key!r} is not valid JSON ({e.msg})") from None
+
+
+def _config(p: Path, meta: dict[str, str]) -> RunConfig:
+    try:
+        return from_dict(RunConfig, _parse(p, meta, "config"))
     except ConfigError as e:
         raise CheckpointError(f"{p}: stored config is invalid: {e}") from None
+
+
+def read_config(path: str | os.PathLike[str], prefer: str = BEST) -> RunConfig:
+    """The run config stored in a checkpoint, read from its header alone (no tensors loaded)."""
+    p = resolve(path, prefer)
+    return _config(p, _read_meta(p))
+
+
+def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpoint:
+    """Read and check a checkpoint file (or a run folder's best/last checkpoint)."""
+    p = resolve(path, prefer)
+    meta = _read_meta(p)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+    config = _config(p, meta)
+    vocab = Vocab.from_dict(_parse(p, meta, "vocab"))
+    train_state = _parse(p, meta, "train_state") if "train_state" in meta else {}
+    optimizer = _parse(p, meta, "optimizer") if "optimizer" in meta else None
+    if not isinstance(train_state, dict) or (optimizer is not None and not isinstance(optimizer, dict)):
+        raise CheckpointError(f"{p}: training state is malformed")
     return Checkpoint(p, config, vocab, train_state, tensors, optimizer)
 
 
@@ -220,5 +252,5 @@ def load_model(path: str | os.PathLike[str]) -> tuple[RNNLanguageModel, Vocab, C
     return model, ckpt.vocab, ckpt
 
 
-__all__ = ["BEST", "LAST", "Checkpoint", "atomic_write", "load_checkpoint", "load_model", "resolve",
+__all__ = ["BEST", "LAST", "Checkpoint", "atomic_write", "load_checkpoint", "load_model", "read_config", "resolve",
            "save_checkpoint", "write_json"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import os
 import sys
 import time
 import typing
 from typing import Any, Literal, get_args, get_origin
 
+from rnnlab import jsonio
 from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig, from_dict
 from rnnlab.errors import ConfigError, RnnlabError
 
@@ -84,20 +85,19 @@ def _given(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def run_config_from_args(ns: argparse.Namespace) -> RunConfig:
     """Defaults (or the run's saved config, with --resume), overlaid with the options given."""
+    given = {section: _given(ns, cls) for section, cls in SECTIONS.items()}
     if getattr(ns, "resume", False):
-        from rnnlab.checkpoint import LAST, load_checkpoint
+        from rnnlab.train import resume_config
 
-        out = getattr(ns, "out", TrainConfig().out)
-        base = load_checkpoint(out, prefer=LAST).config.to_dict()
-    else:
-        base = RunConfig().to_dict()
-    for section, cls in SECTIONS.items():
-        base[section].update(_given(ns, cls))
+        return resume_config(getattr(ns, "out", TrainConfig().out), given)
+    base = RunConfig().to_dict()
+    for section, values in given.items():
+        base[section].update(values)
     return from_dict(RunConfig, base)
 
 
 def _print_json(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, default=lambda o: None if o != o else str(o)))
+    print(jsonio.dumps(obj))
 
 
 def _fmt(x: Any) -> str:
@@ -112,7 +112,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     cfg = run_config_from_args(ns)
     summary = train(cfg, progress=not ns.quiet)
     _report(summary, ns.json)
-    return 130 if summary["stopped"] == "interrupted" else 0
+    return 128 + summary["signal"] if summary["stopped"] == "interrupted" else 0
 
 
 def _report(summary: dict[str, Any], as_json: bool) -> None:
@@ -127,19 +127,20 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 
 def cmd_sample(ns: argparse.Namespace) -> int:
     from rnnlab.checkpoint import load_model
-    from rnnlab.sampling import generate
+    from rnnlab.sampling import encode_prime, generate
 
     cfg = from_dict(SampleConfig, _given(ns, SampleConfig)).validate()
     model, vocab, _ = load_model(ns.checkpoint)
+    encode_prime(vocab, cfg.prime)  # refuse an unknown character before anything is printed
     if cfg.num_samples == 1 and cfg.strategy != "beam":
         sys.stdout.write(cfg.prime)
         sys.stdout.flush()
 
-        def on_token(toks: list[str]) -> None:
-            sys.stdout.write(toks[0] if vocab.level == "char" else " " + toks[0])
+        def on_text(pieces: list[str]) -> None:
+            sys.stdout.write(pieces[0])
             sys.stdout.flush()
 
-        generate(model, vocab, cfg, on_token=on_token)
+        generate(model, vocab, cfg, on_text=on_text)
         print()
         return 0
     for i, text in enumerate(generate(model, vocab, cfg)):
@@ -151,27 +152,27 @@ def cmd_sample(ns: argparse.Namespace) -> int:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     from rnnlab.checkpoint import load_model
-    from rnnlab.data.corpus import load_corpus, read_text
-    from rnnlab.sampling import evaluate_text
-    from rnnlab.train import token_metrics
+    from rnnlab.data.corpus import load_corpus, read_corpus_file
+    from rnnlab.evaluate import evaluate_text, token_metrics, unit_for
 
     model, vocab, ckpt = load_model(ns.checkpoint)
-    tc = ckpt.config.train
+    tc, dc = ckpt.config.train, ckpt.config.data
+    if ns.data and ns.split:
+        raise ConfigError("give --data FILE or --split NAME, not both")
     if ns.data:
-        text, source = read_text(ns.data), ns.data
+        text, source, key = read_corpus_file(ns.data, dc.format), ns.data, "eval"
     else:
-        corpus = load_corpus(ckpt.config.data)
-        text = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[ns.split]
+        split = ns.split or "val"
+        corpus = load_corpus(dc)
+        text = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[split]
         if text is None:
-            raise ConfigError(f"the run has no {ns.split} split (give --test at training time, or --data FILE)")
-        source = f"{ns.split} split"
+            raise ConfigError(f"the run has no {split} split (give --test at training time, or --data FILE)")
+        source, key = f"{split} split", split
     r = evaluate_text(model, vocab, text, batch_size=tc.eval_batch_size, seq_len=tc.seq_len)
+    unit = unit_for(vocab.level)
     m = token_metrics(r["loss"], vocab.level)
-    unit = "bpc" if vocab.level == "char" else "bpw"
     summary = {"checkpoint": str(ckpt.path), "data": source, "tokens": r["tokens"], "loss": m["loss"],
-               unit: m[unit], "ppl": m["ppl"]}
-    key = "val" if source == "val split" else ("test" if source == "test split" else "eval")
-    summary[f"{key}_{unit}"] = m[unit]
+               unit: m[unit], "ppl": m["ppl"], f"{key}_{unit}": m[unit]}
     print("\n".join(f"{k}: {_fmt(v)}" for k, v in summary.items()))
     if ns.json:
         _print_json(summary)
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="run 'rnnlab COMMAND --help' for each command's options and examples")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    names = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert len(names) == len(set(names)), "config sections share an option name; the CLI would set both"
     t = sub.add_parser("train", help="train a language model (truncated BPTT)", formatter_class=fmt,
                        description="Train an Elman RNN, LSTM or GRU language model on any text.", epilog=TRAIN_EXAMPLES)
     for section, cls in SECTIONS.items():
@@ -247,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EVAL_EXAMPLES)
     e.add_argument("checkpoint", help="a run folder (its best checkpoint) or a .safetensors checkpoint")
     e.add_argument("--data", help="a text file to score (default: the run's own split)")
-    e.add_argument("--split", choices=("train", "val", "test"), default="val", help="the run's split to score")
+    e.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="the run's split to score (default: val)")
     e.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     e.set_defaults(func=cmd_eval)
 
@@ -262,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)
     dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
-    dsub.add_parser("list", help="corpora rnnlab knows how to download")
-    dl = dsub.add_parser("download", help="download a corpus and verify its checksum")
+    dsub.add_parser("list", help="corpora rnnlab knows how to download", formatter_class=fmt,
+                    epilog="example:\n  rnnlab data list\n")
+    dl = dsub.add_parser("download", help="download a corpus and verify its checksum", formatter_class=fmt,
+                         epilog=DATA_EXAMPLES)
     dl.add_argument("name", help="corpus name (see 'rnnlab data list')")
     dl.add_argument("--dir", default=None, help="destination folder (default: ~/.cache/rnnlab/data or $RNNLAB_DATA)")
     dl.add_argument("--url", default=None, help="fetch from this URL instead (a mirror); the checksum still applies")
@@ -283,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `rnnlab sample ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # e.g. `rnnlab sample ... | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 

@@ -36,6 +36,9 @@ class DataConfig:
     train: str | None = _f(None, "explicit training file (Penn Treebank style); use with --val")
     val: str | None = _f(None, "explicit validation file")
     test: str | None = _f(None, "explicit test file (optional)")
+    format: Literal["text", "ptb-char"] = _f(
+        "text", "text: the file as it is; ptb-char: Penn Treebank character files (space-separated symbols, "
+                "one sentence a line) joined, with a newline as end of sentence")
     level: Literal["char", "word"] = _f("char", "token level: characters, or whitespace-separated words")
     min_count: int = _f(1, "word level: words seen fewer times in training become <unk>")
     val_fraction: float = _f(0.1, "fraction of a single corpus (its last characters) kept for validation")
@@ -48,8 +51,10 @@ class DataConfig:
             p.append("give either --data or --train/--val, not both")
         if self.train is not None and self.val is None:
             p.append("--train needs --val (the validation file)")
-        if self.data is None and self.train is None and (self.val or self.test):
-            p.append("--val/--test need --train")
+        if self.train is None and (self.val or self.test):
+            p.append("--val/--test go with --train (a single --data corpus is split 90/10 by itself)")
+        if self.format not in ("text", "ptb-char"):
+            p.append(f"format must be text or ptb-char, got {self.format!r}")
         if self.min_count < 1:
             p.append(f"min_count must be >= 1, got {self.min_count}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -203,12 +208,7 @@ class SampleConfig:
             p.append(f"strategy must be sample, argmax or beam, got {self.strategy!r}")
         if self.length < 0:
             p.append(f"length must be >= 0, got {self.length}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            p.append(f"temperature must be a positive number, got {self.temperature}")
-        if self.top_k < 0:
-            p.append(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            p.append(f"top_p must lie in (0, 1], got {self.top_p}")
+        p += sampling_problems(self.temperature, self.top_k, self.top_p)
         if self.beam_width < 1:
             p.append(f"beam_width must be >= 1, got {self.beam_width}")
         if self.num_samples < 1:
@@ -216,6 +216,18 @@ class SampleConfig:
         if p:
             raise ConfigError(p)
         return self
+
+
+def sampling_problems(temperature: float, top_k: int, top_p: float) -> list[str]:
+    """What is wrong with these sampler settings (shared by every sampler)."""
+    p = []
+    if not (temperature > 0 and math.isfinite(temperature)):
+        p.append(f"temperature must be a positive number, got {temperature}")
+    if top_k < 0:
+        p.append(f"top_k must be >= 0, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        p.append(f"top_p must lie in (0, 1], got {top_p}")
+    return p
 
 
 def _check_type(value: Any, tp: Any) -> Any:

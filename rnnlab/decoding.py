@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rnnlab.config import sampling_problems
 from rnnlab.errors import ConfigError
 
 
@@ -73,13 +74,7 @@ class Sample:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            problems.append(f"temperature must be a positive number, got {self.temperature}")
-        if self.top_k < 0:
-            problems.append(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            problems.append(f"top_p must lie in (0, 1], got {self.top_p}")
+        problems = sampling_problems(self.temperature, self.top_k, self.top_p)
         if problems:
             raise ConfigError(problems)
 

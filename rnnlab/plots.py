@@ -1,4 +1,5 @@
-"""Plots of a run's curves (matplotlib, no display needed)."""
+"""Plots of a run's curves (matplotlib's object API with the Agg canvas: no display needed,
+and importing rnnlab never changes the pyplot backend of a notebook)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
@@ -29,9 +28,11 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
 def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike[str], unit: str = "bpc") -> None:
     """Training and validation loss against optimiser steps, in ``unit`` (bits per token)."""
     rows = read_metrics(metrics_path)
-    train = [(r["step"], r[unit]) for r in rows if r.get("split") == "train" and unit in r]
-    val = [(r["step"], r[unit]) for r in rows if r.get("split") == "val" and unit in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    train = [(r["step"], r[unit]) for r in rows if r.get("split") == "train" and r.get(unit) is not None]
+    val = [(r["step"], r[unit]) for r in rows if r.get("split") == "val" and r.get(unit) is not None]
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="training (batch)", alpha=0.6, linewidth=1)
     if val:
@@ -43,5 +44,4 @@ def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike
     fig.tight_layout()
     tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, out_png)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -27,30 +28,33 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rnnlab.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint, write_json
-from rnnlab.config import OptimConfig, RunConfig
+from rnnlab import jsonio
+from rnnlab.checkpoint import (BEST, LAST, Checkpoint, atomic_write, load_checkpoint, read_config, save_checkpoint,
+                               write_json)
+from rnnlab.config import OptimConfig, RunConfig, from_dict
 from rnnlab.data.batches import StreamBatcher
 from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.vocab import Vocab, tokenize_words
-from rnnlab.errors import ConfigError, TrainingError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from rnnlab.evaluate import LN2, evaluate_tokens, token_metrics, unit_for
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import StackState, detach_state
-from rnnlab.plots import plot_curves
-from rnnlab.sampling import LN2, evaluate_tokens
+from rnnlab.plots import plot_curves, read_metrics
 
 # Config sections that a resumed run may change: where and how long it runs, not what it learns.
-RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "eval_interval", "log_interval", "resume", "threads",
-                     "device", "eval_batch_size", "out"}
+# (eval_interval is not among them: it drives the plateau schedule.)
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "resume", "threads", "device",
+                     "eval_batch_size", "out"}
 
 
 # schedules: pure functions of the step ----------------------------------------------------
 
-def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int, time_frac: float | None = None) -> float:
+def lr_multiplier(step: int, cfg: OptimConfig, horizon: int, time_frac: float | None = None) -> float:
     """The learning rate at ``step`` as a fraction of ``cfg.lr`` (before any plateau decay).
 
     Linear warm-up over ``warmup_steps``; then ``constant``/``plateau`` stay at 1 and
-    ``cosine`` falls to ``min_lr_ratio`` at ``decay_steps`` (default ``max_steps``) and
-    stays. A run limited only by ``--time-budget`` has no step horizon: there cosine
+    ``cosine`` falls to ``min_lr_ratio`` at step ``horizon`` and stays there. A run
+    limited only by ``--time-budget`` has no step horizon (``horizon`` 0): there cosine
     follows ``time_frac``, the fraction of the budget spent (so it depends on the
     machine's speed, and such a run is reproducible only up to timing).
     """
@@ -58,7 +62,6 @@ def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int, time_frac: float 
         return (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule != "cosine":
         return 1.0
-    horizon = cfg.decay_steps or max_steps
     if horizon:
         if horizon <= cfg.warmup_steps:
             return 1.0
@@ -68,12 +71,6 @@ def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int, time_frac: float 
     else:
         return 1.0
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-
-def token_metrics(loss: float, level: str) -> dict[str, float]:
-    """A loss in nats per token, also in bits per character (or word) and perplexity."""
-    unit = "bpc" if level == "char" else "bpw"
-    return {"loss": loss, unit: loss / LN2, "ppl": math.exp(min(loss, 700.0))}
 
 
 # the run's position, saved in every checkpoint ---------------------------------------------
@@ -91,14 +88,23 @@ class TrainState:
     plateau_bad: int = 0  # scheduled evaluations since the last improvement
     skipped: int = 0  # steps skipped for a non-finite loss or gradient
     last_eval_step: int = -1
+    horizon: int = 0  # the cosine schedule's length in steps, fixed when the run starts (0: by time)
+    train_time: float = 0.0  # seconds spent in training steps alone (for characters per second)
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -162,7 +168,7 @@ class _StopFlag:
                 pass
         return self
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
@@ -172,11 +178,59 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """The config of the run in ``out`` (from its last checkpoint), with ``overrides`` applied
+    section by section and ``resume`` set. :func:`train` then refuses overrides that would
+    change what the run learns."""
+    base = read_config(Path(out) / LAST if Path(out).is_dir() else out, prefer=LAST).to_dict()
+    for section, values in (overrides or {}).items():
+        base[section].update(values)
+    base["train"]["resume"] = True
+    return from_dict(RunConfig, base)
+
+
+def _open_run_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create run folder {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK):
+        raise CheckpointError(f"run folder {out} is not writable")
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metric rows written after the checkpoint a run resumes from (they will be written again)."""
+    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    atomic_write(path, "".join(jsonio.dumps(r) + "\n" for r in rows).encode("utf-8"))
+
+
+def _load_resume(out: Path, cfg: RunConfig, corpus: Corpus) -> Checkpoint:
+    if not (out / LAST).exists():
+        raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
+    ckpt = load_checkpoint(out / LAST)
+    _check_resume_config(ckpt.config, cfg)
+    split = out / "split.json"
+    if split.exists():
+        try:
+            stored = json.loads(split.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            stored = None
+        keys = [k for k in ("sha256", "train_sha256", "val_sha256", "test_sha256") if k in corpus.record]
+        if stored is not None and any(stored.get(k) != corpus.record[k] for k in keys):
+            raise DataError(f"the corpus has changed since the run in {out} started (its checksum differs from "
+                            f"split.json); resume needs the same text")
+    try:
+        TrainState(**ckpt.train_state)
+    except TypeError:
+        raise CheckpointError(f"{out / LAST}: training state is malformed") from None
+    return ckpt
+
+
 def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or, with ``cfg.train.resume``, continue) the run in ``cfg.train.out``.
 
-    Returns a summary: steps, epochs, why it stopped, validation and test loss in nats
-    and bits per token, training speed, and the run folder.
+    Returns a summary: steps, epochs, why it stopped, validation (and test) loss in
+    nats and bits per token, training speed, and the run folder.
     """
     cfg.validate()
     tc = cfg.train
@@ -184,59 +238,64 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     device = resolve_device(tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-
-    ckpt = None
-    if tc.resume:
-        ckpt = load_checkpoint(out, prefer=LAST)
-        _check_resume_config(ckpt.config, cfg)
-    elif (out / LAST).exists() or (out / BEST).exists():
+    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
         raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
 
     corpus = load_corpus(cfg.data)
+    ckpt = _load_resume(out, cfg, corpus) if tc.resume else None
     vocab = ckpt.vocab if ckpt else build_vocab(corpus, cfg.data.level, cfg.data.min_count)
     train_ids = vocab.encode(corpus.train)
     val_ids = vocab.encode(corpus.val)
     test_ids = vocab.encode(corpus.test) if corpus.test else None
+    for name, ids in (("validation split", val_ids), ("test split", test_ids)):
+        if ids is not None and len(ids) < 2:
+            raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
     batcher = StreamBatcher(train_ids, tc.batch_size, tc.seq_len)
+    bpe = batcher.batches_per_epoch
 
     torch.manual_seed(tc.seed)
-    model = RNNLanguageModel(cfg.model, len(vocab))
-    if ckpt:
-        model.load_state_dict(ckpt.model_state())
+    model = ckpt.build_model() if ckpt else RNNLanguageModel(cfg.model, len(vocab))
     model.to(device)
     optimizer = make_optimizer(model, cfg.optim)
-    state = TrainState()
     carry: StackState | None = None
+    _open_run_folder(out)
     if ckpt:
         if ckpt.optimizer is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state())
+            try:
+                optimizer.load_state_dict(ckpt.optimizer_state())
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
         state = TrainState(**ckpt.train_state)
         c = ckpt.carry()
         carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
         _set_rng_state(ckpt.rng())
+        _trim_metrics(out / "metrics.jsonl", state.step)
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
+        epochs_steps = int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0
+        stop_steps = min(s for s in (tc.max_steps, epochs_steps) if s) if (tc.max_steps or epochs_steps) else 0
+        state = TrainState(horizon=cfg.optim.decay_steps or stop_steps)
         write_json(out / "vocab.json", vocab.to_dict())
         write_json(out / "split.json", corpus.record)
-    write_json(out / "config.json", cfg.to_dict())  # stop conditions may have changed on resume
+    write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
 
-    unit = "bpc" if cfg.data.level == "char" else "bpw"
-    metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    unit = unit_for(cfg.data.level)
+    try:
+        metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {out / 'metrics.jsonl'}: {e.strerror or e}") from None
 
     def log(row: dict[str, Any]) -> None:
-        metrics_f.write(json.dumps(row) + "\n")
+        metrics_f.write(jsonio.dumps(row) + "\n")
         metrics_f.flush()
 
-    bpe = batcher.batches_per_epoch
-    total_steps = tc.max_steps or (int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else None)
-    if tc.max_steps and tc.max_epochs:
-        total_steps = min(tc.max_steps, int(math.ceil(tc.max_epochs * bpe)))
+    limits = [s for s in (tc.max_steps, int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0) if s]
+    bar_total = min(limits) if limits else None
 
     def checkpoint(best: bool) -> None:
-        ts = asdict(state)
-        args = dict(model=model, config=cfg, vocab=vocab, train_state=ts, optimizer=optimizer, carry=carry,
-                    rng=_rng_state())
+        args = dict(model=model, config=cfg, vocab=vocab, train_state=asdict(state), optimizer=optimizer,
+                    carry=carry, rng=_rng_state())
         save_checkpoint(out / LAST, **args)
         if best:
             save_checkpoint(out / BEST, **args)
@@ -262,12 +321,12 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         plot_curves(out / "metrics.jsonl", out / "curves.png", unit)
         return m
 
-    params = [p for p in model.parameters()]
-    bar = tqdm(total=total_steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True,
+    params = list(model.parameters())
+    bar = tqdm(total=bar_total, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}")
     stopped = ""
     consecutive_bad = 0
-    window_tokens, window_time, clip_count, window_steps = 0, 0.0, 0, 0
+    window = {"tokens": 0, "time": 0.0, "clipped": 0, "steps": 0}
     last_val: dict[str, float] | None = None
     model.train()
     try:
@@ -290,17 +349,17 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 x = torch.from_numpy(xb).to(device, non_blocking=True)  # (B, T)
                 y = torch.from_numpy(yb).to(device, non_blocking=True)  # (B, T)
                 time_frac = state.elapsed / tc.time_budget if tc.time_budget else None
-                lr = cfg.optim.lr * lr_multiplier(state.step, cfg.optim, tc.max_steps, time_frac) * state.lr_scale
+                lr = cfg.optim.lr * lr_multiplier(state.step, cfg.optim, state.horizon, time_frac) * state.lr_scale
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 logits, new_carry = model(x, carry if carry is not None else model.initial_state(x.shape[0]))
-                loss = sequence_loss(logits, y)
+                loss = sequence_loss(logits, y)  # mean nats per character over (B, T)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.clip_value > 0:
                     torch.nn.utils.clip_grad_value_(params, cfg.optim.clip_value)
                 max_norm = cfg.optim.clip_norm if cfg.optim.clip_norm > 0 else math.inf
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the norm before clipping
                 loss_v = loss.item()
                 state.batch += 1
                 if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
@@ -310,61 +369,70 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                     tqdm.write(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
                                f"{gnorm}); step skipped ({state.skipped} so far)")
                     log({"split": "train", "step": state.step, "skipped": True, "loss": loss_v, "grad_norm": gnorm})
+                    state.elapsed += time.perf_counter() - t0
                     if consecutive_bad >= tc.max_bad_steps:
                         stopped = "non_finite"
                         break
-                    state.elapsed += time.perf_counter() - t0
                     continue
                 consecutive_bad = 0
                 optimizer.step()
                 carry = detach_state(new_carry)
                 state.step += 1
                 state.tokens += x.numel()
-                clipped = cfg.optim.clip_norm > 0 and gnorm > cfg.optim.clip_norm
                 dt = time.perf_counter() - t0
                 state.elapsed += dt
-                window_tokens += x.numel()
-                window_time += dt
-                window_steps += 1
-                clip_count += int(clipped)
+                state.train_time += dt
+                window["tokens"] += x.numel()
+                window["time"] += dt
+                window["steps"] += 1
+                window["clipped"] += int(cfg.optim.clip_norm > 0 and gnorm > cfg.optim.clip_norm)
                 if state.step % tc.log_interval == 0 or state.step == 1:
                     m = token_metrics(loss_v, cfg.data.level)
-                    speed = window_tokens / max(window_time, 1e-9)
+                    speed = window["tokens"] / max(window["time"], 1e-9)
+                    clipped = window["clipped"] / window["steps"]
                     log({"split": "train", "step": state.step, "epoch": state.epoch + state.batch / bpe,
                          "elapsed": round(state.elapsed, 3), **m, "lr": lr, "grad_norm": gnorm,
-                         "clipped_frac": clip_count / window_steps, "tokens_per_sec": speed})
-                    bar.set_postfix({"loss": f"{loss_v:.3f}", unit: f"{m[unit]:.3f}", "chars/s": f"{speed:,.0f}",
-                                     "gnorm": f"{gnorm:.2f}", "clip": f"{clip_count / window_steps:.0%}",
-                                     **({f"val_{unit}": f"{last_val[unit]:.3f}"} if last_val else {})},
-                                    refresh=False)
-                    window_tokens, window_time, clip_count, window_steps = 0, 0.0, 0, 0
+                         "clipped_frac": clipped, "tokens_per_sec": speed})
+                    post = {"loss": f"{loss_v:.3f}", unit: f"{m[unit]:.3f}", "chars/s": f"{speed:,.0f}",
+                            "gnorm": f"{gnorm:.2f}", "clip": f"{clipped:.0%}"}
+                    if last_val:
+                        post[f"val_{unit}"] = f"{last_val[unit]:.3f}"
+                    bar.set_postfix(post, refresh=False)
+                    window = {"tokens": 0, "time": 0.0, "clipped": 0, "steps": 0}
                 bar.update(1)
                 if state.step % tc.eval_interval == 0:
                     t1 = time.perf_counter()
                     last_val = evaluate_and_save(scheduled=True)
                     state.elapsed += time.perf_counter() - t1
-        if stopped == "non_finite":
-            raise TrainingError(
-                f"the loss or gradient was non-finite for {tc.max_bad_steps} steps in a row; stopped. The last good "
-                f"checkpoint is {out / LAST if (out / LAST).exists() else 'not written yet'}: lower --lr or "
-                f"--clip-norm and resume or restart")
-        if state.last_eval_step != state.step or not (out / LAST).exists():
-            last_val = evaluate_and_save(scheduled=False)
-        else:
-            checkpoint(best=False)  # the data position and carry may have moved since
+            # still inside the signal guard: a second Ctrl-C here cannot lose the checkpoint
+            if stopped == "interrupted":
+                checkpoint(best=False)  # save first; the validation pass can wait for the resume
+            elif stopped == "non_finite":
+                last = out / LAST
+                raise TrainingError(
+                    f"the loss or gradient was non-finite for {tc.max_bad_steps} steps in a row; stopped. "
+                    + (f"The last good checkpoint is {last}." if last.exists() else "No checkpoint was written yet.")
+                    + " Start a new run with a lower --lr or --clip-norm.")
+            elif state.last_eval_step != state.step or not (out / LAST).exists():
+                last_val = evaluate_and_save(scheduled=False)
+            else:
+                checkpoint(best=False)
+        caught = flag.signal
     finally:
         bar.close()
         metrics_f.close()
 
     summary: dict[str, Any] = {
         "run": str(out), "stopped": stopped, "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
-        "elapsed_s": round(state.elapsed, 2), "tokens_per_sec": round(state.tokens / max(state.elapsed, 1e-9), 1),
+        "elapsed_s": round(state.elapsed, 2), "tokens_per_sec": round(state.tokens / max(state.train_time, 1e-9), 1),
         "skipped_steps": state.skipped, "parameters": model.num_parameters(), "vocab_size": len(vocab),
         "val_loss": last_val["loss"] if last_val else None, f"val_{unit}": last_val[unit] if last_val else None,
         "best_val_loss": state.best_val, f"best_val_{unit}": state.best_val / LN2,
     }
-    if test_ids is not None and (out / BEST).exists():
+    if stopped == "interrupted":
+        summary["signal"] = caught
+    if test_ids is not None and (out / BEST).exists() and stopped != "interrupted":
         best = load_checkpoint(out / BEST).build_model().to(device)
         t = evaluate_tokens(best, test_ids, tc.eval_batch_size, tc.seq_len, "test split")
-        summary.update({"test_loss": t["loss"], f"test_{unit}": t["loss"] / LN2})
+        summary.update({"test_loss": t["loss"], f"test_{unit}": t["bits"]})
     return summary

@@ -15,8 +15,20 @@ def _train_args(data, out, *extra):
             "--max-steps", "12", "--eval-interval", "6", "--out", str(out), "--quiet", *extra]
 
 
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One small trained run shared by the tests that only read it."""
+    from conftest import TEXT
+
+    d = tmp_path_factory.mktemp("cli")
+    (d / "corpus.txt").write_text(TEXT)
+    assert main(_train_args(d / "corpus.txt", d / "x")) == 0
+    return d / "x"
+
+
 @pytest.fixture
-def run(corpus_file, tmp_path):
+def own_run(corpus_file, tmp_path):
+    """A run a test may change (resume it)."""
     out = tmp_path / "x"
     assert main(_train_args(corpus_file, out)) == 0
     return out
@@ -32,14 +44,16 @@ def test_train_json_summary_is_the_last_line(corpus_file, tmp_path, capsys):
     assert cfg["model"]["hidden_size"] == 16 and cfg["optim"]["clip_norm"] == 5.0 and cfg["train"]["seed"] == 1
 
 
-def test_resume_continues_with_the_runs_own_settings(run, capsys):
+def test_resume_continues_with_the_runs_own_settings(own_run, capsys):
+    run = own_run
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "18", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 18
     assert json.loads((run / "config.json").read_text())["model"]["hidden_size"] == 16
 
 
-def test_resume_with_a_changed_model_is_refused(run, capsys):
+def test_resume_with_a_changed_model_is_refused(own_run, capsys):
+    run = own_run
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "18", "--hidden-size", "32"]) == 2
     err = capsys.readouterr().err
     assert "hidden_size" in err and err.startswith("rnnlab: error:")
@@ -60,16 +74,18 @@ def test_sample_is_seeded_and_primed(run, capsys):
 
 
 def test_argmax_sample_equals_top_k_one(run, capsys):
-    main(["sample", str(run), "--strategy", "argmax", "--length", "30", "--prime", "a"])
+    assert main(["sample", str(run), "--strategy", "argmax", "--length", "30", "--prime", "a"]) == 0
     a = capsys.readouterr().out
-    main(["sample", str(run), "--top-k", "1", "--length", "30", "--prime", "a", "--seed", "9"])
-    assert capsys.readouterr().out == a
+    assert main(["sample", str(run), "--top-k", "1", "--length", "30", "--prime", "a", "--seed", "9"]) == 0
+    assert capsys.readouterr().out == a and len(a) == 32
 
 
 def test_unknown_prime_characters_are_named(run, capsys):
     assert main(["sample", str(run), "--prime", "Zeus☃"]) == 1
-    err = capsys.readouterr().err
-    assert "'Z'" in err and "'☃'" in err and "never saw" in err and len(err.strip().splitlines()) == 1
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "'Z'" in err and "'☃'" in err and "not in the model's vocabulary" in err
+    assert len(err.strip().splitlines()) == 1 and captured.out == ""  # nothing printed before the refusal
 
 
 def test_eval_on_the_split_and_on_a_file(run, corpus_file, tmp_path, capsys):
@@ -81,6 +97,10 @@ def test_eval_on_the_split_and_on_a_file(run, corpus_file, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["tokens"] == 23 and s["bpc"] > 0
     assert main(["eval", str(run), "--split", "test"]) == 2  # no test split in a single-file run
+    assert main(["eval", str(run), "--split", "val", "--data", str(tmp_path / "other.txt")]) == 2
+    (tmp_path / "unseen.txt").write_text("QQQ")
+    assert main(["eval", str(run), "--data", str(tmp_path / "unseen.txt")]) == 1
+    assert "'Q'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -134,6 +154,37 @@ def test_help_everywhere_with_examples(cmd, capsys):
         assert "examples:" in out
 
 
+def test_json_summary_is_strict_json(monkeypatch, corpus_file, tmp_path, capsys):
+    """A diverged run's infinities print as null, which every JSON parser accepts."""
+    import rnnlab.cli as cli
+
+    monkeypatch.setattr("rnnlab.train.train", lambda cfg, progress: {"run": "r", "stopped": "max_steps",
+                                                                     "val_bpc": float("nan"), "best": float("inf")})
+    assert cli.main(_train_args(corpus_file, tmp_path / "z", "--json")) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == {"run": "r", "stopped": "max_steps", "val_bpc": None, "best": None}
+    assert "NaN" not in last and "Infinity" not in last
+
+
+def test_word_level_samples_are_spaced_like_text(tmp_path, capsys):
+    (tmp_path / "w.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 60)
+    out = tmp_path / "w"
+    args = _train_args(tmp_path / "w.txt", out, "--level", "word")
+    args[args.index("--seq-len") + 1] = "8"
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out), "--prime", "the cat", "--length", "12", "--seed", "1"]) == 0
+    streamed = capsys.readouterr().out
+    from rnnlab.checkpoint import load_model
+    from rnnlab.config import SampleConfig
+    from rnnlab.sampling import generate
+
+    model, vocab, _ = load_model(out)
+    text = generate(model, vocab, SampleConfig(prime="the cat", length=12, seed=1))[0]
+    assert streamed.startswith("the cat ") and "  " not in streamed and " \n" not in streamed
+    assert streamed == text + "\n"  # the streamed pieces join to the returned text
+
+
 def test_pytorch_option_names_exist():
     ns = build_parser().parse_args(["train", "--hidden-size", "512", "--num-layers", "2", "--dropout", "0.1",
                                     "--batch-size", "64", "--seq-len", "100", "--time-budget", "600"])
@@ -145,7 +196,11 @@ def test_demo_trains_on_the_builtin_corpus_and_samples(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--time-budget", "2", "--out", str(out), "--quiet", "--json"]) == 0
     text = capsys.readouterr().out
-    assert text.count("=== sample, temperature") == 3 and "def " in text
+    samples = text.split("=== sample, temperature")[1:]
+    assert len(samples) == 3
+    for block in samples:
+        body = block.split("===\n", 1)[1]
+        assert body.startswith("def ") and len(body.split("\nvalidation bits")[0].rstrip("\n")) >= 300
     summary = json.loads(text.strip().splitlines()[-1])
     assert summary["stopped"] == "time_budget" and summary["val_bpc"] > 0
     assert json.loads((out / "split.json").read_text())["kind"] == "builtin"

@@ -82,7 +82,7 @@ def test_bom_is_dropped(tmp_path):
 def test_single_file_is_split_90_10_by_characters(corpus_file):
     c = load_corpus(DataConfig(data=str(corpus_file)))
     text = corpus_file.read_text()
-    cut = round(len(text) * 0.9)
+    cut = int(len(text) * 0.9)  # as nanoGPT: data[:int(n * 0.9)]
     assert c.train == text[:cut] and c.val == text[cut:]
     assert c.record["train_chars"] == cut and c.record["sha256"]
 
@@ -93,6 +93,25 @@ def test_folder_is_read_in_sorted_order_skipping_hidden(tmp_path):
     (tmp_path / ".hidden").write_text("never\n")
     text, files = read_folder(tmp_path)
     assert text == "first\nsecond\n" and files == ["a.txt", "b.txt"]
+
+
+def test_ptb_char_format(tmp_path):
+    from rnnlab.data.corpus import ptb_char
+
+    assert ptb_char(" a _ c a t \n\n t h e _ e n d\n") == "a_cat\nthe_end\n"
+    for n, t in (("tr", "a _ b\n" * 30), ("va", "b _ a\n" * 5)):
+        (tmp_path / n).write_text(t)
+    c = load_corpus(DataConfig(train=str(tmp_path / "tr"), val=str(tmp_path / "va"), format="ptb-char"))
+    assert c.train == "a_b\n" * 30 and c.val == "b_a\n" * 5 and c.record["format"] == "ptb-char"
+
+
+def test_val_and_test_files_need_train():
+    from rnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="go with --train"):
+        from rnnlab.config import RunConfig, TrainConfig
+
+        RunConfig(data=DataConfig(data="x", test="y"), train=TrainConfig(max_steps=1)).validate()
 
 
 def test_explicit_files(tmp_path):

@@ -13,7 +13,7 @@ import torch
 
 from rnnlab.checkpoint import load_checkpoint
 from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from rnnlab.errors import ConfigError, TrainingError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, TrainingError
 from rnnlab.train import lr_multiplier, train
 
 
@@ -56,20 +56,72 @@ def test_seeded_runs_are_reproducible(corpus_file, tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(corpus_file, tmp_path):
-    # 4 x 16 tokens per batch over ~4,000 training characters: epochs wrap about every 60 steps
+TRAINING_FIELDS = ("step", "epoch", "batch", "tokens", "lr_scale", "plateau_best", "plateau_bad", "skipped", "horizon")
+
+
+@pytest.mark.parametrize("optim", [
+    {},  # adam, constant
+    {"optimizer": "sgd", "lr": 0.5, "lr_schedule": "cosine", "decay_steps": 75, "warmup_steps": 5},
+    {"optimizer": "rmsprop", "lr": 3e-3, "lr_schedule": "plateau", "plateau_patience": 0, "weight_decay": 1e-4},
+    {"weight_decay": 0.01, "clip_value": 0.05},  # adamw, clipping by value
+])
+def test_stop_and_resume_equals_an_uninterrupted_run(corpus_file, tmp_path, optim):
+    # 4 x 16 tokens per batch over ~3,000 training characters: epochs wrap about every 50 steps
     n, k = 75, 33
-    train(_cfg(corpus_file, tmp_path / "full", max_steps=n, eval_interval=20), progress=False)
-    train(_cfg(corpus_file, tmp_path / "cut", max_steps=k, eval_interval=20), progress=False)
-    s = train(_cfg(corpus_file, tmp_path / "cut", max_steps=n, eval_interval=20, resume=True), progress=False)
+
+    def cfg(out, **kw):
+        c = _cfg(corpus_file, tmp_path / out, eval_interval=20, **kw)
+        for key, v in optim.items():
+            setattr(c.optim, key, v)
+        return c
+
+    train(cfg("full", max_steps=n), progress=False)
+    train(cfg("cut", max_steps=k), progress=False)
+    s = train(cfg("cut", max_steps=n, resume=True), progress=False)
     assert s["steps"] == n and s["epochs"] > 1
     full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert all(torch.equal(full[key], cut[key]) for key in full)
     a = load_checkpoint(tmp_path / "full", prefer="last.safetensors")
     b = load_checkpoint(tmp_path / "cut", prefer="last.safetensors")
     assert all(torch.equal(x, y) for la, lb in zip(a.carry(), b.carry()) for x, y in zip(la, lb))
-    assert {k: v for k, v in a.train_state.items() if k != "elapsed"} == \
-        {k: v for k, v in b.train_state.items() if k != "elapsed"}
+    assert {f: a.train_state[f] for f in TRAINING_FIELDS} == {f: b.train_state[f] for f in TRAINING_FIELDS}
+    sa, sb = a.optimizer_state()["state"], b.optimizer_state()["state"]
+    assert all(torch.equal(torch.as_tensor(sa[i][key]), torch.as_tensor(sb[i][key])) for i in sa for key in sa[i])
+    # the metrics of the resumed run do not repeat steps
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == sorted(set(steps))
+
+
+def test_the_hidden_state_is_carried_across_batches(corpus_file, tmp_path):
+    """With weights that do not move, the carried state after k batches is the state of the
+    model run from zero over each stream's first k*T characters: nothing was reset."""
+    from rnnlab.data import StreamBatcher
+
+    k = 5
+    cfg = _cfg(corpus_file, tmp_path / "c", max_steps=k, eval_interval=1000)
+    cfg.model.dropout = 0.0
+    cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum = "sgd", 1e-30, 0.0
+    train(cfg, progress=False)
+    ck = load_checkpoint(tmp_path / "c", prefer="last.safetensors")
+    model = ck.build_model().double()
+    b = StreamBatcher(ck.vocab.encode(corpus_file.read_text()[: int(len(corpus_file.read_text()) * 0.9)]), 4, 16)
+    x = torch.as_tensor(b.x[:, : k * 16])  # (B, k*T): each stream's first k batches, end to end
+    _, state = model(x)
+    for la, lb in zip(state, ck.carry()):
+        for u, v in zip(la, lb):
+            torch.testing.assert_close(u.float(), v, rtol=1e-4, atol=1e-5)
+    _, reset = model(x[:, -16:])  # the state a per-batch reset would have left
+    assert not torch.allclose(reset[0][0].float(), ck.carry()[0][0], atol=1e-3)
+
+
+def test_resume_needs_the_last_checkpoint_and_the_same_corpus(corpus_file, tmp_path):
+    with pytest.raises(CheckpointError):
+        train(_cfg(corpus_file, tmp_path / "none", max_steps=3, resume=True), progress=False)
+    train(_cfg(corpus_file, tmp_path / "r", max_steps=3), progress=False)
+    corpus_file.write_text(corpus_file.read_text().replace("cat", "cow"))
+    with pytest.raises(DataError, match="corpus has changed"):
+        train(_cfg(corpus_file, tmp_path / "r", max_steps=6, resume=True), progress=False)
 
 
 def test_resume_refuses_a_changed_model(corpus_file, tmp_path):
@@ -116,7 +168,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(corpus_file, tmp_path, 
     calls["n"] = 0
     monkeypatch.setattr(tr, "sequence_loss", lambda lg, y: real(lg, y) * (float("inf") if calls.update(
         n=calls["n"] + 1) or calls["n"] > 12 else 1.0))
-    with pytest.raises(TrainingError, match="non-finite for 3 steps"):
+    with pytest.raises(TrainingError, match="non-finite for 3 steps.*last good checkpoint"):
         train(_cfg(corpus_file, tmp_path / "g", max_steps=100, eval_interval=10, max_bad_steps=3), progress=False)
     ck = load_checkpoint(tmp_path / "g", prefer="last.safetensors")  # the last good checkpoint survives
     assert ck.train_state["step"] == 10
@@ -143,7 +195,7 @@ def test_word_level_model_reports_bits_per_word(corpus_file, tmp_path):
 
 def test_cosine_schedule_is_a_pure_function_of_the_step():
     o = OptimConfig(lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_multiplier(0, o, 110) == pytest.approx(0.1)
+    assert lr_multiplier(0, o, 110) == pytest.approx(0.1)  # horizon 110 steps
     assert lr_multiplier(9, o, 110) == pytest.approx(1.0)
     assert lr_multiplier(60, o, 110) == pytest.approx(0.55)
     assert lr_multiplier(110, o, 110) == pytest.approx(0.1)
@@ -172,5 +224,34 @@ def test_sigint_saves_a_checkpoint_that_resumes(corpus_file, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err and b"--resume" in err
+    assert not [f for f in os.listdir(out) if ".tmp" in f]  # no half-written file left
     ck = load_checkpoint(out, prefer="last.safetensors")
-    assert ck.train_state["step"] >= 5
+    k = ck.train_state["step"]
+    assert k >= 5
+    # resuming the interrupted run lands exactly where an uninterrupted run of the same length does
+    from rnnlab.cli import main
+
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", str(k + 3), "--quiet"]) == 0
+    args = cmd[cmd.index("train"):]
+    args[args.index("--max-steps") + 1] = str(k + 3)
+    args[args.index("--out") + 1] = str(tmp_path / "straight")
+    assert main(args) == 0
+    a, b = _weights(out), _weights(tmp_path / "straight")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_sigterm_also_saves(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rnnlab", "train", "--data", str(corpus_file), "--hidden-size", "8",
+           "--num-layers", "1", "--batch-size", "4", "--seq-len", "16", "--max-steps", "1000000",
+           "--eval-interval", "1000000", "--log-interval", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()}, cwd=tmp_path)
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and
+                                          (out / "metrics.jsonl").read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert load_checkpoint(out, prefer="last.safetensors").train_state["step"] >= 3

@@ -69,6 +69,27 @@ def read_folder(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
     return "".join(texts), [str(f.relative_to(root)) for f in files]
 
 
+def ptb_char(text: str) -> str:
+    """Penn Treebank character files as text: each line's space-separated symbols joined
+    (``_`` stays the word boundary), one sentence a line, ``\n`` the end of sentence.
+
+    >>> ptb_char("a _ c a t\n t h e _ e n d \n")
+    'a_cat\nthe_end\n'
+    """
+    return "".join("".join(line.split()) + "\n" for line in text.splitlines() if line.strip())
+
+
+FORMATS = {"text": lambda t: t, "ptb-char": ptb_char}
+
+
+def read_corpus_file(path: str | os.PathLike[str], fmt: str = "text") -> str:
+    """:func:`read_text`, then the corpus format's preparation."""
+    text = FORMATS[fmt](read_text(path))
+    if not text:
+        raise DataError(f"{path} holds no text once read as {fmt}")
+    return text
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -85,7 +106,7 @@ class Corpus:
 
 def split_text(text: str, val_fraction: float, name: str) -> tuple[str, str]:
     """First ``1 - val_fraction`` of the characters, and the rest."""
-    cut = int(round(len(text) * (1.0 - val_fraction)))
+    cut = int(len(text) * (1.0 - val_fraction))  # nanoGPT: data[:int(n * 0.9)]
     train, val = text[:cut], text[cut:]
     if len(train) < 2 or len(val) < 2:
         raise DataError(f"{name} has {len(text)} characters: too short to split into training and validation text")
@@ -95,9 +116,10 @@ def split_text(text: str, val_fraction: float, name: str) -> tuple[str, str]:
 def load_corpus(cfg: DataConfig) -> Corpus:
     """Read the corpus that ``cfg`` names and split it."""
     if cfg.train is not None:
-        train, val = read_text(cfg.train), read_text(cfg.val)  # type: ignore[arg-type]
-        test = read_text(cfg.test) if cfg.test else None
-        record = {"kind": "files", "train": cfg.train, "val": cfg.val, "test": cfg.test}
+        train = read_corpus_file(cfg.train, cfg.format)
+        val = read_corpus_file(cfg.val, cfg.format)  # type: ignore[arg-type]
+        test = read_corpus_file(cfg.test, cfg.format) if cfg.test else None
+        record = {"kind": "files", "format": cfg.format, "train": cfg.train, "val": cfg.val, "test": cfg.test}
         for split, text in (("train", train), ("val", val), ("test", test)):
             if text is not None:
                 record[f"{split}_chars"] = len(text)
@@ -109,10 +131,11 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     p = Path(cfg.data)
     if p.is_dir():
         text, files = read_folder(p)
+        text = FORMATS[cfg.format](text)
         record: dict[str, Any] = {"kind": "folder", "path": str(p), "files": files}
     else:
-        text = read_text(p)
-        record = {"kind": "file", "path": str(p)}
+        text = read_corpus_file(p, cfg.format)
+        record = {"kind": "file", "format": cfg.format, "path": str(p)}
     train, val = split_text(text, cfg.val_fraction, str(p))
     record.update({
         "split": f"first {len(train)} characters train, last {len(val)} validate (val_fraction {cfg.val_fraction})",

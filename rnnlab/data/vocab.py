@@ -102,15 +102,23 @@ class Vocab:
         """The distinct symbols of ``text`` that this vocabulary lacks (and would refuse or map to unk)."""
         return sorted({t for t in self.tokenize(text) if t not in self.index})
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def separator(self, prev: str | None, sym: str) -> str:
+        """What is written between two symbols: nothing for characters; for words a space,
+        except at the start and around newlines."""
+        if self.level == "char" or prev is None or prev == "\n" or sym == "\n":
+            return ""
+        return " "
+
+    def decode(self, ids: Iterable[int], after: str | None = None) -> str:
+        """The text of ``ids``; ``after`` is the symbol written just before them (if any)."""
         if self.level == "char":
             return "".join(self.symbols[i] for i in ids)
         out: list[str] = []
+        prev = after
         for i in ids:
             w = self.symbols[i]
-            if out and out[-1] != "\n" and w != "\n":
-                out.append(" ")
-            out.append(w)
+            out.append(self.separator(prev, w) + w)
+            prev = w
         return "".join(out)
 
     # persistence ----------------------------------------------------------------

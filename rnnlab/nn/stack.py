@@ -41,11 +41,12 @@ class RecurrentStack(nn.Module):
         self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout
         self.layers = nn.ModuleList(
             [cls(input_size if k == 0 else hidden_size, hidden_size) for k in range(num_layers)])
-        # The fused module is a template only: its own parameters are never used, and it is
-        # kept out of this module's parameters and state_dict (a plain list hides it).
+        # The fused module is a template only: built on the meta device (no memory, never
+        # trained), kept out of this module's parameters and state_dict (a plain list hides
+        # it); functional_call gives it this stack's parameters on every call.
         self._template = [cls.fused_cls(input_size, hidden_size, num_layers=num_layers,
                                         dropout=dropout if num_layers > 1 else 0.0,
-                                        batch_first=True, **cls.fused_kwargs)]
+                                        batch_first=True, device="meta", **cls.fused_kwargs)]
 
     @property
     def cells(self) -> list[Cell]:
