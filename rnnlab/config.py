@@ -96,16 +96,16 @@ class OptimConfig:
     """Optimiser, learning-rate schedule, clipping and weight decay."""
 
     optimizer: Literal["adam", "sgd", "rmsprop"] = _f("adam", "adam, sgd (with momentum) or rmsprop")
-    lr: float = _f(2e-3, "peak learning rate")
+    lr: float = _f(4e-3, "peak learning rate")
     momentum: float = _f(0.9, "momentum for sgd and rmsprop")
     weight_decay: float = _f(0.0, "L2 weight decay (AdamW-style decoupled for adam)")
     clip_norm: float = _f(5.0, "clip the global gradient norm to this value (0: off)")
     clip_value: float = _f(0.0, "clip every gradient element to [-v, v] (0: off); applied before --clip-norm")
     lr_schedule: Literal["constant", "cosine", "plateau"] = _f(
-        "constant", "constant, cosine (with warm-up, to --min-lr-ratio * lr at --decay-steps) or plateau (decay when validation stalls)")
+        "cosine", "constant, cosine (with warm-up, to --min-lr-ratio * lr at --decay-steps) or plateau (decay when validation stalls)")
     warmup_steps: int = _f(0, "linear warm-up steps (constant and cosine)")
     decay_steps: int = _f(0, "cosine: steps until the minimum; 0 means --max-steps")
-    min_lr_ratio: float = _f(0.1, "cosine: final learning rate as a fraction of --lr")
+    min_lr_ratio: float = _f(0.05, "cosine: final learning rate as a fraction of --lr")
     plateau_factor: float = _f(0.5, "plateau: multiply the learning rate by this when validation stalls")
     plateau_patience: int = _f(1, "plateau: evaluations without improvement before decaying")
 
@@ -138,8 +138,8 @@ class OptimConfig:
 class TrainConfig:
     """The truncated-BPTT loop: batches, stop conditions, evaluation, logging."""
 
-    batch_size: int = _f(64, "B: parallel contiguous streams per batch")
-    seq_len: int = _f(100, "T: characters per stream per batch (the BPTT truncation length)")
+    batch_size: int = _f(32, "B: parallel contiguous streams per batch")
+    seq_len: int = _f(50, "T: characters per stream per batch (the BPTT truncation length)")
     max_steps: int = _f(0, "stop after this many optimiser steps (0: no limit)")
     max_epochs: float = _f(0.0, "stop after this many passes over the training split (0: no limit)")
     time_budget: float = _f(0.0, "stop after this many seconds of training, summed over resumes (0: no limit)")

@@ -42,12 +42,13 @@ def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, t
     z = np.atleast_2d(np.asarray(logits, dtype=np.float64)) / temperature  # (B, V)
     p = np.exp(log_softmax(z))
     v = p.shape[-1]
+    if not (0 < top_k < v or top_p < 1.0):
+        return p
+    # rank by the logits, not the probabilities: exp() can make near-ties exact ties
+    order = np.argsort(-z, axis=-1, kind="stable")  # (B, V), most probable first
     if 0 < top_k < v:
-        order = np.argsort(-p, axis=-1, kind="stable")  # (B, V), most probable first
-        drop = order[:, top_k:]
-        np.put_along_axis(p, drop, 0.0, axis=-1)
+        np.put_along_axis(p, order[:, top_k:], 0.0, axis=-1)
     if top_p < 1.0:
-        order = np.argsort(-p, axis=-1, kind="stable")
         sorted_p = np.take_along_axis(p, order, axis=-1)
         cum = np.cumsum(sorted_p, axis=-1)
         # keep a token if the mass before it has not yet reached p (so the first is always kept)

@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,11 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             except (ValueError, KeyError, RuntimeError) as e:
                 raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
         state = TrainState(**ckpt.train_state)
+        if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \
+                tc.max_steps and tc.max_steps != state.horizon:
+            warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "
+                          f"(the learning rate stays at its minimum after it); start a run with --decay-steps to "
+                          f"choose the horizon yourself", stacklevel=2)
         c = ckpt.carry()
         carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
         _set_rng_state(ckpt.rng())
@@ -275,7 +281,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     else:
         epochs_steps = int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0
         stop_steps = min(s for s in (tc.max_steps, epochs_steps) if s) if (tc.max_steps or epochs_steps) else 0
-        state = TrainState(horizon=cfg.optim.decay_steps or stop_steps)
+        cosine = cfg.optim.lr_schedule == "cosine"
+        state = TrainState(horizon=(cfg.optim.decay_steps or stop_steps) if cosine else 0)
         write_json(out / "vocab.json", vocab.to_dict())
         write_json(out / "split.json", corpus.record)
     write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ

@@ -60,10 +60,10 @@ TRAINING_FIELDS = ("step", "epoch", "batch", "tokens", "lr_scale", "plateau_best
 
 
 @pytest.mark.parametrize("optim", [
-    {},  # adam, constant
+    {"lr_schedule": "constant"},  # adam
     {"optimizer": "sgd", "lr": 0.5, "lr_schedule": "cosine", "decay_steps": 75, "warmup_steps": 5},
     {"optimizer": "rmsprop", "lr": 3e-3, "lr_schedule": "plateau", "plateau_patience": 0, "weight_decay": 1e-4},
-    {"weight_decay": 0.01, "clip_value": 0.05},  # adamw, clipping by value
+    {"weight_decay": 0.01, "clip_value": 0.05, "lr_schedule": "constant"},  # adamw, clipping by value
 ])
 def test_stop_and_resume_equals_an_uninterrupted_run(corpus_file, tmp_path, optim):
     # 4 x 16 tokens per batch over ~3,000 training characters: epochs wrap about every 50 steps
@@ -110,9 +110,9 @@ def test_the_hidden_state_is_carried_across_batches(corpus_file, tmp_path):
     _, state = model(x)
     for la, lb in zip(state, ck.carry()):
         for u, v in zip(la, lb):
-            torch.testing.assert_close(u.float(), v, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(u.float(), v, rtol=0, atol=1e-6)
     _, reset = model(x[:, -16:])  # the state a per-batch reset would have left
-    assert not torch.allclose(reset[0][0].float(), ck.carry()[0][0], atol=1e-3)
+    assert (reset[0][0].float() - ck.carry()[0][0]).abs().max() > 1e-4
 
 
 def test_resume_needs_the_last_checkpoint_and_the_same_corpus(corpus_file, tmp_path):
@@ -200,7 +200,7 @@ def test_cosine_schedule_is_a_pure_function_of_the_step():
     assert lr_multiplier(60, o, 110) == pytest.approx(0.55)
     assert lr_multiplier(110, o, 110) == pytest.approx(0.1)
     assert lr_multiplier(500, o, 110) == pytest.approx(0.1)
-    assert lr_multiplier(50, OptimConfig(), 110) == 1.0
+    assert lr_multiplier(50, OptimConfig(lr_schedule="constant"), 110) == 1.0
     # a run limited by time alone follows the fraction of its budget spent
     c = OptimConfig(lr_schedule="cosine", min_lr_ratio=0.0)
     assert lr_multiplier(10**6, c, 0, time_frac=0.5) == pytest.approx(0.5)
@@ -211,7 +211,7 @@ def test_sigint_saves_a_checkpoint_that_resumes(corpus_file, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rnnlab", "train", "--data", str(corpus_file), "--cell", "lstm", "--hidden-size", "16",
            "--num-layers", "1", "--batch-size", "4", "--seq-len", "16", "--max-steps", "1000000", "--eval-interval",
-           "1000000", "--log-interval", "1", "--out", str(out), "--quiet"]
+           "1000000", "--log-interval", "1", "--lr-schedule", "constant", "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     deadline = time.time() + 60
