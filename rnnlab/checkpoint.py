@@ -174,17 +174,23 @@ def resolve(path: str | os.PathLike[str], prefer: str = BEST) -> Path:
 
 
 def _sniff(p: Path) -> None:
-    """Refuse files that are recognisably something else, before parsing them."""
+    """Refuse files that are recognisably something else, before parsing them.
+
+    A safetensors file starts with the 8-byte little-endian length of its JSON header,
+    then ``{``; that is checked first, since the length's low byte may be anything
+    (0x80 included, which is also how a pickle starts)."""
     with open(p, "rb") as f:
         head = f.read(16)
     if not head:
         raise CheckpointError(f"{p} is empty")
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    size = p.stat().st_size
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return
+    if (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head[:4] == b"PK\x03\x04":
         raise CheckpointError(
             f"{p} is a pickle or PyTorch zip file; rnnlab loads only its own safetensors checkpoints "
             "and never unpickles (unpickling can run code)")
-    if len(head) < 9 or head[8:9] != b"{":
-        raise CheckpointError(f"{p} is not a safetensors file")
+    raise CheckpointError(f"{p} is not a safetensors file")
 
 
 def _read_meta(p: Path) -> dict[str, str]:

@@ -17,8 +17,11 @@ import time
 import typing
 from typing import Any, Literal, get_args, get_origin
 
+import numpy as np
+
 from rnnlab import jsonio
-from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig, from_dict
+from rnnlab.config import (DataConfig, ModelConfig, NGramConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig,
+                           from_dict)
 from rnnlab.errors import ConfigError, RnnlabError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
@@ -217,6 +220,178 @@ def cmd_data(ns: argparse.Namespace) -> int:
     return 0
 
 
+# n-gram models ---------------------------------------------------------------------------
+
+NGRAM_EXAMPLES = """examples:
+  rnnlab ngram fit --data input.txt --order 7 --out shakespeare7.npz     # Kneser-Ney, 90/10 split
+  rnnlab ngram eval shakespeare7.npz                  # bits per character on its validation split
+  rnnlab ngram eval shakespeare7.npz --data other.txt
+  rnnlab ngram sample shakespeare7.npz --prime "ROMEO:" --length 300 --temperature 0.8 --seed 1
+  rnnlab ngram prob shakespeare7.npz "the cat in the hat"
+  rnnlab ngram stats --data input.txt --max-order 8 --plot unigrams.png
+"""
+
+
+def _ngram_data(ns: argparse.Namespace) -> DataConfig:
+    return from_dict(DataConfig, {**DataConfig().__dict__, **_given(ns, DataConfig)})
+
+
+def cmd_ngram(ns: argparse.Namespace) -> int:
+    from rnnlab.data.corpus import build_vocab, load_corpus, read_corpus_file
+    from rnnlab.metrics import token_metrics, unit_for
+    from rnnlab.ngram import NGramLM, load_ngram
+
+    if ns.ngram_cmd == "fit":
+        dc = _ngram_data(ns)
+        problems = dc.problems()
+        if problems:
+            raise ConfigError(problems)
+        nc = from_dict(NGramConfig, _given(ns, NGramConfig))
+        corpus = load_corpus(dc)
+        vocab = build_vocab(corpus, dc.level, dc.min_count)
+        t0 = time.perf_counter()
+        model = NGramLM(nc.order, nc.smoothing, nc.k).fit(vocab.encode(corpus.train), len(vocab))
+        fit_s = time.perf_counter() - t0
+        unit = unit_for(dc.level)
+        summary: dict[str, Any] = {"model": ns.out, "order": nc.order, "smoothing": nc.smoothing,
+                                   "train_tokens": model.n_tokens_, "vocab_size": len(vocab),
+                                   "fit_s": round(fit_s, 3), "memory_mb": round(model.nbytes_ / 2**20, 2)}
+        for split, text in (("val", corpus.val), ("test", corpus.test)):
+            if text is not None:
+                summary[f"{split}_{unit}"] = token_metrics(model.score(vocab.encode(text))["loss"], dc.level)[unit]
+        model.save(ns.out, vocab, extra={"data": dataclasses.asdict(dc), "ngram": dataclasses.asdict(nc)})
+    else:
+        model, vocab = load_ngram(ns.model)
+        if vocab is None:
+            raise ConfigError(f"{ns.model} holds no vocabulary; fit it with rnnlab ngram fit")
+        dc = from_dict(DataConfig, (getattr(model, "extra_", None) or {}).get("data") or DataConfig().__dict__)
+        unit = unit_for(vocab.level)
+        if ns.ngram_cmd == "eval":
+            if ns.data and ns.split:
+                raise ConfigError("give --data FILE or --split NAME, not both")
+            if ns.data:
+                text, source = read_corpus_file(ns.data, dc.format), ns.data
+            else:
+                split = ns.split or "val"
+                if dc.data is None and dc.train is None:
+                    raise ConfigError(f"{ns.model} does not record its corpus; give --data FILE")
+                text = getattr(load_corpus(dc), split)
+                if text is None:
+                    raise ConfigError(f"the model's corpus has no {split} split; give --data FILE")
+                source = f"{split} split"
+            r = model.score(vocab.encode(text))
+            m = token_metrics(r["loss"], vocab.level)
+            summary = {"model": ns.model, "data": source, "tokens": r["tokens"], "loss": m["loss"], unit: m[unit],
+                       "ppl": m["ppl"]}
+        elif ns.ngram_cmd == "prob":
+            ids = vocab.encode(ns.text)
+            lp = model.log_prob(ids, include_first=True)  # the first symbol from the unigram model
+            total = float(lp.sum())
+            summary = {"text": ns.text, "tokens": len(ids), "log_prob": total, "log2_prob": total / 0.6931471805599453,
+                       "prob": float(np.exp(total)), unit: -total / 0.6931471805599453 / max(len(ids), 1)}
+        else:  # sample
+            from rnnlab.decoding import make_sampler
+
+            sc = from_dict(SampleConfig, _given(ns, SampleConfig)).validate()
+            prime = vocab.encode(sc.prime) if sc.prime else np.zeros(0, dtype=np.int64)
+            last = vocab.symbols[int(prime[-1])] if len(prime) else None
+            if sc.strategy == "beam":
+                rows = [model.beam(prime, sc.length, sc.beam_width)[0]] * sc.num_samples
+            else:
+                rng = np.random.default_rng(sc.seed)
+                rows = model.generate(prime, sc.length, make_sampler(sc.strategy, sc.temperature, sc.top_k, sc.top_p),
+                                      rng, sc.num_samples)
+            for i, row in enumerate(rows):
+                if sc.num_samples > 1:
+                    print(f"--- sample {i + 1} ---")
+                print(sc.prime + vocab.decode(row, after=last))
+            return 0
+    print("\n".join(f"{k}: {_fmt(v)}" for k, v in summary.items()))
+    if ns.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_ngram_stats(ns: argparse.Namespace) -> int:
+    from rnnlab.data.corpus import build_vocab, load_corpus
+    from rnnlab.ngram import ngram_table, pair_asymmetry
+
+    dc = _ngram_data(ns)
+    problems = dc.problems()
+    if problems:
+        raise ConfigError(problems)
+    corpus = load_corpus(dc)
+    vocab = build_vocab(corpus, dc.level, dc.min_count)
+    ids = vocab.encode(corpus.train)
+    counts = np.bincount(ids, minlength=len(vocab))
+    order = np.argsort(-counts, kind="stable")
+    print(f"training split: {len(ids):,} tokens, {len(vocab)} symbols\n\nunigram histogram (top {ns.top}):")
+    for i in order[:ns.top]:
+        print(f"  {vocab.symbols[i]!r:>8}  {counts[i]:>10,d}  {counts[i] / len(ids):.4f}")
+    pairs = pair_asymmetry(ids, vocab, ns.top)
+    titles = {"frequent": "most frequent pairs (a, b)",
+              "asymmetric": "order matters: P(a, b) against P(b, a)",
+              "dependent": "dependence: P(a, b) against P(a) P(b)"}
+    for key, title in titles.items():
+        print(f"\n{title}:")
+        for r in pairs[key]:
+            print(f"  {r['a'] + r['b']!r:>10}  P(a,b)={r['p_ab']:.5f}  P(b,a)={r['p_ba']:.5f}  "
+                  f"P(a)P(b)={r['p_a_p_b']:.5f}  PMI={r['pmi']:+.2f} bits")
+    table = ngram_table(ids, len(vocab), ns.max_order)
+    print("\nn-grams possible (|V|^n) against observed in training:")
+    print(f"  {'n':>2}  {'possible':>22}  {'observed':>10}  {'fraction':>10}  {'seen once':>10}")
+    for r in table:
+        print(f"  {r['n']:>2}  {r['possible']:>22,d}  {r['observed']:>10,d}  {r['fraction']:>10.2e}  "
+              f"{r['singletons']:>10,d}")
+    if ns.plot:
+        from rnnlab.plots import plot_unigrams
+
+        plot_unigrams([vocab.symbols[i] for i in order], counts[order], ns.plot)
+        print(f"\nunigram histogram written to {ns.plot}")
+    if ns.json:
+        _print_json({"tokens": len(ids), "vocab_size": len(vocab), "pairs": pairs,
+                     "table": [{**r, "possible": str(r["possible"])} for r in table]})
+    return 0
+
+
+def _add_ngram_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    g = sub.add_parser("ngram", help="count-based n-gram language models beside the RNNs", formatter_class=fmt,
+                       description="Fit, score, sample and inspect n-gram models on the same splits and "
+                                   "vocabulary as the RNNs.", epilog=NGRAM_EXAMPLES)
+    gsub = g.add_subparsers(dest="ngram_cmd", required=True, metavar="ACTION")
+    fit = gsub.add_parser("fit", help="count a corpus and save the model", formatter_class=fmt,
+                          epilog=NGRAM_EXAMPLES)
+    _add_dataclass_options(fit, DataConfig, "data options")
+    _add_dataclass_options(fit, NGramConfig, "model options")
+    fit.add_argument("--out", required=True, help="the model file to write (.npz, no pickle)")
+    fit.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    ev = gsub.add_parser("eval", help="bits per character on the model's split or a file", formatter_class=fmt,
+                         epilog=NGRAM_EXAMPLES)
+    ev.add_argument("model")
+    ev.add_argument("--data", help="a text file to score (default: the model's own split)")
+    ev.add_argument("--split", choices=("train", "val", "test"), default=None, help="default: val")
+    ev.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    sa = gsub.add_parser("sample", help="generate text with the RNN's samplers", formatter_class=fmt,
+                         epilog=NGRAM_EXAMPLES)
+    sa.add_argument("model")
+    _add_dataclass_options(sa, SampleConfig, "sampling options")
+    pr = gsub.add_parser("prob", help="the probability the model gives a text", formatter_class=fmt,
+                         epilog=NGRAM_EXAMPLES)
+    pr.add_argument("model")
+    pr.add_argument("text")
+    pr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    for p in (fit, ev, sa, pr):
+        p.set_defaults(func=cmd_ngram)
+    st = gsub.add_parser("stats", help="histograms, pairs and n-gram counts of a corpus", formatter_class=fmt,
+                         epilog=NGRAM_EXAMPLES)
+    _add_dataclass_options(st, DataConfig, "data options")
+    st.add_argument("--max-order", type=int, default=6, help="the n-gram table's largest n (default: 6)")
+    st.add_argument("--top", type=int, default=10, help="rows per list (default: 10)")
+    st.add_argument("--plot", default=None, help="write the unigram histogram to this PNG")
+    st.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    st.set_defaults(func=cmd_ngram_stats)
+
+
 # parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
+
+    _add_ngram_parser(sub, fmt)
 
     da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)
     dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")

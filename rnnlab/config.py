@@ -67,9 +67,9 @@ class ModelConfig:
     """The network: input layer, recurrent stack, softmax output layer."""
 
     cell: Literal["elman", "lstm", "gru"] = _f("lstm", "recurrent cell: elman (tanh), lstm or gru")
-    hidden_size: int = _f(256, "units per recurrent layer")
+    hidden_size: int = _f(384, "units per recurrent layer")
     num_layers: int = _f(2, "stacked recurrent layers")
-    dropout: float = _f(0.0, "dropout on each layer's output (between layers and before the softmax)")
+    dropout: float = _f(0.1, "dropout on each layer's output (between layers and before the softmax)")
     input: Literal["embedding", "onehot"] = _f("embedding", "input layer: a learned embedding, or the one-hot vector itself")
     embedding_size: int = _f(64, "embedding width (ignored for --input onehot)")
     fused: bool = _f(True, "teacher-forced passes use torch.nn.RNN/LSTM/GRU on the same weights")
@@ -186,6 +186,16 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class NGramConfig:
+    """A count-based n-gram language model (:class:`rnnlab.ngram.NGramLM`)."""
+
+    order: int = _f(5, "n: the model predicts from the previous n - 1 tokens")
+    smoothing: Literal["kneser-ney", "witten-bell", "add-k", "mle"] = _f(
+        "kneser-ney", "interpolated modified Kneser-Ney, Witten-Bell, add-k (Laplace at k = 1) or maximum likelihood")
+    k: float = _f(1.0, "add-k: the count added to every n-gram")
 
 
 @dataclass

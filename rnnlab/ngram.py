@@ -474,8 +474,11 @@ class NGramLM:
                            beam_width, length)
 
     # persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], vocab: Vocab | None = None) -> None:
+    def save(self, path: str | os.PathLike[str], vocab: Vocab | None = None,
+             extra: dict[str, Any] | None = None) -> None:
         """Write the model (and its vocabulary, if given) to one ``.npz`` file, atomically.
+        ``extra`` is any JSON-able record kept beside it (``extra_`` after loading; the CLI
+        stores the data config there).
 
         Arrays only (``keys_<m>``, ``counts_<m>``, ``discounts``) and a JSON string of the
         hyperparameters: no pickle, so :meth:`load` reads it with ``allow_pickle=False``."""
@@ -486,7 +489,8 @@ class NGramLM:
         params = {"order": int(self.order), "smoothing": str(self.smoothing), "k": float(self.k),  # JSON, not NumPy
                   "discounts": None if d is None else np.asarray(d, dtype=np.float64).tolist()}
         meta = {"format": FORMAT, "version": VERSION, "params": params, "vocab_size": self.vocab_size_,
-                "n_tokens": self.n_tokens_, "vocab": vocab.to_dict() if vocab is not None else None}
+                "n_tokens": self.n_tokens_, "vocab": vocab.to_dict() if vocab is not None else None,
+                "extra": extra}
         arrays = {"meta": np.array(json.dumps(meta))}
         for m, (k, c) in enumerate(zip(self.keys_, self.counts_), start=1):
             arrays[f"keys_{m}"], arrays[f"counts_{m}"] = k, c
@@ -568,6 +572,7 @@ def load_ngram(path: str | os.PathLike[str]) -> tuple[NGramLM, Vocab | None]:
     if vocab is not None and len(vocab) != v:
         raise CheckpointError(f"{p} is a corrupt n-gram model (vocabulary of {len(vocab)} symbols, model of {v})")
     model.vocab_size_, model.n_tokens_ = v, n_tokens
+    model.extra_ = meta.get("extra")
     model.keys_, model.counts_ = keys, counts
     model.discounts_ = None if d is None else d.astype(np.float64)
     model.discount_fallback_ = None if fb is None else fb.astype(bool)

@@ -45,3 +45,21 @@ def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike
     tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
     fig.savefig(tmp)
     os.replace(tmp, out_png)
+
+
+def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str], top: int = 60) -> None:
+    """A bar chart of the ``top`` most frequent symbols (``symbols`` and ``counts`` sorted, most first)."""
+    n = min(top, len(symbols))
+    total = float(sum(counts))
+    fig = Figure(figsize=(max(6, n * 0.18), 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.bar(range(n), [c / total for c in counts[:n]])
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([repr(s)[1:-1] or " " for s in symbols[:n]], fontsize=7, rotation=90)
+    ax.set_ylabel("relative frequency")
+    ax.set_title(f"unigram histogram ({len(symbols)} symbols, {int(total):,} tokens)")
+    fig.tight_layout()
+    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, out_png)

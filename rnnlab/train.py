@@ -34,8 +34,7 @@ from rnnlab.checkpoint import (BEST, LAST, Checkpoint, atomic_write, load_checkp
                                write_json)
 from rnnlab.config import OptimConfig, RunConfig, from_dict
 from rnnlab.data.batches import StreamBatcher
-from rnnlab.data.corpus import Corpus, load_corpus
-from rnnlab.data.vocab import Vocab, tokenize_words
+from rnnlab.data.corpus import Corpus, build_vocab, load_corpus
 from rnnlab.errors import CheckpointError, ConfigError, DataError, TrainingError
 from rnnlab.evaluate import LN2, evaluate_tokens, token_metrics, unit_for
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
@@ -116,13 +115,6 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def build_vocab(corpus: Corpus, level: str, min_count: int) -> Vocab:
-    """Characters: every character of every split. Words: training words seen ``min_count`` times."""
-    if level == "char":
-        return Vocab.from_text(corpus.train + corpus.val + (corpus.test or ""))
-    return Vocab.from_words(tokenize_words(corpus.train), min_count)
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

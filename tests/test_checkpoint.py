@@ -151,3 +151,14 @@ def test_run_folder_resolution(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_a_header_length_ending_in_0x80_is_not_mistaken_for_a_pickle(tmp_path):
+    """The first byte of a safetensors file is the low byte of its header length: any value."""
+    path, model, cfg, vocab = _make(tmp_path)
+    for pad in range(300):  # grow the metadata until the header length's low byte is 0x80
+        save_checkpoint(path, model, cfg, vocab, train_state={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert load_checkpoint(path).train_state["pad"]

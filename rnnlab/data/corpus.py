@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.config import DataConfig
+from rnnlab.data.vocab import Vocab, tokenize_words
 from rnnlab.errors import DataError
 
 
@@ -141,6 +142,13 @@ def load_corpus(cfg: DataConfig) -> Corpus:
         "split": f"first {len(train)} characters train, last {len(val)} validate (val_fraction {cfg.val_fraction})",
         "total_chars": len(text), "train_chars": len(train), "val_chars": len(val), "sha256": sha256(text)})
     return Corpus(train, val, None, record)
+
+
+def build_vocab(corpus: Corpus, level: str = "char", min_count: int = 1) -> Vocab:
+    """Characters: every character of every split. Words: training words seen ``min_count`` times."""
+    if level == "char":
+        return Vocab.from_text(corpus.train + corpus.val + (corpus.test or ""))
+    return Vocab.from_words(tokenize_words(corpus.train), min_count)
 
 
 # The built-in corpus --------------------------------------------------------------
