@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import split_rnnlab_options
 
 from rnnlab.cli import build_parser, run_config_from_args
 from rnnlab.data import load_corpus
@@ -37,11 +38,7 @@ PTB = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_rnnlab_options(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ptb", type=Path, default=PTB)
     ap.add_argument("--budget", type=float, default=1800.0, help="seconds of training")

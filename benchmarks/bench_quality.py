@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import split_rnnlab_options
 from torch import nn
 
 from rnnlab.cli import build_parser, run_config_from_args
@@ -118,11 +119,7 @@ def run_rnnlab(data: Path, budget: float, seed: int, extra: list[str], workdir: 
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_rnnlab_options(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED / "tinyshakespeare" / "input.txt")
     ap.add_argument("--budgets", type=float, nargs="+", default=[163.0, 600.0])
