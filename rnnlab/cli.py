@@ -238,7 +238,7 @@ def _ngram_data(ns: argparse.Namespace) -> DataConfig:
 
 def cmd_ngram(ns: argparse.Namespace) -> int:
     from rnnlab.data.corpus import build_vocab, load_corpus, read_corpus_file
-    from rnnlab.metrics import token_metrics, unit_for
+    from rnnlab.metrics import LN2, token_metrics, unit_for
     from rnnlab.ngram import NGramLM, load_ngram
 
     if ns.ngram_cmd == "fit":
@@ -287,8 +287,8 @@ def cmd_ngram(ns: argparse.Namespace) -> int:
             ids = vocab.encode(ns.text)
             lp = model.log_prob(ids, include_first=True)  # the first symbol from the unigram model
             total = float(lp.sum())
-            summary = {"text": ns.text, "tokens": len(ids), "log_prob": total, "log2_prob": total / 0.6931471805599453,
-                       "prob": float(np.exp(total)), unit: -total / 0.6931471805599453 / max(len(ids), 1)}
+            summary = {"text": ns.text, "tokens": len(ids), "log_prob": total, "log2_prob": total / LN2,
+                       "prob": float(np.exp(total)), unit: -total / LN2 / max(len(ids), 1)}
         else:  # sample
             from rnnlab.decoding import make_sampler
 

@@ -212,10 +212,6 @@ def _load_resume(out: Path, cfg: RunConfig, corpus: Corpus) -> Checkpoint:
         if stored is not None and any(stored.get(k) != corpus.record[k] for k in keys):
             raise DataError(f"the corpus has changed since the run in {out} started (its checksum differs from "
                             f"split.json); resume needs the same text")
-    try:
-        TrainState(**ckpt.train_state)
-    except TypeError:
-        raise CheckpointError(f"{out / LAST}: training state is malformed") from None
     return ckpt
 
 
@@ -260,7 +256,10 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                 optimizer.load_state_dict(ckpt.optimizer_state())
             except (ValueError, KeyError, RuntimeError) as e:
                 raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
-        state = TrainState(**ckpt.train_state)
+        try:
+            state = TrainState(**ckpt.train_state)
+        except TypeError:
+            raise CheckpointError(f"{ckpt.path}: training state is malformed") from None
         if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \
                 tc.max_steps and tc.max_steps != state.horizon:
             warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "
