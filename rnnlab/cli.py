@@ -250,10 +250,16 @@ def cmd_ngram(ns: argparse.Namespace) -> int:
         corpus = load_corpus(dc)
         vocab = build_vocab(corpus, dc.level, dc.min_count)
         t0 = time.perf_counter()
-        model = NGramLM(nc.order, nc.smoothing, nc.k).fit(vocab.encode(corpus.train), len(vocab))
+        boundary = None
+        if nc.sentences:
+            if "\n" not in vocab.index:
+                raise ConfigError("--sentences needs line ends in the training text; it has none")
+            boundary = int(vocab.encode("\n")[0])
+        model = NGramLM(nc.order, nc.smoothing, nc.k, boundary=boundary).fit(vocab.encode(corpus.train), len(vocab))
         fit_s = time.perf_counter() - t0
         unit = unit_for(dc.level)
         summary: dict[str, Any] = {"model": ns.out, "order": nc.order, "smoothing": nc.smoothing,
+                                   "sentences": nc.sentences,
                                    "train_tokens": model.n_tokens_, "vocab_size": len(vocab),
                                    "fit_s": round(fit_s, 3), "memory_mb": round(model.nbytes_ / 2**20, 2)}
         for split, text in (("val", corpus.val), ("test", corpus.test)):

@@ -196,6 +196,8 @@ class NGramConfig:
     smoothing: Literal["kneser-ney", "witten-bell", "add-k", "mle"] = _f(
         "kneser-ney", "interpolated modified Kneser-Ney, Witten-Bell, add-k (Laplace at k = 1) or maximum likelihood")
     k: float = _f(1.0, "add-k: the count added to every n-gram")
+    sentences: bool = _f(False, "each line is a sentence: no n-gram spans a line end, as in KenLM and SRILM "
+                                "(default: one stream, as the RNN reads it)")
 
 
 @dataclass

@@ -54,7 +54,9 @@ gives every symbol a positive probability, whatever the context.
 
 The training ids are one stream, as for the RNN: the first targets of a text have fewer
 than n - 1 previous tokens, and target t is predicted by the order min(n, t + 1) model
-from ids[max(0, t - n + 1) : t].
+from ids[max(0, t - n + 1) : t]. With a sentence ``boundary`` id (KenLM's convention for
+a text with one sentence a line) the context of target t also starts no earlier than the
+last boundary before t: n-grams that span a boundary are neither counted nor used.
 
 Counting is vectorised. An m-gram is the integer key r * V + w, where r is the rank of
 its (m - 1)-gram prefix among the distinct (m - 1)-grams (sorted) and w its last id, so
@@ -100,23 +102,38 @@ class NotFittedError(RnnlabError, ValueError, AttributeError):
 # Counting -------------------------------------------------------------------------
 
 
-def _ngram_orders(x: np.ndarray, vocab_size: int, max_order: int
+def _ngram_orders(x: np.ndarray, vocab_size: int, max_order: int, boundary: int | None = None
                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """For m = 1..max_order: ``(m, keys, counts, first, inverse)`` of the distinct m-grams of ``x``.
 
     ``keys`` (U_m,) sorted; the m-gram ``x[s:s+m]`` has key r * V + x[s+m-1], r the rank of
     ``x[s:s+m-1]`` among the distinct (m-1)-grams (r = 0 for m = 1). ``counts`` (U_m,) its
     occurrences, ``first`` (U_m,) the start of its first occurrence, ``inverse`` (N-m+1,) the
-    rank of the m-gram starting at every s.
+    rank of the m-gram starting at every s, -1 where it is not counted: with a ``boundary``
+    id, an m-gram that holds the boundary anywhere but first or last (it spans two
+    sentences) is not counted.
     """
     n = len(x)
     prev = np.zeros(n + 1, dtype=np.int64)  # rank of the empty gram at every start s = 0..n
+    inner = None if boundary is None else (x == boundary)
     for m in range(1, max_order + 1):
         cnt = max(n - m + 1, 0)  # m-grams in the stream
         key = prev[:cnt] * vocab_size + x[m - 1:m - 1 + cnt]  # (cnt,)
-        keys, first, inv, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-        yield m, keys.astype(np.int64), counts, first, inv.reshape(-1).astype(np.int64)
-        prev = inv.reshape(-1).astype(np.int64)
+        ok = prev[:cnt] >= 0  # (cnt,) its (m-1)-gram prefix was counted
+        if inner is not None and m >= 3:
+            ok &= ~inner[m - 2:m - 2 + cnt]  # x[s+m-2], the newest interior position, is no boundary
+        if ok.all():
+            keys, first, inv, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+            inv = inv.reshape(-1).astype(np.int64)
+        else:
+            where = np.flatnonzero(ok)
+            keys, first, inv_ok, counts = np.unique(key[where], return_index=True, return_inverse=True,
+                                                    return_counts=True)
+            first = where[first]
+            inv = np.full(cnt, -1, dtype=np.int64)
+            inv[where] = inv_ok.reshape(-1)
+        yield m, keys.astype(np.int64), counts, first, inv
+        prev = inv
 
 
 def _compact(counts: np.ndarray) -> np.ndarray:
@@ -197,6 +214,13 @@ class NGramLM:
         ``"kneser-ney"`` only: None estimates D1, D2, D3+ for every order from the data;
         three numbers fix them for every order; an (order, 3) array fixes them per order
         (row m - 1 for order m). Each D_j must lie in (0, j].
+    boundary : None or int
+        The id of a sentence boundary (the newline of a text with one sentence a line):
+        no n-gram spans it, as in KenLM and SRILM, where each sentence is scored after
+        ``<s>``. The boundary is both a sentence's last token (it is predicted) and the next
+        one's first (the context starts there); an (m-1)-gram starting with it keeps its raw
+        count, as nothing can precede it. None (the default) reads one unbroken stream, as
+        the RNN does, whose state is carried across line ends.
 
     Learned attributes
     ------------------
@@ -214,15 +238,18 @@ class NGramLM:
     [0.667, 1.0, 0.333]
     """
 
-    def __init__(self, order: int = 5, smoothing: str = "kneser-ney", k: float = 1.0, discounts: Any = None):
+    def __init__(self, order: int = 5, smoothing: str = "kneser-ney", k: float = 1.0, discounts: Any = None,
+                 boundary: int | None = None):
         self.order = order
         self.smoothing = smoothing
         self.k = k
         self.discounts = discounts
+        self.boundary = boundary
 
     # hyperparameters ------------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"order": self.order, "smoothing": self.smoothing, "k": self.k, "discounts": self.discounts}
+        return {"order": self.order, "smoothing": self.smoothing, "k": self.k, "discounts": self.discounts,
+                "boundary": self.boundary}
 
     def set_params(self, **params: Any) -> NGramLM:
         unknown = sorted(set(params) - set(self.get_params()))
@@ -245,6 +272,9 @@ class NGramLM:
             p.append(f"smoothing must be one of {', '.join(SMOOTHINGS)}, got {self.smoothing!r}")
         if not (isinstance(self.k, Real) and not isinstance(self.k, bool) and math.isfinite(self.k) and self.k > 0):
             p.append(f"k must be a positive number, got {self.k!r}")
+        if self.boundary is not None and not (isinstance(self.boundary, Integral) and not isinstance(self.boundary, bool)
+                                              and self.boundary >= 0):
+            p.append(f"boundary must be None or a token id (an integer >= 0), got {self.boundary!r}")
         if self.discounts is not None:
             if self.smoothing != "kneser-ney":
                 p.append(f"discounts apply to kneser-ney smoothing only, not {self.smoothing!r}")
@@ -270,6 +300,8 @@ class NGramLM:
         problems = self._problems()
         if not (isinstance(vocab_size, Integral) and not isinstance(vocab_size, bool) and vocab_size >= 1):
             problems.append(f"vocab_size must be a positive integer, got {vocab_size!r}")
+        elif isinstance(self.boundary, Integral) and self.boundary >= vocab_size:
+            problems.append(f"boundary must be a token id below vocab_size {vocab_size}, got {self.boundary!r}")
         if problems:
             raise ConfigError(problems)
         v, n = int(vocab_size), int(self.order)
@@ -279,18 +311,22 @@ class NGramLM:
         kn = self.smoothing == "kneser-ney"
         keys: list[np.ndarray] = []
         counts: list[np.ndarray] = []
-        inv_prev = np.zeros(0, dtype=np.int64)
-        for m, k_m, c_m, first, inv in _ngram_orders(x, v, n):
+        inv_prev = first_prev = np.zeros(0, dtype=np.int64)
+        for m, k_m, c_m, first, inv in _ngram_orders(x, v, n, self.boundary):
             keys.append(k_m)
             counts.append(c_m)
             if kn and m >= 2:
                 # continuation counts of the (m-1)-grams: the distinct m-grams ending in each,
                 # i.e. the (m-1)-gram that starts one after each distinct m-gram's first occurrence
                 cont = np.bincount(inv_prev[first + 1], minlength=len(keys[m - 2]))
-                if len(inv_prev):
+                if len(inv_prev) and inv_prev[0] >= 0:
                     cont[inv_prev[0]] += 1  # the start of the stream precedes its first (m-1)-gram
+                if self.boundary is not None and m >= 3:
+                    # nothing precedes a sentence's start (as <s> in KenLM): its raw count stands
+                    starts = x[first_prev] == self.boundary
+                    cont[starts] = counts[m - 2][starts]
                 counts[m - 2] = cont
-            inv_prev = inv
+            inv_prev, first_prev = inv, first
         self.vocab_size_ = v
         self.n_tokens_ = len(x)
         self.keys_ = keys
@@ -487,7 +523,8 @@ class NGramLM:
             raise DataError(f"the vocabulary has {len(vocab)} symbols but the model {self.vocab_size_}")
         d = self.discounts
         params = {"order": int(self.order), "smoothing": str(self.smoothing), "k": float(self.k),  # JSON, not NumPy
-                  "discounts": None if d is None else np.asarray(d, dtype=np.float64).tolist()}
+                  "discounts": None if d is None else np.asarray(d, dtype=np.float64).tolist(),
+                  "boundary": None if self.boundary is None else int(self.boundary)}
         meta = {"format": FORMAT, "version": VERSION, "params": params, "vocab_size": self.vocab_size_,
                 "n_tokens": self.n_tokens_, "vocab": vocab.to_dict() if vocab is not None else None,
                 "extra": extra}
@@ -551,6 +588,8 @@ def load_ngram(path: str | os.PathLike[str]) -> tuple[NGramLM, Vocab | None]:
             raise ValueError("; ".join(problems))
         if not isinstance(v, int) or v < 1 or not isinstance(n_tokens, int):
             raise ValueError("bad vocab_size or n_tokens")
+        if model.boundary is not None and model.boundary >= v:
+            raise ValueError(f"boundary {model.boundary} outside the vocabulary")
         keys = [arrays[f"keys_{m}"] for m in range(1, model.order + 1)]
         counts = [arrays[f"counts_{m}"] for m in range(1, model.order + 1)]
         for m, (k, c) in enumerate(zip(keys, counts), start=1):

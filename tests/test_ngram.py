@@ -130,16 +130,27 @@ def test_discounts_by_hand():
 # Against independent implementations --------------------------------------------------
 
 
-def kn_reference(train: list[int], v: int, n: int):
-    """Interpolated modified Kneser-Ney written again from the equations, with dicts and recursion."""
+def kn_reference(train: list[int], v: int, n: int, boundary: int | None = None):
+    """Interpolated modified Kneser-Ney written again from the equations, with dicts and recursion.
+
+    With a ``boundary`` id, KenLM's sentences: a gram holding it anywhere but first or last
+    is not counted, a gram starting with it keeps its raw count, a context starts no
+    earlier than its last boundary."""
+
+    def inside(g: tuple) -> bool:
+        return boundary is None or boundary not in g[1:-1]
+
+    raw = {m: Counter(g for i in range(len(train) - m + 1) if inside(g := tuple(train[i:i + m])))
+           for m in range(1, n + 1)}
     padded = ["<s>", *train]
-    adj: dict[int, Counter] = {n: Counter(tuple(train[i:i + n]) for i in range(len(train) - n + 1))}
+    adj: dict[int, Counter] = {n: raw[n]}
     for m in range(1, n):  # distinct left neighbours, the start of the stream counting as one
         left: dict[tuple, set] = defaultdict(set)
         for i in range(len(padded) - m):
             g = tuple(padded[i:i + m + 1])
-            left[g[1:]].add(g[0])
-        adj[m] = Counter({g: len(s) for g, s in left.items()})
+            if inside(g):
+                left[g[1:]].add(g[0])
+        adj[m] = Counter({g: c if (m >= 2 and g[0] == boundary) else len(left[g]) for g, c in raw[m].items()})
     disc, by_ctx = {}, {}
     for m in range(1, n + 1):
         cc = Counter(adj[m].values())  # count-of-counts: cc[k] m-grams seen exactly k times
@@ -154,6 +165,8 @@ def kn_reference(train: list[int], v: int, n: int):
             by_ctx[m][g[:-1]].append(c)
 
     def prob(w: int, h: tuple) -> float:
+        if boundary in h:
+            h = h[len(h) - 1 - h[::-1].index(boundary):]  # from the last boundary on
         m = len(h) + 1
         lower = prob(w, h[1:]) if h else 1.0 / v
         cs = by_ctx[m].get(h, [])
@@ -331,8 +344,8 @@ def test_large_vocabularies_need_no_wide_keys():
 
 def test_init_stores_hyperparameters_unchanged_and_validates_nothing():
     odd = object()
-    lm = NGramLM(order=0, smoothing="nope", k=-1, discounts=odd)
-    assert lm.get_params() == {"order": 0, "smoothing": "nope", "k": -1, "discounts": odd}
+    lm = NGramLM(order=0, smoothing="nope", k=-1, discounts=odd, boundary="x")
+    assert lm.get_params() == {"order": 0, "smoothing": "nope", "k": -1, "discounts": odd, "boundary": "x"}
     assert not hasattr(lm, "vocab_size_")
     assert lm.set_params(order=3, smoothing="mle").order == 3
     with pytest.raises(ConfigError, match="unknown NGramLM parameter"):
@@ -349,6 +362,9 @@ def test_init_stores_hyperparameters_unchanged_and_validates_nothing():
     ({"discounts": (0.5, 2.5, 1.0)}, "0 < D1 <= 1, 0 < D2 <= 2"),
     ({"discounts": (0.5, 1.0)}, "discounts must be 3 numbers"),
     ({"smoothing": "mle", "discounts": (0.5, 1.0, 1.5)}, "discounts apply to kneser-ney smoothing only"),
+    ({"boundary": -1}, "boundary must be None or a token id (an integer >= 0), got -1"),
+    ({"boundary": "\n"}, "boundary must be None or a token id"),
+    ({"boundary": 9}, "boundary must be a token id below vocab_size 4, got 9"),
 ])
 def test_bad_hyperparameters_raise_config_error_at_fit(params, message):
     lm = NGramLM(**params)
@@ -397,6 +413,32 @@ def test_unfitted_use_raises_not_fitted_error(tmp_path):
     assert issubclass(NotFittedError, RnnlabError) and issubclass(NotFittedError, ValueError)
 
 
+@pytest.mark.parametrize("order", [3, 5])
+def test_sentence_boundaries_against_a_dict_reference(order):
+    train, test = markov_text(600, 4, seed=4), markov_text(150, 5, seed=5)  # id 0 is the boundary
+    lm = NGramLM(order=order, boundary=0).fit(train, vocab_size=5)
+    ref = kn_reference(train.tolist(), 5, order, boundary=0)
+    expected = [math.log(ref(int(test[t]), tuple(test[max(0, t - order + 1):t].tolist()))) for t in range(1, len(test))]
+    assert np.allclose(lm.log_prob(test), expected, rtol=0, atol=1e-12)
+    assert not np.allclose(NGramLM(order=order).fit(train, vocab_size=5).log_prob(test), expected)
+
+
+def test_nothing_before_a_boundary_matters():
+    train = markov_text(800, 4, seed=6)
+    # two contexts seen in training that differ only before a boundary (id 0): "x y 0 z"
+    seen = {tuple(train[i:i + 4].tolist()) for i in range(len(train) - 4) if train[i + 2] == 0 and 0 not in train[i:i + 2]}
+    first = min(seen)
+    second = next(c for c in sorted(seen) if c[2:] == first[2:] and c != first)
+    lm = NGramLM(order=5, boundary=0).fit(train, vocab_size=4)
+    after = lm.next_distribution(np.array(first[2:]))
+    for before in (first, second):
+        assert np.allclose(lm.next_distribution(np.array(before)), after, rtol=0, atol=1e-15)
+    stream = NGramLM(order=5).fit(train, vocab_size=4)  # without the boundary the far context counts
+    assert not np.allclose(stream.next_distribution(np.array(first)), stream.next_distribution(np.array(second)))
+    with pytest.raises(ConfigError, match="boundary must be a token id below vocab_size 4"):
+        NGramLM(boundary=4).fit(train, vocab_size=4)
+
+
 # Persistence ---------------------------------------------------------------------------
 
 
@@ -404,7 +446,7 @@ def test_unfitted_use_raises_not_fitted_error(tmp_path):
 def test_save_load_round_trip(tmp_path, smoothing):
     vocab = Vocab.from_text("abcde")
     train, test = markov_text(300, 4, seed=16), markov_text(60, 5, seed=17)
-    lm = NGramLM(order=4, smoothing=smoothing, k=0.5).fit(train, vocab_size=5)
+    lm = NGramLM(order=4, smoothing=smoothing, k=0.5, boundary=1).fit(train, vocab_size=5)
     path = tmp_path / "model.npz"
     lm.save(path, vocab=vocab)
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary left behind

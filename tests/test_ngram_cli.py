@@ -32,6 +32,25 @@ def test_fit_uses_the_rnn_split_and_vocabulary_and_reports_bpc(corpus_file, tmp_
     assert v == vocab and m.order == 3
 
 
+def test_sentences_cut_the_stream_at_line_ends(corpus_file, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert main(["ngram", "fit", "--data", str(corpus_file), "--order", "5", "--sentences", "--out", str(out),
+                 "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    m, v = load_ngram(out)
+    assert s["sentences"] is True and m.boundary == int(v.encode("\n")[0])
+    corpus = load_corpus(DataConfig(data=str(corpus_file)))
+    ref = NGramLM(5, boundary=m.boundary).fit(v.encode(corpus.train), len(v))
+    assert s["val_bpc"] == pytest.approx(ref.score(v.encode(corpus.val))["loss"] / math.log(2), rel=1e-12)
+    assert main(["ngram", "eval", str(out), "--json"]) == 0  # the boundary is saved with the model
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bpc"] == pytest.approx(s["val_bpc"])
+    one_line = tmp_path / "one.txt"
+    one_line.write_text("no line ends here " * 50)
+    assert main(["ngram", "fit", "--data", str(one_line), "--sentences", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "--sentences needs line ends" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_eval_on_the_split_and_a_file(model, corpus_file, tmp_path, capsys):
     assert main(["ngram", "eval", str(model), "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
