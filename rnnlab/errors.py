@@ -44,3 +44,7 @@ class TrainingError(RnnlabError, RuntimeError):
 
 class DownloadError(RnnlabError, OSError):
     """A dataset could not be fetched or failed its checksum."""
+
+
+class NotFittedError(RnnlabError, ValueError, AttributeError):
+    """An estimator (:class:`rnnlab.ngram.NGramLM`) was used before ``fit``, as scikit-learn's NotFittedError."""

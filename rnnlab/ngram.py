@@ -81,7 +81,7 @@ import numpy as np
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import Argmax, Sample, beam_search
-from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, NotFittedError
 from rnnlab.metrics import LN2
 
 __all__ = ["FALLBACK_DISCOUNTS", "MAX_ORDER", "SMOOTHINGS", "NGramLM", "NotFittedError", "estimate_discounts",
@@ -93,10 +93,6 @@ FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # D1, D2, D3+ when an order's estimate fai
 FORMAT = "rnnlab-ngram"  # the "format" field of a saved model's metadata
 VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"  # an .npz file is a zip archive
-
-
-class NotFittedError(RnnlabError, ValueError, AttributeError):
-    """An :class:`NGramLM` was used before :meth:`~NGramLM.fit` (as scikit-learn's NotFittedError)."""
 
 
 # Counting -------------------------------------------------------------------------
