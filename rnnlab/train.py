@@ -7,6 +7,8 @@ T steps, values flow forward for ever), takes the mean next-token cross entropy,
 clips the gradient and steps the optimiser. The state is reset to zeros only when
 an epoch wraps around.
 
+The loop itself is :func:`rnnlab.loop.run_loop`, shared with every other model;
+this module is the language model's :class:`LanguageModelJob` and the setup around it.
 Every ``eval_interval`` steps the whole validation split is scored, ``last`` is
 checkpointed and ``best`` is kept. The checkpoint holds everything the loop needs to
 continue bit for bit: weights, optimiser, schedule, RNG, data position and the
@@ -17,158 +19,77 @@ and returns.
 from __future__ import annotations
 
 import json
-import math
-import os
-import signal
-import time
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from rnnlab import jsonio
-from rnnlab.checkpoint import (BEST, LAST, Checkpoint, atomic_write, load_checkpoint, read_config, save_checkpoint,
-                               write_json)
-from rnnlab.config import OptimConfig, RunConfig, from_dict
+from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint, write_json
+from rnnlab.config import RunConfig, from_dict
 from rnnlab.data.batches import StreamBatcher
 from rnnlab.data.corpus import Corpus, build_vocab, load_corpus
-from rnnlab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import CheckpointError, ConfigError, DataError
 from rnnlab.evaluate import LN2, evaluate_tokens, token_metrics, unit_for
+from rnnlab.loop import (RESUMABLE_CHANGES, TrainState, check_resume_config, lr_multiplier, make_optimizer, new_state,
+                         open_run_folder, resolve_device, restore, run_loop)
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import StackState, detach_state
-from rnnlab.plots import plot_curves, read_metrics
 
-# Config sections that a resumed run may change: where and how long it runs, not what it learns.
-# (eval_interval is not among them: it drives the plateau schedule.)
-RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "resume", "threads", "device",
-                     "eval_batch_size", "out"}
+__all__ = ["RESUMABLE_CHANGES", "LanguageModelJob", "TrainState", "lr_multiplier", "make_optimizer", "resume_config",
+           "train"]
 
 
-# schedules: pure functions of the step ----------------------------------------------------
+class LanguageModelJob:
+    """Truncated BPTT over B contiguous streams: the :class:`~rnnlab.loop.Job` of a language model.
 
-def lr_multiplier(step: int, cfg: OptimConfig, horizon: int, time_frac: float | None = None) -> float:
-    """The learning rate at ``step`` as a fraction of ``cfg.lr`` (before any plateau decay).
-
-    Linear warm-up over ``warmup_steps``; then ``constant``/``plateau`` stay at 1 and
-    ``cosine`` falls to ``min_lr_ratio`` at step ``horizon`` and stays there. A run
-    limited only by ``--time-budget`` has no step horizon (``horizon`` 0): there cosine
-    follows ``time_frac``, the fraction of the budget spent (so it depends on the
-    machine's speed, and such a run is reproducible only up to timing).
+    Batch i is the (B, T) window i of every stream (:class:`~rnnlab.data.StreamBatcher`);
+    the model starts from the state batch i - 1 left, detached, so gradients flow back
+    T steps and values flow forward for ever. The state is reset to zeros when an epoch
+    starts, and after a skipped step (a non-finite state must not leak on).
     """
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule != "cosine":
-        return 1.0
-    if horizon:
-        if horizon <= cfg.warmup_steps:
-            return 1.0
-        frac = min(1.0, (step - cfg.warmup_steps) / (horizon - cfg.warmup_steps))
-    elif time_frac is not None:
-        frac = min(1.0, max(0.0, time_frac))
-    else:
-        return 1.0
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
+    def __init__(self, cfg: RunConfig, model: RNNLanguageModel, vocab: Vocab, train_ids: np.ndarray,
+                 val_ids: np.ndarray, device: torch.device, carry: StackState | None = None):
+        self.cfg, self.model, self.vocab, self.device = cfg, model, vocab, device
+        self.val_ids = val_ids
+        self.batcher = StreamBatcher(train_ids, cfg.train.batch_size, cfg.train.seq_len)
+        self.batches_per_epoch = self.batcher.batches_per_epoch
+        self.unit = unit_for(cfg.data.level)
+        self.items = "chars" if cfg.data.level == "char" else "words"
+        self.carry = carry
+        self._new_carry: StackState | None = None
 
-# the run's position, saved in every checkpoint ---------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        if epoch > 0:  # the streams wrap around: a new epoch starts from a zero state
+            self.carry = None
 
-@dataclass
-class TrainState:
-    step: int = 0  # optimiser steps taken
-    epoch: int = 0  # completed passes over the training split
-    batch: int = 0  # next batch index within the epoch
-    elapsed: float = 0.0  # seconds of training, summed over resumes
-    tokens: int = 0  # training tokens seen
-    best_val: float = math.inf  # best validation loss (nats per token)
-    lr_scale: float = 1.0  # plateau decay applied so far
-    plateau_best: float = math.inf  # best loss among scheduled evaluations (drives the plateau schedule)
-    plateau_bad: int = 0  # scheduled evaluations since the last improvement
-    skipped: int = 0  # steps skipped for a non-finite loss or gradient
-    last_eval_step: int = -1
-    horizon: int = 0  # the cosine schedule's length in steps, fixed when the run starts (0: by time)
-    train_time: float = 0.0  # seconds spent in training steps alone (for characters per second)
+    def train_loss(self, epoch: int, index: int) -> tuple[torch.Tensor, int, dict[str, float]]:
+        xb, yb = self.batcher.batch(index)
+        x = torch.from_numpy(xb).to(self.device, non_blocking=True)  # (B, T)
+        y = torch.from_numpy(yb).to(self.device, non_blocking=True)  # (B, T)
+        state = self.carry if self.carry is not None else self.model.initial_state(x.shape[0])
+        logits, self._new_carry = self.model(x, state)  # (B, T, V)
+        return sequence_loss(logits, y), x.numel(), {}  # mean nats per token over (B, T)
 
+    def step_done(self, ok: bool) -> None:
+        self.carry = detach_state(self._new_carry) if ok else None
+        self._new_carry = None
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPU(s)")
-    return device
+    def train_metrics(self, loss: float) -> dict[str, float]:
+        return token_metrics(loss, self.cfg.data.level)
 
+    def evaluate(self) -> dict[str, float]:
+        tc = self.cfg.train
+        val = evaluate_tokens(self.model, self.val_ids, tc.eval_batch_size, tc.seq_len, "validation split")
+        return token_metrics(val["loss"], self.cfg.data.level)
 
-def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "adam":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
-            else torch.optim.Adam(params, lr=cfg.lr)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"cuda{i}"] = s
-    return rng
-
-
-def _set_rng_state(rng: dict[str, torch.Tensor]) -> None:
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-    cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-
-
-def _check_resume_config(stored: RunConfig, given: RunConfig) -> None:
-    """A resumed run learns what it learned before: only stop conditions and logging may change."""
-    diffs = []
-    s, g = stored.to_dict(), given.to_dict()
-    for section in s:
-        for key, val in s[section].items():
-            if key not in RESUMABLE_CHANGES and g[section][key] != val:
-                diffs.append(f"{key}: the run has {val!r}, the command gives {g[section][key]!r}")
-    if diffs:
-        raise ConfigError(["--resume continues the run with its own settings; only stop conditions and logging "
-                           "may change"] + diffs)
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT aborts."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
+             rng: dict[str, torch.Tensor]) -> None:
+        save_checkpoint(path, model=self.model, config=self.cfg, vocab=self.vocab, train_state=train_state,
+                        optimizer=optimizer, carry=self.carry, rng=rng)
 
 
 def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
@@ -182,26 +103,11 @@ def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None =
     return from_dict(RunConfig, base)
 
 
-def _open_run_folder(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create run folder {out}: {e.strerror or e}") from None
-    if not os.access(out, os.W_OK):
-        raise CheckpointError(f"run folder {out} is not writable")
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric rows written after the checkpoint a run resumes from (they will be written again)."""
-    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    atomic_write(path, "".join(jsonio.dumps(r) + "\n" for r in rows).encode("utf-8"))
-
-
 def _load_resume(out: Path, cfg: RunConfig, corpus: Corpus) -> Checkpoint:
     if not (out / LAST).exists():
         raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
     ckpt = load_checkpoint(out / LAST)
-    _check_resume_config(ckpt.config, cfg)
+    check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
     split = out / "split.json"
     if split.exists():
         try:
@@ -241,184 +147,35 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     for name, ids in (("validation split", val_ids), ("test split", test_ids)):
         if ids is not None and len(ids) < 2:
             raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
-    batcher = StreamBatcher(train_ids, tc.batch_size, tc.seq_len)
-    bpe = batcher.batches_per_epoch
 
     torch.manual_seed(tc.seed)
     model = ckpt.build_model() if ckpt else RNNLanguageModel(cfg.model, len(vocab))
     model.to(device)
     optimizer = make_optimizer(model, cfg.optim)
-    carry: StackState | None = None
-    _open_run_folder(out)
+    open_run_folder(out)
+    carry = None
     if ckpt:
-        if ckpt.optimizer is not None:
-            try:
-                optimizer.load_state_dict(ckpt.optimizer_state())
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
-        try:
-            state = TrainState(**ckpt.train_state)
-        except TypeError:
-            raise CheckpointError(f"{ckpt.path}: training state is malformed") from None
+        c = ckpt.carry()
+        carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
+    job = LanguageModelJob(cfg, model, vocab, train_ids, val_ids, device, carry)
+    bpe = job.batches_per_epoch
+    if ckpt:
+        state = restore(ckpt, optimizer, out)
         if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \
                 tc.max_steps and tc.max_steps != state.horizon:
             warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "
                           f"(the learning rate stays at its minimum after it); start a run with --decay-steps to "
                           f"choose the horizon yourself", stacklevel=2)
-        c = ckpt.carry()
-        carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
-        _set_rng_state(ckpt.rng())
-        _trim_metrics(out / "metrics.jsonl", state.step)
     else:
-        epochs_steps = int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0
-        stop_steps = min(s for s in (tc.max_steps, epochs_steps) if s) if (tc.max_steps or epochs_steps) else 0
-        cosine = cfg.optim.lr_schedule == "cosine"
-        state = TrainState(horizon=(cfg.optim.decay_steps or stop_steps) if cosine else 0)
+        state = new_state(cfg.optim, tc, bpe)
         write_json(out / "vocab.json", vocab.to_dict())
         write_json(out / "split.json", corpus.record)
     write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
 
-    unit = unit_for(cfg.data.level)
-    try:
-        metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
-    except OSError as e:
-        raise CheckpointError(f"cannot write {out / 'metrics.jsonl'}: {e.strerror or e}") from None
-
-    def log(row: dict[str, Any]) -> None:
-        metrics_f.write(jsonio.dumps(row) + "\n")
-        metrics_f.flush()
-
-    limits = [s for s in (tc.max_steps, int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0) if s]
-    bar_total = min(limits) if limits else None
-
-    def checkpoint(best: bool) -> None:
-        args = dict(model=model, config=cfg, vocab=vocab, train_state=asdict(state), optimizer=optimizer,
-                    carry=carry, rng=_rng_state())
-        save_checkpoint(out / LAST, **args)
-        if best:
-            save_checkpoint(out / BEST, **args)
-
-    def evaluate_and_save(scheduled: bool) -> dict[str, float]:
-        """Score the whole validation split, checkpoint, plot. Only scheduled evaluations move the
-        plateau schedule, so where a run stops (and resumes) does not change how it trains."""
-        val = evaluate_tokens(model, val_ids, tc.eval_batch_size, tc.seq_len, "validation split")
-        improved = val["loss"] < state.best_val
-        if improved:
-            state.best_val = val["loss"]
-        if scheduled:
-            state.plateau_bad = 0 if val["loss"] < state.plateau_best else state.plateau_bad + 1
-            state.plateau_best = min(state.plateau_best, val["loss"])
-            if cfg.optim.lr_schedule == "plateau" and state.plateau_bad > cfg.optim.plateau_patience:
-                state.lr_scale *= cfg.optim.plateau_factor
-                state.plateau_bad = 0
-        state.last_eval_step = state.step
-        m = token_metrics(val["loss"], cfg.data.level)
-        log({"split": "val", "step": state.step, "epoch": state.epoch + state.batch / bpe,
-             "elapsed": round(state.elapsed, 3), **m, "best": improved})
-        checkpoint(best=improved)
-        plot_curves(out / "metrics.jsonl", out / "curves.png", unit)
-        return m
-
-    params = list(model.parameters())
-    bar = tqdm(total=bar_total, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}")
-    stopped = ""
-    consecutive_bad = 0
-    window = {"tokens": 0, "time": 0.0, "clipped": 0, "steps": 0}
-    last_val: dict[str, float] | None = None
-    model.train()
-    try:
-        with _StopFlag() as flag:
-            while True:
-                if tc.max_steps and state.step >= tc.max_steps:
-                    stopped = "max_steps"
-                elif tc.max_epochs and state.epoch + state.batch / bpe >= tc.max_epochs - 1e-12:
-                    stopped = "max_epochs"
-                elif tc.time_budget and state.elapsed >= tc.time_budget:
-                    stopped = "time_budget"
-                elif flag.signal is not None:
-                    stopped = "interrupted"
-                if stopped:
-                    break
-                t0 = time.perf_counter()
-                if state.batch >= bpe:  # the streams wrap around: a new epoch starts from a zero state
-                    state.epoch, state.batch, carry = state.epoch + 1, 0, None
-                xb, yb = batcher.batch(state.batch)
-                x = torch.from_numpy(xb).to(device, non_blocking=True)  # (B, T)
-                y = torch.from_numpy(yb).to(device, non_blocking=True)  # (B, T)
-                time_frac = state.elapsed / tc.time_budget if tc.time_budget else None
-                lr = cfg.optim.lr * lr_multiplier(state.step, cfg.optim, state.horizon, time_frac) * state.lr_scale
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                logits, new_carry = model(x, carry if carry is not None else model.initial_state(x.shape[0]))
-                loss = sequence_loss(logits, y)  # mean nats per character over (B, T)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.clip_value > 0:
-                    torch.nn.utils.clip_grad_value_(params, cfg.optim.clip_value)
-                max_norm = cfg.optim.clip_norm if cfg.optim.clip_norm > 0 else math.inf
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the norm before clipping
-                loss_v = loss.item()
-                state.batch += 1
-                if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
-                    state.skipped += 1
-                    consecutive_bad += 1
-                    carry = None  # a non-finite state must not leak into the next batch
-                    tqdm.write(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
-                               f"{gnorm}); step skipped ({state.skipped} so far)")
-                    log({"split": "train", "step": state.step, "skipped": True, "loss": loss_v, "grad_norm": gnorm})
-                    state.elapsed += time.perf_counter() - t0
-                    if consecutive_bad >= tc.max_bad_steps:
-                        stopped = "non_finite"
-                        break
-                    continue
-                consecutive_bad = 0
-                optimizer.step()
-                carry = detach_state(new_carry)
-                state.step += 1
-                state.tokens += x.numel()
-                dt = time.perf_counter() - t0
-                state.elapsed += dt
-                state.train_time += dt
-                window["tokens"] += x.numel()
-                window["time"] += dt
-                window["steps"] += 1
-                window["clipped"] += int(cfg.optim.clip_norm > 0 and gnorm > cfg.optim.clip_norm)
-                if state.step % tc.log_interval == 0 or state.step == 1:
-                    m = token_metrics(loss_v, cfg.data.level)
-                    speed = window["tokens"] / max(window["time"], 1e-9)
-                    clipped = window["clipped"] / window["steps"]
-                    log({"split": "train", "step": state.step, "epoch": state.epoch + state.batch / bpe,
-                         "elapsed": round(state.elapsed, 3), **m, "lr": lr, "grad_norm": gnorm,
-                         "clipped_frac": clipped, "tokens_per_sec": speed})
-                    post = {"loss": f"{loss_v:.3f}", unit: f"{m[unit]:.3f}", "chars/s": f"{speed:,.0f}",
-                            "gnorm": f"{gnorm:.2f}", "clip": f"{clipped:.0%}"}
-                    if last_val:
-                        post[f"val_{unit}"] = f"{last_val[unit]:.3f}"
-                    bar.set_postfix(post, refresh=False)
-                    window = {"tokens": 0, "time": 0.0, "clipped": 0, "steps": 0}
-                bar.update(1)
-                if state.step % tc.eval_interval == 0:
-                    t1 = time.perf_counter()
-                    last_val = evaluate_and_save(scheduled=True)
-                    state.elapsed += time.perf_counter() - t1
-            # still inside the signal guard: a second Ctrl-C here cannot lose the checkpoint
-            if stopped == "interrupted":
-                checkpoint(best=False)  # save first; the validation pass can wait for the resume
-            elif stopped == "non_finite":
-                last = out / LAST
-                raise TrainingError(
-                    f"the loss or gradient was non-finite for {tc.max_bad_steps} steps in a row; stopped. "
-                    + (f"The last good checkpoint is {last}." if last.exists() else "No checkpoint was written yet.")
-                    + " Start a new run with a lower --lr or --clip-norm.")
-            elif state.last_eval_step != state.step or not (out / LAST).exists():
-                last_val = evaluate_and_save(scheduled=False)
-            else:
-                checkpoint(best=False)
-        caught = flag.signal
-    finally:
-        bar.close()
-        metrics_f.close()
+    unit = job.unit
+    result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
+                      desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}")
+    stopped, last_val = result.stopped, result.last_val
 
     summary: dict[str, Any] = {
         "run": str(out), "stopped": stopped, "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
@@ -428,7 +185,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         "best_val_loss": state.best_val, f"best_val_{unit}": state.best_val / LN2,
     }
     if stopped == "interrupted":
-        summary["signal"] = caught
+        summary["signal"] = result.signal
     if test_ids is not None and (out / BEST).exists() and stopped != "interrupted":
         best = load_checkpoint(out / BEST).build_model().to(device)
         t = evaluate_tokens(best, test_ids, tc.eval_batch_size, tc.seq_len, "test split")

@@ -43,7 +43,7 @@ def test_the_loss_falls_and_the_run_folder_is_complete(corpus_file, tmp_path):
     val = [r["bpc"] for r in rows if r["split"] == "val"]
     assert len(val) == 3 and val[-1] < val[0]
     train_rows = [r for r in rows if r["split"] == "train"]
-    assert {"loss", "bpc", "grad_norm", "clipped_frac", "tokens_per_sec", "lr"} <= set(train_rows[-1])
+    assert {"loss", "bpc", "grad_norm", "clipped_frac", "chars_per_sec", "lr"} <= set(train_rows[-1])
     assert json.loads((out / "split.json").read_text())["train_chars"] == round(len(corpus_file.read_text()) * 0.9)
 
 

@@ -1,0 +1,384 @@
+"""The training loop every rnnlab model shares.
+
+A *job* says what is trained: its model, how one training batch becomes a loss, how
+the model is scored, and what a checkpoint holds (:class:`Job`). :func:`run_loop`
+does everything else, the same way for a language model, a sequence classifier or a
+long-memory task: the learning-rate schedule (a pure function of the step), gradient
+clipping (by value, then by global norm, the pre-clip norm and the clipped fraction
+logged), skipping a step whose loss or gradient is not finite, the progress bar,
+``metrics.jsonl``, evaluation and checkpoints every ``eval_interval`` steps, stop
+conditions (steps, epochs, seconds), and Ctrl-C/SIGTERM (finish the step, checkpoint,
+return). Resuming restores the optimiser, the :class:`TrainState` and the RNG from the
+checkpoint (:func:`restore`), so a stopped and resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from rnnlab import jsonio
+from rnnlab.checkpoint import BEST, LAST, atomic_write
+from rnnlab.config import OptimConfig, TrainConfig
+from rnnlab.errors import CheckpointError, ConfigError, TrainingError
+from rnnlab.plots import plot_curves, read_metrics
+
+# Config keys that a resumed run may change: where and how long it runs, not what it learns.
+# (eval_interval is not among them: it drives the plateau schedule.)
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "resume", "threads", "device",
+                     "eval_batch_size", "out"}
+
+
+# schedules: pure functions of the step ----------------------------------------------------
+
+def lr_multiplier(step: int, cfg: OptimConfig, horizon: int, time_frac: float | None = None) -> float:
+    """The learning rate at ``step`` as a fraction of ``cfg.lr`` (before any plateau decay).
+
+    Linear warm-up over ``warmup_steps``; then ``constant``/``plateau`` stay at 1 and
+    ``cosine`` falls to ``min_lr_ratio`` at step ``horizon`` and stays there. A run
+    limited only by ``--time-budget`` has no step horizon (``horizon`` 0): there cosine
+    follows ``time_frac``, the fraction of the budget spent (so it depends on the
+    machine's speed, and such a run is reproducible only up to timing).
+    """
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule != "cosine":
+        return 1.0
+    if horizon:
+        if horizon <= cfg.warmup_steps:
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / (horizon - cfg.warmup_steps))
+    elif time_frac is not None:
+        frac = min(1.0, max(0.0, time_frac))
+    else:
+        return 1.0
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+# the run's position, saved in every checkpoint ---------------------------------------------
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # completed passes over the training split
+    batch: int = 0  # next batch index within the epoch
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+    tokens: int = 0  # training items seen (tokens for a language model, sequences for a classifier)
+    best_val: float = math.inf  # best validation loss (nats per token or per sequence)
+    lr_scale: float = 1.0  # plateau decay applied so far
+    plateau_best: float = math.inf  # best loss among scheduled evaluations (drives the plateau schedule)
+    plateau_bad: int = 0  # scheduled evaluations since the last improvement
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    last_eval_step: int = -1
+    horizon: int = 0  # the cosine schedule's length in steps, fixed when the run starts (0: by time)
+    train_time: float = 0.0  # seconds spent in training steps alone (for items per second)
+
+
+def new_state(optim: OptimConfig, train: TrainConfig, batches_per_epoch: int) -> TrainState:
+    """The state a fresh run starts from; the cosine horizon is the first stop condition in steps."""
+    epochs_steps = int(math.ceil(train.max_epochs * batches_per_epoch)) if train.max_epochs else 0
+    limits = [s for s in (train.max_steps, epochs_steps) if s]
+    cosine = optim.lr_schedule == "cosine"
+    return TrainState(horizon=(optim.decay_steps or (min(limits) if limits else 0)) if cosine else 0)
+
+
+class Job(Protocol):
+    """What :func:`run_loop` trains. The loop never looks inside the model or the batches."""
+
+    model: torch.nn.Module
+    batches_per_epoch: int
+    unit: str  # the headline metric of the progress bar and the curves ("bpc", "bpw", "loss", ...)
+    items: str  # what a training item is, for the speed shown ("chars", "words", "seqs")
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the first batch of every epoch (reset a carried state, reshuffle)."""
+
+    def train_loss(self, epoch: int, index: int) -> tuple[torch.Tensor, int, dict[str, float]]:
+        """Batch ``index`` of ``epoch``: (the scalar loss to minimise, the items it covers, extras to log)."""
+
+    def step_done(self, ok: bool) -> None:
+        """After the optimiser step (``ok``) or after a skipped step (not ``ok``)."""
+
+    def train_metrics(self, loss: float) -> dict[str, float]:
+        """The training row's metrics from the batch loss (must hold ``unit``)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the validation split: ``loss`` (lower is better; chooses ``best``) and metrics."""
+
+    def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
+             rng: dict[str, torch.Tensor]) -> None:
+        """Write a checkpoint holding everything needed to continue."""
+
+
+# pieces every job's setup uses ----------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
+            else torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda{i}"] = s
+    return rng
+
+
+def set_rng_state(rng: dict[str, torch.Tensor]) -> None:
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def check_resume_config(stored: dict[str, dict[str, Any]], given: dict[str, dict[str, Any]]) -> None:
+    """A resumed run learns what it learned before: only stop conditions and logging may change."""
+    diffs = []
+    for section in stored:
+        for key, val in stored[section].items():
+            if key not in RESUMABLE_CHANGES and given.get(section, {}).get(key) != val:
+                diffs.append(f"{key}: the run has {val!r}, the command gives {given.get(section, {}).get(key)!r}")
+    if diffs:
+        raise ConfigError(["--resume continues the run with its own settings; only stop conditions and logging "
+                           "may change"] + diffs)
+
+
+def open_run_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create run folder {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK):
+        raise CheckpointError(f"run folder {out} is not writable")
+
+
+def restore(ckpt: Any, optimizer: torch.optim.Optimizer, out: Path) -> TrainState:
+    """Put the optimiser, the RNG and ``metrics.jsonl`` back where checkpoint ``ckpt`` left them."""
+    if ckpt.optimizer is not None:
+        try:
+            optimizer.load_state_dict(ckpt.optimizer_state())
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
+    try:
+        state = TrainState(**ckpt.train_state)
+    except TypeError:
+        raise CheckpointError(f"{ckpt.path}: training state is malformed") from None
+    set_rng_state(ckpt.rng())
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
+    atomic_write(out / "metrics.jsonl", "".join(jsonio.dumps(r) + "\n" for r in rows).encode("utf-8"))
+    return state
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class LoopResult:
+    stopped: str  # max_steps, max_epochs, time_budget or interrupted
+    last_val: dict[str, float] | None  # the last evaluation's metrics
+    signal: int | None  # the signal that interrupted the run
+
+
+# the loop --------------------------------------------------------------------------------------
+
+def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: TrainState,
+             optimizer: torch.optim.Optimizer, progress: bool = True, desc: str = "") -> LoopResult:
+    """Train ``job`` from ``state`` until a stop condition; checkpoint into ``out``.
+
+    Each step: the learning rate of the schedule, ``job.train_loss``, backward, clip by
+    value then by global norm, and the optimiser step, unless the loss or the gradient is
+    not finite (then the step is skipped and counted; ``max_bad_steps`` in a row stop
+    the run with a :class:`~rnnlab.errors.TrainingError` that names the last good
+    checkpoint). Every ``eval_interval`` steps ``job.evaluate`` scores the validation
+    split, ``last`` is checkpointed and ``best`` kept. The run always ends on a checkpoint.
+    """
+    bpe = job.batches_per_epoch
+    try:
+        metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {out / 'metrics.jsonl'}: {e.strerror or e}") from None
+
+    def log(row: dict[str, Any]) -> None:
+        metrics_f.write(jsonio.dumps(row) + "\n")
+        metrics_f.flush()
+
+    def checkpoint(best: bool) -> None:
+        args = dict(train_state=asdict(state), optimizer=optimizer, rng=rng_state())
+        job.save(out / LAST, **args)
+        if best:
+            job.save(out / BEST, **args)
+
+    def evaluate_and_save(scheduled: bool) -> dict[str, float]:
+        """Score the validation split, checkpoint, plot. Only scheduled evaluations move the
+        plateau schedule, so where a run stops (and resumes) does not change how it trains."""
+        m = job.evaluate()
+        improved = m["loss"] < state.best_val
+        if improved:
+            state.best_val = m["loss"]
+        if scheduled:
+            state.plateau_bad = 0 if m["loss"] < state.plateau_best else state.plateau_bad + 1
+            state.plateau_best = min(state.plateau_best, m["loss"])
+            if optim.lr_schedule == "plateau" and state.plateau_bad > optim.plateau_patience:
+                state.lr_scale *= optim.plateau_factor
+                state.plateau_bad = 0
+        state.last_eval_step = state.step
+        log({"split": "val", "step": state.step, "epoch": state.epoch + state.batch / bpe,
+             "elapsed": round(state.elapsed, 3), **m, "best": improved})
+        checkpoint(best=improved)
+        plot_curves(out / "metrics.jsonl", out / "curves.png", job.unit)
+        return m
+
+    limits = [s for s in (tc.max_steps, int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0) if s]
+    params = [p for p in job.model.parameters() if p.requires_grad]
+    bar = tqdm(total=min(limits) if limits else None, initial=state.step, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=desc)
+    stopped = ""
+    consecutive_bad = 0
+    window = {"items": 0, "time": 0.0, "clipped": 0, "steps": 0}
+    last_val: dict[str, float] | None = None
+    job.model.train()
+    try:
+        with _StopFlag() as flag:
+            while True:
+                if tc.max_steps and state.step >= tc.max_steps:
+                    stopped = "max_steps"
+                elif tc.max_epochs and state.epoch + state.batch / bpe >= tc.max_epochs - 1e-12:
+                    stopped = "max_epochs"
+                elif tc.time_budget and state.elapsed >= tc.time_budget:
+                    stopped = "time_budget"
+                elif flag.signal is not None:
+                    stopped = "interrupted"
+                if stopped:
+                    break
+                t0 = time.perf_counter()
+                if state.batch >= bpe:
+                    state.epoch, state.batch = state.epoch + 1, 0
+                if state.batch == 0:
+                    job.start_epoch(state.epoch)
+                time_frac = state.elapsed / tc.time_budget if tc.time_budget else None
+                lr = optim.lr * lr_multiplier(state.step, optim, state.horizon, time_frac) * state.lr_scale
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                loss, items, extra = job.train_loss(state.epoch, state.batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if optim.clip_value > 0:
+                    torch.nn.utils.clip_grad_value_(params, optim.clip_value)
+                max_norm = optim.clip_norm if optim.clip_norm > 0 else math.inf
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the norm before clipping
+                loss_v = loss.item()
+                state.batch += 1
+                if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
+                    state.skipped += 1
+                    consecutive_bad += 1
+                    job.step_done(ok=False)
+                    tqdm.write(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
+                               f"{gnorm}); step skipped ({state.skipped} so far)")
+                    log({"split": "train", "step": state.step, "skipped": True, "loss": loss_v, "grad_norm": gnorm})
+                    state.elapsed += time.perf_counter() - t0
+                    if consecutive_bad >= tc.max_bad_steps:
+                        stopped = "non_finite"
+                        break
+                    continue
+                consecutive_bad = 0
+                optimizer.step()
+                job.step_done(ok=True)
+                state.step += 1
+                state.tokens += items
+                dt = time.perf_counter() - t0
+                state.elapsed += dt
+                state.train_time += dt
+                window["items"] += items
+                window["time"] += dt
+                window["steps"] += 1
+                window["clipped"] += int(optim.clip_norm > 0 and gnorm > optim.clip_norm)
+                if state.step % tc.log_interval == 0 or state.step == 1:
+                    m = job.train_metrics(loss_v)
+                    speed = window["items"] / max(window["time"], 1e-9)
+                    clipped = window["clipped"] / window["steps"]
+                    log({"split": "train", "step": state.step, "epoch": state.epoch + state.batch / bpe,
+                         "elapsed": round(state.elapsed, 3), **m, **extra, "lr": lr, "grad_norm": gnorm,
+                         "clipped_frac": clipped, f"{job.items}_per_sec": speed})
+                    post = {"loss": f"{loss_v:.3f}"}
+                    if job.unit != "loss":
+                        post[job.unit] = f"{m[job.unit]:.3f}"
+                    post.update({f"{job.items}/s": f"{speed:,.0f}", "gnorm": f"{gnorm:.2f}", "clip": f"{clipped:.0%}"})
+                    if last_val:
+                        post[f"val_{job.unit}"] = f"{last_val[job.unit]:.3f}"
+                    bar.set_postfix(post, refresh=False)
+                    window = {"items": 0, "time": 0.0, "clipped": 0, "steps": 0}
+                bar.update(1)
+                if state.step % tc.eval_interval == 0:
+                    t1 = time.perf_counter()
+                    last_val = evaluate_and_save(scheduled=True)
+                    state.elapsed += time.perf_counter() - t1
+            # still inside the signal guard: a second Ctrl-C here cannot lose the checkpoint
+            if stopped == "interrupted":
+                checkpoint(best=False)  # save first; the validation pass can wait for the resume
+            elif stopped == "non_finite":
+                last = out / LAST
+                raise TrainingError(
+                    f"the loss or gradient was non-finite for {tc.max_bad_steps} steps in a row; stopped. "
+                    + (f"The last good checkpoint is {last}." if last.exists() else "No checkpoint was written yet.")
+                    + " Start a new run with a lower --lr or --clip-norm.")
+            elif state.last_eval_step != state.step or not (out / LAST).exists():
+                last_val = evaluate_and_save(scheduled=False)
+            else:
+                checkpoint(best=False)
+        caught = flag.signal
+    finally:
+        bar.close()
+        metrics_f.close()
+    return LoopResult(stopped, last_val, caught)
