@@ -25,15 +25,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
-from rnnlab.config import RunConfig, from_dict
+from rnnlab.config import ClassifyRunConfig, RunConfig, from_dict
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
 FORMAT = "rnnlab-checkpoint"
 VERSION = 1
 BEST, LAST = "best.safetensors", "last.safetensors"
+LANGUAGE_MODEL, CLASSIFIER = "language-model", "classifier"
+CONFIG_TYPES: dict[str, type] = {LANGUAGE_MODEL: RunConfig, CLASSIFIER: ClassifyRunConfig}
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -95,15 +98,21 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: RNNLanguageModel, config: RunConfig, vocab: Vocab,
-                    train_state: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
-                    carry: StackState | None = None, rng: dict[str, torch.Tensor] | None = None) -> None:
-    """Write everything needed to sample from ``model`` and, with the rest, to resume training."""
+def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, config: RunConfig | ClassifyRunConfig,
+                    vocab: Vocab | None, train_state: dict[str, Any] | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, carry: StackState | None = None,
+                    rng: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Write everything needed to use ``model`` and, with the rest, to resume training.
+
+    The kind (language model or classifier) follows from the config's type; ``extra`` is
+    what else the kind needs to rebuild the model (a classifier's class names and input).
+    """
+    kind = CLASSIFIER if isinstance(config, ClassifyRunConfig) else LANGUAGE_MODEL
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {
-        "format": FORMAT, "version": str(VERSION), "kind": "language-model",
-        "config": json.dumps(config.to_dict()), "vocab": json.dumps(vocab.to_dict()),
-        "train_state": json.dumps(train_state or {}),
+        "format": FORMAT, "version": str(VERSION), "kind": kind,
+        "config": json.dumps(config.to_dict()), "vocab": json.dumps(vocab.to_dict() if vocab is not None else None),
+        "train_state": json.dumps(train_state or {}), "extra": json.dumps(extra or {}),
     }
     if optimizer is not None:
         opt_tensors, opt_meta = _split_optimizer(optimizer)
@@ -123,18 +132,38 @@ class Checkpoint:
     """What a checkpoint file holds, parsed and checked."""
 
     path: Path
-    config: RunConfig
-    vocab: Vocab
+    config: Any  # RunConfig for a language model, ClassifyRunConfig for a classifier
+    vocab: Vocab | None  # None for a classifier of vector sequences
     train_state: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(repr=False)
     optimizer: dict[str, Any] | None = field(default=None, repr=False)
+    kind: str = LANGUAGE_MODEL
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
-    def build_model(self) -> RNNLanguageModel:
+    @property
+    def labels(self) -> list[str]:
+        """A classifier's class names, in the order of its outputs."""
+        return list(self.extra.get("labels", []))
+
+    def build_model(self) -> Any:
         """The model with these weights; a :class:`CheckpointError` if they do not fit the config."""
-        model = RNNLanguageModel(self.config.model, len(self.vocab))
+        try:
+            if self.kind == CLASSIFIER:
+                labels, feature_size = self.labels, self.extra.get("feature_size", 0)
+                if len(labels) < 2 or not isinstance(feature_size, int) or (self.vocab is None) == (feature_size == 0):
+                    raise ValueError("class names or input size missing")
+                model: torch.nn.Module = RNNClassifier(
+                    self.config.model, len(labels), vocab_size=len(self.vocab) if self.vocab else 0,
+                    feature_size=feature_size, bidirectional=self.config.classifier.bidirectional)
+            else:
+                if self.vocab is None:
+                    raise ValueError("no vocabulary")
+                model = RNNLanguageModel(self.config.model, len(self.vocab))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{self.path}: cannot rebuild its model ({e})") from None
         try:
             model.load_state_dict(self.model_state(), strict=True)
         except RuntimeError as e:
@@ -219,17 +248,31 @@ def _parse(p: Path, meta: dict[str, str], key: str) -> Any:
         raise CheckpointError(f"{p}: metadata {key!r} is not valid JSON ({e.msg})") from None
 
 
-def _config(p: Path, meta: dict[str, str]) -> RunConfig:
+def _kind(p: Path, meta: dict[str, str]) -> str:
+    kind = meta.get("kind", LANGUAGE_MODEL)
+    if kind not in CONFIG_TYPES:
+        raise CheckpointError(f"{p} is an rnnlab checkpoint of an unknown kind {kind!r}")
+    return kind
+
+
+def _config(p: Path, meta: dict[str, str]) -> Any:
     try:
-        return from_dict(RunConfig, _parse(p, meta, "config"))
+        return from_dict(CONFIG_TYPES[_kind(p, meta)], _parse(p, meta, "config"))
     except ConfigError as e:
         raise CheckpointError(f"{p}: stored config is invalid: {e}") from None
 
 
-def read_config(path: str | os.PathLike[str], prefer: str = BEST) -> RunConfig:
-    """The run config stored in a checkpoint, read from its header alone (no tensors loaded)."""
+def read_config(path: str | os.PathLike[str], prefer: str = BEST) -> Any:
+    """The run config stored in a checkpoint, read from its header alone (no tensors loaded):
+    a :class:`RunConfig` for a language model, a :class:`ClassifyRunConfig` for a classifier."""
     p = resolve(path, prefer)
     return _config(p, _read_meta(p))
+
+
+def checkpoint_kind(path: str | os.PathLike[str], prefer: str = BEST) -> str:
+    """``"language-model"`` or ``"classifier"``, read from the header alone."""
+    p = resolve(path, prefer)
+    return _kind(p, _read_meta(p))
 
 
 def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpoint:
@@ -241,22 +284,30 @@ def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpo
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+    kind = _kind(p, meta)
     config = _config(p, meta)
-    vocab = Vocab.from_dict(_parse(p, meta, "vocab"))
+    vocab_d = _parse(p, meta, "vocab")
+    vocab = Vocab.from_dict(vocab_d) if vocab_d is not None else None
     train_state = _parse(p, meta, "train_state") if "train_state" in meta else {}
     optimizer = _parse(p, meta, "optimizer") if "optimizer" in meta else None
+    extra = _parse(p, meta, "extra") if "extra" in meta else {}
     if not isinstance(train_state, dict) or (optimizer is not None and not isinstance(optimizer, dict)):
         raise CheckpointError(f"{p}: training state is malformed")
-    return Checkpoint(p, config, vocab, train_state, tensors, optimizer)
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{p}: metadata 'extra' is malformed")
+    return Checkpoint(p, config, vocab, train_state, tensors, optimizer, kind, extra)
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[RNNLanguageModel, Vocab, Checkpoint]:
-    """The model (in eval mode) and vocabulary of a checkpoint or run folder."""
+    """The language model (in eval mode) and vocabulary of a checkpoint or run folder."""
     ckpt = load_checkpoint(path)
+    if ckpt.kind != LANGUAGE_MODEL:
+        raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a language model "
+                              f"(use rnnlab classify eval / predict)")
     model = ckpt.build_model()
     model.eval()
     return model, ckpt.vocab, ckpt
 
 
-__all__ = ["BEST", "LAST", "Checkpoint", "atomic_write", "load_checkpoint", "load_model", "read_config", "resolve",
+__all__ = ["BEST", "CLASSIFIER", "LANGUAGE_MODEL", "LAST", "Checkpoint", "checkpoint_kind", "atomic_write", "load_checkpoint", "load_model", "read_config", "resolve",
            "save_checkpoint", "write_json"]

@@ -15,16 +15,20 @@ import os
 import sys
 import time
 import typing
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 
 from rnnlab import jsonio
-from rnnlab.config import (DataConfig, ModelConfig, NGramConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig,
-                           from_dict)
+from rnnlab.config import (ClassifierConfig, ClassifyDataConfig, ClassifyRunConfig, DataConfig, ModelConfig,
+                           NGramConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig, from_dict)
 from rnnlab.errors import ConfigError, RnnlabError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+CLASSIFY_SECTIONS = {"data": ClassifyDataConfig, "model": ModelConfig, "classifier": ClassifierConfig,
+                     "optim": OptimConfig, "train": TrainConfig}
+CLASSIFY_SKIP = ("seq_len",)  # a classifier reads whole sequences: no truncation length
 
 TRAIN_EXAMPLES = """examples:
   rnnlab train --data input.txt --cell lstm --hidden-size 512 --num-layers 2 --seq-len 100 \\
@@ -59,16 +63,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
-    """One option per field; defaults are suppressed so that only given options are applied."""
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
+                           defaults: Any = None) -> None:
+    """One option per field; defaults are suppressed so that only given options are applied.
+    ``defaults`` (an instance of ``cls``) supplies the defaults shown, where they differ from the class's."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         tp = hints[f.name]
+        default = getattr(defaults, f.name) if defaults is not None else f.default
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                              "help": f"{f.metadata.get('help', '')} (default: {f.default})"}
+                              "help": f"{f.metadata.get('help', '')} (default: {default})"}
         if tp is bool:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             continue
@@ -398,6 +405,96 @@ def _add_ngram_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     st.set_defaults(func=cmd_ngram_stats)
 
 
+# sequence classification -----------------------------------------------------------------------
+
+CLASSIFY_EXAMPLES = """examples:
+  rnnlab classify train --builtin digits --max-epochs 20 --out runs/digits       # 8x8 digits, a row a step
+  rnnlab classify train --data names/ --time-budget 300 --out runs/names         # names/<Language>.txt
+  rnnlab classify train --data reviews.csv --input-column review --label-column sentiment --level word \\
+      --max-epochs 5 --out runs/reviews
+  rnnlab classify eval runs/names                     # the run's test split: metrics, confusion matrix
+  rnnlab classify eval runs/names --split val --plot confusion.png
+  rnnlab classify predict runs/names Nguyen Schmidt "O'Neal" --top-k 3
+  rnnlab classify train --out runs/names --resume --time-budget 600   # continue the same run
+"""
+
+
+def classify_config_from_args(ns: argparse.Namespace) -> ClassifyRunConfig:
+    """The classifier defaults (or the run's saved config, with --resume), overlaid with the options given."""
+    from rnnlab.checkpoint import LAST, read_config
+
+    given = {section: _given(ns, cls) for section, cls in CLASSIFY_SECTIONS.items()}
+    if getattr(ns, "resume", False):
+        out = Path(getattr(ns, "out", ClassifyRunConfig().train.out))
+        base = read_config(out / LAST if out.is_dir() else out, prefer=LAST).to_dict()
+        base["train"]["resume"] = True
+    else:
+        base = ClassifyRunConfig().to_dict()
+    for section, values in given.items():
+        base[section].update(values)
+    return from_dict(ClassifyRunConfig, base)
+
+
+def cmd_classify(ns: argparse.Namespace) -> int:
+    from rnnlab import classify
+
+    if ns.classify_cmd == "train":
+        summary = classify.train_classifier(classify_config_from_args(ns), progress=not ns.quiet)
+        _report(summary, ns.json)
+        return 128 + summary["signal"] if summary["stopped"] == "interrupted" else 0
+    if ns.classify_cmd == "eval":
+        if ns.data and ns.split:
+            raise ConfigError("give --data FILE or --split NAME, not both")
+        r = classify.evaluate_classifier(ns.checkpoint, split=ns.split or "test", data=ns.data, plot=ns.plot)
+        print(f"checkpoint: {r['checkpoint']}\ndata: {r['data']} ({r['examples']} examples)")
+        print(f"accuracy: {r['acc']:.4f}\nbalanced accuracy: {r['balanced_acc']:.4f}\nmacro F1: {r['macro_f1']:.4f}\n"
+              f"loss: {r['loss']:.4f} nats per sequence")
+        width = max(len(c) for c in r["per_class"])
+        print(f"\n{'class':<{width}}  precision  recall     f1  support")
+        for c, m in r["per_class"].items():
+            print(f"{c:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}")
+        print("\n" + r["confusion_text"])
+        if r.get("plot"):
+            print(f"\nconfusion matrix written to {r['plot']}")
+        if ns.json:
+            _print_json({k: v for k, v in r.items() if k != "confusion_text"})
+        return 0
+    rows = classify.predict(ns.checkpoint, ns.inputs, ns.top_k)
+    for row in rows:
+        print(row["input"] + "\t" + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in row["top"]))
+    if ns.json:
+        _print_json({"predictions": rows})
+    return 0
+
+
+def _add_classify_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    c = sub.add_parser("classify", help="sequence classification: many-to-one RNNs", formatter_class=fmt,
+                       description="Train, evaluate and use RNN sequence classifiers (the state after the "
+                                   "last element feeds a softmax over the classes).", epilog=CLASSIFY_EXAMPLES)
+    csub = c.add_subparsers(dest="classify_cmd", required=True, metavar="ACTION")
+    t = csub.add_parser("train", help="train a classifier", formatter_class=fmt, epilog=CLASSIFY_EXAMPLES)
+    defaults = ClassifyRunConfig()
+    for section, cls in CLASSIFY_SECTIONS.items():
+        _add_dataclass_options(t, cls, f"{section} options", skip=CLASSIFY_SKIP, defaults=getattr(defaults, section))
+    t.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = csub.add_parser("eval", help="accuracy, balanced accuracy, F1 and the confusion matrix", formatter_class=fmt,
+                        epilog=CLASSIFY_EXAMPLES)
+    e.add_argument("checkpoint", help="a run folder (its best checkpoint) or a .safetensors checkpoint")
+    e.add_argument("--split", choices=("train", "val", "test"), default=None, help="the run's split (default: test)")
+    e.add_argument("--data", default=None, help="score every example of this folder or file instead")
+    e.add_argument("--plot", default=None, help="write the confusion matrix to this PNG")
+    e.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p = csub.add_parser("predict", help="the most probable classes of each input", formatter_class=fmt,
+                        epilog=CLASSIFY_EXAMPLES)
+    p.add_argument("checkpoint", help="a run folder (its best checkpoint) or a .safetensors checkpoint")
+    p.add_argument("inputs", nargs="+", help="texts to classify")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per input (default: 3)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    for q in (t, e, p):
+        q.set_defaults(func=cmd_classify)
+
+
 # parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     _add_ngram_parser(sub, fmt)
+    _add_classify_parser(sub, fmt)
 
     da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)
     dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")

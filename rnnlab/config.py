@@ -189,6 +189,87 @@ class RunConfig:
 
 
 @dataclass
+class ClassifyDataConfig:
+    """Labelled sequences for a classifier and how they are split."""
+
+    data: str | None = _f(None, "a folder of <label>.txt files (one example a line), or a .csv, .tsv or .jsonl file")
+    builtin: str | None = _f(None, "a built-in dataset instead of --data: digits (8x8 images, a row a time step)")
+    input_column: str = _f("text", ".csv/.tsv column or .jsonl key of the input (text, or a list of vectors)")
+    label_column: str = _f("label", ".csv/.tsv column or .jsonl key of the label")
+    level: Literal["char", "word"] = _f("char", "text inputs: a sequence of characters, or of whitespace-separated words")
+    min_count: int = _f(1, "word level: words seen fewer times in training become <unk>")
+    val_fraction: float = _f(0.1, "fraction of each class's distinct inputs held out for validation")
+    test_fraction: float = _f(0.1, "fraction of each class's distinct inputs held out for the test")
+    split_seed: int = _f(0, "seed of the split (identical inputs always share a split)")
+
+    def problems(self) -> list[str]:
+        p = []
+        if not self.data and not self.builtin:
+            p.append("no data: give --data FOLDER_OR_FILE or --builtin digits")
+        if self.data and self.builtin:
+            p.append("give either --data or --builtin, not both")
+        if self.level not in ("char", "word"):
+            p.append(f"level must be char or word, got {self.level!r}")
+        if self.min_count < 1:
+            p.append(f"min_count must be >= 1, got {self.min_count}")
+        if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.test_fraction < 1.0
+                and self.val_fraction + self.test_fraction < 1.0):
+            p.append(f"val_fraction and test_fraction must be >= 0 with a sum below 1, got {self.val_fraction} "
+                     f"and {self.test_fraction}")
+        if self.val_fraction == 0.0:
+            p.append("val_fraction must be > 0: the validation split chooses the best checkpoint")
+        return p
+
+
+@dataclass
+class ClassifierConfig:
+    """What turns the recurrent stack into a classifier, and how classes are balanced."""
+
+    bidirectional: bool = _f(True, "also read each sequence backwards and join the two final states")
+    balance: Literal["none", "weights", "sqrt-weights", "sampling"] = _f(
+        "sqrt-weights", "class imbalance: none, weights (loss weight N/(C n_c)), sqrt-weights (1/sqrt(n_c)) "
+                        "or sampling (draw every class equally often)")
+
+    def problems(self) -> list[str]:
+        if self.balance not in ("none", "weights", "sqrt-weights", "sampling"):
+            return [f"balance must be none, weights, sqrt-weights or sampling, got {self.balance!r}"]
+        return []
+
+
+def _classify_model() -> ModelConfig:
+    return ModelConfig(cell="gru", hidden_size=256, num_layers=1, dropout=0.3, embedding_size=64)
+
+
+def _classify_optim() -> OptimConfig:
+    return OptimConfig(lr=3e-3, weight_decay=0.0)
+
+
+def _classify_train() -> TrainConfig:
+    return TrainConfig(batch_size=64, eval_interval=250, out="runs/classify")
+
+
+@dataclass
+class ClassifyRunConfig:
+    """Everything a classifier's training run needs; saved as ``config.json`` in the run folder."""
+
+    data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
+    model: ModelConfig = field(default_factory=_classify_model)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    optim: OptimConfig = field(default_factory=_classify_optim)
+    train: TrainConfig = field(default_factory=_classify_train)
+
+    def validate(self) -> ClassifyRunConfig:
+        problems = [*self.data.problems(), *self.model.problems(), *self.classifier.problems(),
+                    *self.optim.problems(), *self.train.problems()]
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class NGramConfig:
     """A count-based n-gram language model (:class:`rnnlab.ngram.NGramLM`)."""
 

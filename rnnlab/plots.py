@@ -63,3 +63,36 @@ def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str], t
     tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
     fig.savefig(tmp)
     os.replace(tmp, out_png)
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str | os.PathLike[str],
+                   title: str = "") -> None:
+    """The confusion matrix as a heat map, each row normalised (recall on the diagonal), counts written in."""
+    import numpy as np
+
+    m = np.asarray(confusion, dtype=np.float64)
+    rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    size = max(4.0, 0.45 * n + 2)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(classes, rotation=90, fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            if m[i, j]:
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=6,
+                        color="white" if rows[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, out_png)

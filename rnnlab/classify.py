@@ -1,0 +1,333 @@
+"""Sequence classification: training, evaluation and prediction of a many-to-one RNN.
+
+:func:`train_classifier` reads labelled sequences (:mod:`rnnlab.data.sequences`), splits
+them (stratified, duplicates kept together), and trains an
+:class:`~rnnlab.nn.classifier.RNNClassifier` with the loop every rnnlab model shares
+(:func:`rnnlab.loop.run_loop`): the same optimisers, schedules, clipping, progress bar,
+``metrics.jsonl``, checkpoints and exact resume as the language model. Its
+:class:`ClassifierJob` shuffles the training examples every epoch (a pure function of
+the seed and the epoch, so a resumed run draws the same batches), pads each batch to
+its longest sequence and takes the (optionally class-weighted) cross entropy of the
+softmax over the classes against the label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rnnlab.checkpoint import BEST, CLASSIFIER, LAST, Checkpoint, load_checkpoint, save_checkpoint, write_json
+from rnnlab.config import ClassifyRunConfig
+from rnnlab.data.sequences import (LabelledData, class_weights, read_labelled, sampling_probabilities, split_examples,
+                                   split_record)
+from rnnlab.data.vocab import Vocab, tokenize_words
+from rnnlab.errors import CheckpointError, ConfigError, DataError, VocabError
+from rnnlab.loop import (check_resume_config, make_optimizer, new_state, open_run_folder, resolve_device, restore,
+                         run_loop)
+from rnnlab.metrics import classification_metrics, confusion_text
+from rnnlab.nn.classifier import RNNClassifier
+from rnnlab.plots import plot_confusion
+
+BUCKET = 50  # batches sorted by length together (less padding, still shuffled)
+
+__all__ = ["ClassifierJob", "evaluate_classifier", "load_classifier", "pad_batch", "predict", "predict_proba",
+           "train_classifier"]
+
+
+def pad_batch(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of ids (L,) or vectors (L, F) -> padded (B, T) or (B, T, F) and lengths (B,).
+
+    The padding is zeros; the model never reads it into a sequence's last real state."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    t = int(lengths.max())
+    first = seqs[0]
+    out = np.zeros((len(seqs), t, *first.shape[1:]), dtype=first.dtype)
+    for b, s in enumerate(seqs):
+        out[b, :len(s)] = s
+    return out, lengths
+
+
+def encode_inputs(inputs: list[Any], vocab: Vocab | None, what: str = "input") -> list[np.ndarray]:
+    """Text -> ids (L,) with ``vocab``; vectors stay (L, F) float32. An input with no tokens is an error."""
+    if vocab is None:
+        return [np.asarray(x, dtype=np.float32) for x in inputs]
+    out = []
+    for i, x in enumerate(inputs):
+        ids = vocab.encode(x)
+        if len(ids) == 0:
+            raise DataError(f"{what} {i + 1} ({x!r}) holds no {vocab.level}s")
+        out.append(ids)
+    return out
+
+
+@torch.no_grad()
+def predict_proba(model: RNNClassifier, seqs: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, C) of every sequence, in batches of similar length."""
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    probs = np.zeros((len(seqs), model.num_classes))
+    try:
+        for s in range(0, len(seqs), batch_size):
+            idx = order[s:s + batch_size]
+            x, lengths = pad_batch([seqs[i] for i in idx])
+            logits = model(torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device))  # (b, C)
+            probs[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return probs
+
+
+def _scores(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Cross entropy (nats per sequence) and the classification metrics of predicted probabilities."""
+    nll = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300))
+    return {"loss": float(nll.mean()), **classification_metrics(y, probs.argmax(axis=1), classes)}
+
+
+class ClassifierJob:
+    """The :class:`~rnnlab.loop.Job` of a sequence classifier: shuffled, padded minibatches."""
+
+    def __init__(self, cfg: ClassifyRunConfig, model: RNNClassifier, seqs: list[np.ndarray], y: np.ndarray,
+                 split: dict[str, np.ndarray], classes: list[str], vocab: Vocab | None, feature_size: int,
+                 device: torch.device):
+        self.cfg, self.model, self.seqs, self.y, self.classes = cfg, model, seqs, y, classes
+        self.vocab, self.feature_size, self.device = vocab, feature_size, device
+        self.train_idx, self.val_idx = split["train"], split["val"]
+        self.batch_size = cfg.train.batch_size
+        self.batches_per_epoch = max(1, math.ceil(len(self.train_idx) / self.batch_size))
+        self.unit, self.items = "acc", "seqs"
+        w = class_weights(y[self.train_idx], len(classes), cfg.classifier.balance)
+        self.weights = None if w is None else torch.tensor(w, dtype=torch.float32, device=device)
+        self._batches: list[np.ndarray] = []
+        self._order_epoch = -1
+        self._acc = math.nan
+
+    def start_epoch(self, epoch: int) -> None:
+        """This epoch's order of training examples: a function of (seed, epoch) alone.
+
+        Shuffled (or, with ``balance="sampling"``, drawn class-balanced), then bucketed:
+        each run of :data:`BUCKET` batches is sorted by length and cut into batches, and
+        the batches are shuffled, so a batch pads little and still mixes the data."""
+        rng = np.random.default_rng([self.cfg.train.seed, epoch])
+        n = len(self.train_idx)
+        if self.cfg.classifier.balance == "sampling":
+            p = sampling_probabilities(self.y[self.train_idx], len(self.classes))
+            order = self.train_idx[rng.choice(n, size=n, replace=True, p=p)]
+        else:
+            order = self.train_idx[rng.permutation(n)]
+        b, lengths = self.batch_size, np.array([len(self.seqs[i]) for i in order])
+        batches = []
+        for s in range(0, n, b * BUCKET):
+            chunk = order[s:s + b * BUCKET][np.argsort(lengths[s:s + b * BUCKET], kind="stable")]
+            batches += [chunk[k:k + b] for k in range(0, len(chunk), b)]
+        self._batches = [batches[i] for i in rng.permutation(len(batches))]
+        self._order_epoch = epoch
+
+    def train_loss(self, epoch: int, index: int) -> tuple[torch.Tensor, int, dict[str, float]]:
+        if self._order_epoch != epoch:  # resumed in the middle of an epoch
+            self.start_epoch(epoch)
+        idx = self._batches[index]
+        x, lengths = pad_batch([self.seqs[i] for i in idx])
+        y = torch.from_numpy(self.y[idx]).to(self.device)  # (b,)
+        logits = self.model(torch.from_numpy(x).to(self.device), torch.from_numpy(lengths).to(self.device))  # (b, C)
+        loss = F.cross_entropy(logits, y, weight=self.weights)
+        self._acc = float((logits.argmax(-1) == y).float().mean())
+        return loss, len(idx), {}
+
+    def step_done(self, ok: bool) -> None:
+        pass
+
+    def train_metrics(self, loss: float) -> dict[str, float]:
+        return {"loss": loss, "acc": self._acc}
+
+    def evaluate(self) -> dict[str, float]:
+        probs = predict_proba(self.model, [self.seqs[i] for i in self.val_idx], self.cfg.train.eval_batch_size * 8)
+        s = _scores(probs, self.y[self.val_idx], self.classes)
+        return {k: s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
+
+    def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
+             rng: dict[str, torch.Tensor]) -> None:
+        save_checkpoint(path, model=self.model, config=self.cfg, vocab=self.vocab, train_state=train_state,
+                        optimizer=optimizer, rng=rng, extra={"labels": self.classes, "feature_size": self.feature_size})
+
+
+# reading and splitting, the same way for training and evaluation -------------------------------
+
+def _prepare(cfg: ClassifyRunConfig, vocab: Vocab | None = None, classes: list[str] | None = None
+             ) -> tuple[LabelledData, list[str], np.ndarray, dict[str, np.ndarray], Vocab | None]:
+    """Read the data of ``cfg``, its classes, label ids, split and (unless given) vocabulary."""
+    dc = cfg.data
+    data = read_labelled(dc.data, dc.builtin, dc.input_column, dc.label_column)
+    classes = classes or data.classes
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(data.labels) - set(index))
+    if unknown:
+        raise DataError(f"{data.source} has label(s) the model does not know: {', '.join(map(repr, unknown[:10]))}")
+    y = np.array([index[c] for c in data.labels], dtype=np.int64)
+    split = split_examples(data.inputs, y, dc.val_fraction, dc.test_fraction, dc.split_seed)
+    if len(split["train"]) == 0 or len(split["val"]) == 0:
+        raise DataError(f"{data.source} is too small to split: {len(split['train'])} training and "
+                        f"{len(split['val'])} validation examples")
+    if vocab is None and data.kind == "text":
+        if dc.level == "char":
+            vocab = Vocab.from_text("".join(data.inputs))  # every split's characters: none is unknown at scoring
+        else:
+            vocab = Vocab.from_words((t for i in split["train"] for t in tokenize_words(data.inputs[i])), dc.min_count)
+    return data, classes, y, split, vocab
+
+
+def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or, with ``cfg.train.resume``, continue) the classifier run in ``cfg.train.out``.
+
+    Returns a summary: steps, epochs, why it stopped, the validation metrics of the last
+    evaluation, and the test metrics of the best checkpoint (when there is a test split).
+    """
+    cfg.validate()
+    tc = cfg.train
+    out = Path(tc.out)
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
+        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+
+    ckpt: Checkpoint | None = None
+    if tc.resume:
+        if not (out / LAST).exists():
+            raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
+        ckpt = load_checkpoint(out / LAST)
+        if ckpt.kind != CLASSIFIER:
+            raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint; resume it with rnnlab train")
+        check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
+    data, classes, y, split, vocab = _prepare(cfg, ckpt.vocab if ckpt else None, ckpt.labels if ckpt else None)
+    record = split_record(data, y, classes, split)
+    if ckpt:
+        try:
+            stored = json.loads((out / "split.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            stored = None
+        if stored is not None and stored.get("sha256") != record["sha256"]:
+            raise DataError(f"the data have changed since the run in {out} started (the checksum differs from "
+                            "split.json); resume needs the same data")
+    seqs = encode_inputs(data.inputs, vocab)
+
+    torch.manual_seed(tc.seed)
+    if ckpt:
+        model = ckpt.build_model()
+    else:
+        model = RNNClassifier(cfg.model, len(classes), vocab_size=len(vocab) if vocab else 0,
+                              feature_size=data.feature_size, bidirectional=cfg.classifier.bidirectional)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg.optim)
+    open_run_folder(out)
+    job = ClassifierJob(cfg, model, seqs, y, split, classes, vocab, data.feature_size, device)
+    if ckpt:
+        state = restore(ckpt, optimizer, out)
+    else:
+        state = new_state(cfg.optim, tc, job.batches_per_epoch)
+        if vocab is not None:
+            write_json(out / "vocab.json", vocab.to_dict())
+        write_json(out / "split.json", record)
+    write_json(out / "config.json", cfg.to_dict())
+
+    m = cfg.model
+    result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
+                      desc=f"{'bi' if cfg.classifier.bidirectional else ''}{m.cell} {m.num_layers}x{m.hidden_size}")
+    bpe = job.batches_per_epoch
+    summary: dict[str, Any] = {
+        "run": str(out), "stopped": result.stopped, "steps": state.step,
+        "epochs": round(state.epoch + state.batch / bpe, 4), "elapsed_s": round(state.elapsed, 2),
+        "seqs_per_sec": round(state.tokens / max(state.train_time, 1e-9), 1), "skipped_steps": state.skipped,
+        "parameters": model.num_parameters(), "classes": len(classes),
+        "examples": {s: int(len(v)) for s, v in split.items()},
+        **{f"val_{k}": v for k, v in (result.last_val or {}).items()},
+        "best_val_loss": state.best_val,
+    }
+    if result.stopped == "interrupted":
+        summary["signal"] = result.signal
+    elif len(split["test"]) and (out / BEST).exists():
+        best = load_checkpoint(out / BEST).build_model().to(device)
+        s = _scores(predict_proba(best, [seqs[i] for i in split["test"]]), y[split["test"]], classes)
+        summary.update({f"test_{k}": s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
+    return summary
+
+
+# using a trained classifier --------------------------------------------------------------------
+
+def load_classifier(path: str | Path) -> tuple[RNNClassifier, Checkpoint]:
+    """The classifier (in eval mode) of a checkpoint or run folder (its best checkpoint first)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.kind != CLASSIFIER:
+        raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a classifier")
+    model = ckpt.build_model()
+    model.eval()
+    return model, ckpt
+
+
+def evaluate_classifier(path: str | Path, split: str = "test", data: str | None = None,
+                        plot: str | Path | None = None) -> dict[str, Any]:
+    """Score a classifier on a split of its own data (re-made from its config: the same split)
+    or on every example of another ``data`` file or folder. Returns the metrics, the
+    confusion matrix and its text form; ``plot`` writes the confusion matrix as a PNG."""
+    model, ckpt = load_classifier(path)
+    cfg: ClassifyRunConfig = ckpt.config
+    classes = ckpt.labels
+    if data is not None:
+        dc = cfg.data
+        labelled = read_labelled(data, None, dc.input_column, dc.label_column)
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(labelled.labels) - set(index))
+        if unknown:
+            raise DataError(f"{data} has label(s) the model does not know: {', '.join(map(repr, unknown[:10]))}")
+        inputs, y, source = labelled.inputs, np.array([index[c] for c in labelled.labels], dtype=np.int64), data
+    else:
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"split must be train, val or test, got {split!r}")
+        labelled, _, y_all, parts, _ = _prepare(cfg, ckpt.vocab, classes)
+        idx = parts[split]
+        if len(idx) == 0:
+            raise DataError(f"the {split} split is empty (test_fraction {cfg.data.test_fraction})")
+        inputs, y, source = [labelled.inputs[i] for i in idx], y_all[idx], f"{split} split"
+    if (ckpt.vocab is None) != (not inputs or not isinstance(inputs[0], str)):
+        raise DataError(f"{source}: the classifier reads {'vectors' if ckpt.vocab is None else 'text'}, "
+                        "the data hold the other kind")
+    s = _scores(predict_proba(model, encode_inputs(inputs, ckpt.vocab)), y, classes)
+    s.update({"checkpoint": str(ckpt.path), "data": source, "examples": int(len(y)),
+              "confusion_text": confusion_text(s["confusion"], classes)})
+    if plot is not None:
+        plot_confusion(s["confusion"], classes, plot, title=f"{Path(ckpt.path).parent.name}: {source}, "
+                                                          f"accuracy {s['acc']:.1%}")
+        s["plot"] = str(plot)
+    return s
+
+
+def predict(path: str | Path, texts: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+    """The ``top_k`` classes and their probabilities for each text (a text classifier's)."""
+    model, ckpt = load_classifier(path)
+    if ckpt.vocab is None:
+        raise ConfigError(f"{ckpt.path} classifies vector sequences; score a .jsonl file with rnnlab classify eval --data")
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    seqs = []
+    for t in texts:
+        unknown = ckpt.vocab.unknown(t) if ckpt.vocab.level == "char" else []
+        if unknown:
+            raise VocabError(f"{t!r} holds {len(unknown)} character(s) the classifier never saw: "
+                             + ", ".join(map(repr, unknown[:10])))
+        seqs.extend(encode_inputs([t], ckpt.vocab, what="text"))
+    probs = predict_proba(model, seqs)
+    k = min(top_k, probs.shape[1])
+    out = []
+    for t, p in zip(texts, probs):
+        top = np.argsort(-p, kind="stable")[:k]
+        out.append({"input": t, "top": [{"label": ckpt.labels[i], "prob": float(p[i])} for i in top]})
+    return out

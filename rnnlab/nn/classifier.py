@@ -1,0 +1,92 @@
+r"""Many-to-one: an RNN reads a sequence and the state after its last element is classified.
+
+.. math::
+    h_t = \text{stack}(e_t, h_{t-1}), \qquad
+    p(y \mid x_{1..L}) = \operatorname{softmax}(W_c\, \text{drop}(h_L) + b_c)
+
+where L is the sequence's own length: in a padded batch (B, T) with lengths L_b <= T,
+example b is read from ``h[b, L_b - 1]``. The recurrence is causal, so that state is
+the same as for the unpadded sequence (the padding after it is never read into it);
+``test_the_last_real_state_ignores_padding`` checks this against a loop over unpadded
+sequences. With ``bidirectional`` a second stack reads each sequence reversed (its
+real part only: ``x[L-1], ..., x[0]``, then the padding) and its state after ``x[0]``
+is concatenated with the forward one: :math:`[h^{\rightarrow}_L; h^{\leftarrow}_1]`.
+The two directions are two independent stacks (each layer of one direction sees only
+its own direction's lower layer; ``torch.nn.GRU(bidirectional=True)`` feeds both
+directions to the next layer: the same for one layer).
+
+Inputs are token ids (B, T) through an embedding or the one-hot vector, as in the
+language model, or real-valued vectors (B, T, F) fed to the first layer as they are.
+The loss is the cross entropy of the softmax against the one-hot label.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.config import ModelConfig
+from rnnlab.nn.stack import RecurrentStack
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Each row's first ``lengths[b]`` steps reversed, the padding left in place: (B, T, ...) -> same."""
+    t = torch.arange(x.shape[1], device=x.device)  # (T,)
+    idx = torch.where(t[None, :] < lengths[:, None], lengths[:, None] - 1 - t[None, :], t[None, :])  # (B, T)
+    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+def last_real(out: Tensor, lengths: Tensor) -> Tensor:
+    """out (B, T, H) -> (B, H): each row's output at step ``lengths[b] - 1``."""
+    return out[torch.arange(out.shape[0], device=out.device), lengths - 1]
+
+
+class RNNClassifier(nn.Module):
+    """A sequence classifier: ``vocab_size`` for token inputs, or ``feature_size`` for vectors."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, vocab_size: int = 0, feature_size: int = 0,
+                 bidirectional: bool = False):
+        super().__init__()
+        if (vocab_size > 0) == (feature_size > 0):
+            raise ValueError("give vocab_size (token inputs) or feature_size (vector inputs), not both")
+        self.cfg, self.num_classes, self.bidirectional = cfg, num_classes, bidirectional
+        self.vocab_size, self.feature_size = vocab_size, feature_size
+        self.embedding: nn.Embedding | None = None
+        if vocab_size and cfg.input == "embedding":
+            self.embedding = nn.Embedding(vocab_size, cfg.embedding_size)
+            input_size = cfg.embedding_size
+        else:
+            input_size = vocab_size or feature_size
+        self.rnn = RecurrentStack(cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+        self.rnn_reverse = (RecurrentStack(cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+                            if bidirectional else None)
+        self.head = nn.Linear(cfg.hidden_size * (2 if bidirectional else 1), num_classes)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, I); vectors (B, T, F) pass through."""
+        if self.feature_size:
+            return x.to(self.head.weight.dtype)
+        if self.embedding is not None:
+            return self.embedding(x)
+        return F.one_hot(x, self.vocab_size).to(self.head.weight.dtype)
+
+    def features(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
+        """The state after each sequence's last real element: (B, H) or (B, 2H) when bidirectional."""
+        fused = self.cfg.fused if fused is None else fused
+        e = self.embed(x)  # (B, T, I)
+        out, _ = self.rnn(e, fused=fused)  # (B, T, H)
+        h = last_real(out, lengths)  # (B, H)
+        if self.rnn_reverse is not None:
+            back, _ = self.rnn_reverse(reverse_padded(e, lengths), fused=fused)  # (B, T, H)
+            h = torch.cat([h, last_real(back, lengths)], dim=-1)  # (B, 2H)
+        return h
+
+    def forward(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
+        """x (B, T) ids or (B, T, F) vectors, lengths (B,) in 1..T -> logits (B, C)."""
+        h = self.features(x, lengths, fused)
+        return self.head(F.dropout(h, self.cfg.dropout, self.training))  # (B, C)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,278 @@
+"""Sequence classification: the last real state, the split, the metrics, training, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlab.classify import evaluate_classifier, pad_batch, predict, predict_proba, train_classifier
+from rnnlab.cli import main
+from rnnlab.config import ClassifyRunConfig, ModelConfig
+from rnnlab.data.sequences import class_weights, read_labelled, sampling_probabilities, split_examples
+from rnnlab.errors import DataError
+from rnnlab.metrics import classification_metrics
+from rnnlab.nn.classifier import RNNClassifier, reverse_padded
+
+
+# the model: the state after the last real element --------------------------------------------
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_last_real_state_ignores_padding(cell, bidirectional, fused):
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, hidden_size=8, num_layers=2, dropout=0.0, embedding_size=5)
+    model = RNNClassifier(cfg, num_classes=3, vocab_size=7, bidirectional=bidirectional).double().eval()
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(0, 7, size=n) for n in (1, 4, 9, 2)]
+    x, lengths = pad_batch(seqs)
+    x[x == 0] = 0
+    for b, n in enumerate(lengths):
+        x[b, n:] = rng.integers(0, 7, size=x.shape[1] - n)  # padding that is not zero: it must not matter
+    batched = model(torch.from_numpy(x), torch.from_numpy(lengths), fused=fused)  # (B, C)
+    for b, s in enumerate(seqs):  # a loop over the unpadded sequences, one at a time, through the unroller
+        alone = torch.from_numpy(s)[None]
+        one = model(alone, torch.tensor([len(s)]), fused=False)[0]
+        if bidirectional:  # the reverse direction, by hand: the plain stack over the flipped sequence
+            e = model.embed(alone)
+            fwd, _ = model.rnn(e, fused=False)
+            back, _ = model.rnn_reverse(torch.flip(e, dims=[1]), fused=False)
+            one_by_hand = model.head(torch.cat([fwd[0, -1], back[0, -1]]))
+            assert torch.allclose(one, one_by_hand, atol=1e-12)
+        assert torch.allclose(batched[b], one, atol=1e-10), (cell, b)
+
+
+def test_reverse_padded_reverses_only_the_real_part():
+    x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0], [6, 7, 8, 9]])
+    r = reverse_padded(x, torch.tensor([3, 2, 4]))
+    assert r.tolist() == [[3, 2, 1, 0], [5, 4, 0, 0], [9, 8, 7, 6]]
+
+
+def test_vector_inputs_feed_the_first_layer_directly():
+    model = RNNClassifier(ModelConfig(cell="gru", hidden_size=4, num_layers=1, dropout=0.0), 2, feature_size=3)
+    assert model.embedding is None and model.rnn.layers[0].weight_ih.shape[1] == 3
+    x, lengths = pad_batch([np.ones((2, 3), np.float32), np.zeros((5, 3), np.float32)])
+    assert x.shape == (2, 5, 3) and lengths.tolist() == [2, 5]
+    assert model(torch.from_numpy(x), torch.from_numpy(lengths)).shape == (2, 2)
+
+
+# the split -------------------------------------------------------------------------------------
+
+def test_the_split_keeps_duplicates_together_and_every_class():
+    rng = np.random.default_rng(0)
+    inputs, labels = [], []
+    for c in range(4):
+        names = [f"n{c}_{i}" for i in range(30 + 20 * c)]
+        for name in names:
+            for _ in range(int(rng.integers(1, 4))):  # exact duplicates, as in the names data
+                inputs.append(name)
+                labels.append(c)
+    labels = np.array(labels)
+    split = split_examples(inputs, labels, 0.1, 0.2, seed=3)
+    parts = {s: {inputs[i] for i in idx} for s, idx in split.items()}
+    assert not (parts["train"] & parts["val"]) and not (parts["train"] & parts["test"]) and not (parts["val"] & parts["test"])
+    assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(len(inputs)))  # nothing lost
+    for s in ("train", "val", "test"):
+        assert set(labels[split[s]].tolist()) == {0, 1, 2, 3}  # every class in every split
+    for c in range(4):  # stratified: each class's distinct inputs split about 70/10/20
+        distinct = len({x for x, y in zip(inputs, labels) if y == c})
+        held = len({inputs[i] for i in split["test"] if labels[i] == c})
+        assert held == round(distinct * 0.2)
+    again = split_examples(inputs[::-1], labels[::-1], 0.1, 0.2, seed=3)  # the file order does not matter
+    n = len(inputs)
+    assert sorted(n - 1 - again["test"]) == split["test"].tolist()
+    assert split_examples(inputs, labels, 0.1, 0.2, seed=4)["test"].tolist() != split["test"].tolist()
+
+
+def test_class_weights_and_balanced_sampling():
+    y = np.array([0] * 90 + [1] * 10)
+    w = class_weights(y, 2, "weights")
+    assert np.allclose(w, [100 / (2 * 90), 100 / (2 * 10)])
+    sw = class_weights(y, 2, "sqrt-weights")
+    assert np.isclose((sw[y]).mean(), 1.0) and np.isclose(sw[1] / sw[0], 3.0)
+    assert class_weights(y, 2, "none") is None
+    p = sampling_probabilities(y, 2)
+    assert np.isclose(p[y == 0].sum(), 0.5) and np.isclose(p[y == 1].sum(), 0.5)
+
+
+# metrics ---------------------------------------------------------------------------------------
+
+def test_metrics_against_a_hand_computed_confusion_matrix():
+    # true a a a a b b c c c c ; predicted a a a b b c c c a c
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 2, 2, 2, 0, 2])
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m["confusion"] == [[3, 1, 0], [0, 1, 1], [1, 0, 3]]
+    assert m["acc"] == pytest.approx(7 / 10)
+    assert m["balanced_acc"] == pytest.approx((3 / 4 + 1 / 2 + 3 / 4) / 3)
+    pa, ra = 3 / 4, 3 / 4
+    pb, rb = 1 / 2, 1 / 2
+    pc, rc = 3 / 4, 3 / 4
+    assert m["per_class"]["a"]["precision"] == pytest.approx(pa) and m["per_class"]["b"]["recall"] == pytest.approx(rb)
+    f1 = [2 * p * r / (p + r) for p, r in ((pa, ra), (pb, rb), (pc, rc))]
+    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["per_class"]["c"]["support"] == 4
+
+
+# reading ---------------------------------------------------------------------------------------
+
+def _names(folder, per_class: dict[str, list[str]]):
+    folder.mkdir()
+    for label, names in per_class.items():
+        (folder / f"{label}.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_the_formats_agree(tmp_path):
+    rows = [("anna", "x"), ("bob", "y"), ("cara", "x"), ("dan", "y")]
+    folder = _names(tmp_path / "f", {"x": ["anna", "cara"], "y": ["bob", "dan"]})
+    (tmp_path / "d.csv").write_text("name,lang\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    (tmp_path / "d.tsv").write_text("name\tlang\n" + "".join(f"{a}\t{b}\n" for a, b in rows))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"name": a, "lang": b}) + "\n" for a, b in rows))
+    ref = sorted(zip(*(lambda d: (d.inputs, d.labels))(read_labelled(str(folder)))))
+    for name in ("d.csv", "d.tsv", "d.jsonl"):
+        d = read_labelled(str(tmp_path / name), input_column="name", label_column="lang")
+        assert sorted(zip(d.inputs, d.labels)) == ref and d.kind == "text"
+    v = tmp_path / "v.jsonl"
+    v.write_text(json.dumps({"text": [[0.5, 1.0], [0.0, 2.0]], "label": 1}) + "\n"
+                 + json.dumps({"text": [[1.0, 1.0]], "label": 0}) + "\n")
+    d = read_labelled(str(v))
+    assert d.kind == "vectors" and d.feature_size == 2 and d.inputs[0].shape == (2, 2) and d.labels == ["1", "0"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: _names(p / "one", {"x": ["a", "b", "c"]}), "holds one class only"),
+    (lambda p: _names(p / "blank", {"x": ["a", "", "c"], "y": ["d"]}), "line 2 is empty"),
+    (lambda p: (p / "d.csv").write_text("name,lang\nanna,x\n") and p / "d.csv", "has no column 'text', 'label'"),
+    (lambda p: (p / "d.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": [[1]], "label": "y"}\n')
+     and p / "d.jsonl", "mixes text inputs and vector inputs"),
+    (lambda p: (p / "d.jsonl").write_text('{"text": [[1, 2], [3]], "label": "x"}\n') and p / "d.jsonl",
+     "equally long lists"),
+    (lambda p: (p / "d.xml").write_text("<a/>") and p / "d.xml", "unknown format"),
+    (lambda p: p / "missing", "no such file or folder"),
+])
+def test_bad_data_gets_a_clear_error(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(DataError, match=message):
+        read_labelled(str(path), input_column="text", label_column="label")
+
+
+# training, saving, predicting ------------------------------------------------------------------
+
+def _tiny_names(tmp_path):
+    """Two classes a small GRU tells apart at once: names ending in -ov vs names ending in -ez."""
+    stems = ["ivan", "petr", "boris", "oleg", "igor", "pavel", "yuri", "gleb", "lev", "roman", "ilya", "mark"]
+    return _names(tmp_path / "names", {"Russian": [s + "ov" for s in stems], "Spanish": [s + "ez" for s in stems]})
+
+
+def _cfg(tmp_path, data, **train):
+    cfg = ClassifyRunConfig()
+    cfg.data.data = str(data)
+    cfg.data.val_fraction, cfg.data.test_fraction = 0.2, 0.2
+    cfg.model = ModelConfig(cell="gru", hidden_size=24, num_layers=1, dropout=0.0, embedding_size=8)
+    cfg.optim.lr = 0.02
+    cfg.train.batch_size = 8
+    cfg.train.eval_interval = 20
+    cfg.train.out = str(tmp_path / "run")
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_a_model_overfits_a_tiny_dataset_and_predictions_survive_a_reload(tmp_path):
+    data = _tiny_names(tmp_path)
+    cfg = _cfg(tmp_path, data, max_steps=80)
+    cfg.data.val_fraction, cfg.data.test_fraction = 0.1, 0.1
+    s = train_classifier(cfg, progress=False)
+    assert s["stopped"] == "max_steps" and s["steps"] == 80
+    r = evaluate_classifier(cfg.train.out, split="train")
+    assert r["acc"] == 1.0  # every training example right
+    assert s["test_acc"] == 1.0 and s["val_acc"] == 1.0  # the suffix rule generalises
+    top = predict(cfg.train.out, ["novikov", "gomez"], top_k=2)
+    assert [t["top"][0]["label"] for t in top] == ["Russian", "Spanish"]
+    assert sum(t["prob"] for t in top[0]["top"]) == pytest.approx(1.0)
+    # predictions from the saved checkpoint equal those of the model in memory before saving
+    from rnnlab.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.train.out)
+    model = ckpt.build_model()
+    seqs = [ckpt.vocab.encode(t) for t in ("novikov", "gomez", "ivanez")]
+    before = predict_proba(model, seqs)
+    from rnnlab.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "copy.safetensors", model, ckpt.config, ckpt.vocab, extra=ckpt.extra)
+    after = predict_proba(load_checkpoint(tmp_path / "copy.safetensors").build_model(), seqs)
+    assert np.array_equal(before, after)
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
+    data = _tiny_names(tmp_path)
+    whole = _cfg(tmp_path, data, max_steps=30, eval_interval=10, out=str(tmp_path / "whole"))
+    whole.model.dropout = 0.2  # the RNG state must be restored too
+    whole.optim.decay_steps = 30
+    train_classifier(whole, progress=False)
+    part = _cfg(tmp_path, data, max_steps=13, eval_interval=10, out=str(tmp_path / "part"))
+    part.model.dropout, part.optim.decay_steps = 0.2, 30
+    train_classifier(part, progress=False)  # stops mid-epoch (3 batches an epoch)
+    part.train.max_steps, part.train.resume = 30, True
+    train_classifier(part, progress=False)
+    from rnnlab.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(tmp_path / "whole" / "last.safetensors"), load_checkpoint(tmp_path / "part" / "last.safetensors")
+    for k, v in a.model_state().items():
+        assert torch.equal(v, b.model_state()[k]), k
+
+
+def test_digits_builtin_trains_and_evaluates(tmp_path):
+    cfg = ClassifyRunConfig()
+    cfg.data.builtin = "digits"
+    cfg.model = ModelConfig(cell="gru", hidden_size=32, num_layers=1, dropout=0.0)
+    cfg.train.max_steps, cfg.train.eval_interval, cfg.train.out = 60, 60, str(tmp_path / "digits")
+    s = train_classifier(cfg, progress=False)
+    assert s["classes"] == 10 and sum(s["examples"].values()) == 1797
+    assert s["test_acc"] > 0.5  # well above chance (0.1) after 60 steps
+    png = tmp_path / "cm.png"
+    r = evaluate_classifier(cfg.train.out, plot=png)
+    assert r["examples"] == s["examples"]["test"] and r["acc"] == pytest.approx(s["test_acc"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.sum(r["confusion"]) == r["examples"]
+
+
+# the command line ------------------------------------------------------------------------------
+
+def test_cli_train_eval_predict(tmp_path, capsys):
+    data = _tiny_names(tmp_path)
+    out = tmp_path / "cli"
+    assert main(["classify", "train", "--data", str(data), "--max-steps", "40", "--hidden-size", "16",
+                 "--batch-size", "8", "--lr", "0.02", "--val-fraction", "0.2", "--test-fraction", "0.2",
+                 "--out", str(out), "--quiet", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["steps"] == 40 and "test_acc" in s
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["cell"] == "gru" and cfg["classifier"]["bidirectional"] is True  # the classifier defaults
+    assert main(["classify", "eval", str(out), "--plot", str(tmp_path / "cm.png")]) == 0
+    text = capsys.readouterr().out
+    assert "balanced accuracy" in text and "true \\ predicted" in text and (tmp_path / "cm.png").exists()
+    assert main(["classify", "predict", str(out), "ivanov", "lopez", "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("ivanov\t")
+    assert main(["classify", "predict", str(out), "Zoë"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rnnlab: error: ") and "never saw" in err and "Traceback" not in err
+    assert main(["sample", str(out)]) == 1  # a classifier is not a language model
+    assert "not a language model" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
+    one = _names(tmp_path / "one", {"x": ["a", "b", "c"]})
+    assert main(["classify", "train", "--data", str(one), "--max-steps", "5", "--out", str(tmp_path / "r")]) == 1
+    assert "one class only" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(["classify", "train", "--max-steps", "5", "--out", str(tmp_path / "r")]) == 2
+    assert "no data" in capsys.readouterr().err
+    assert main(["classify", "train", "--builtin", "digits", "--hidden-size", "0", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_size must be >= 1" in err and "no stop condition" in err
