@@ -1,0 +1,315 @@
+r"""Gradient flow through time: how much of the loss's gradient reaches each step's state.
+
+For a recurrent network with top-layer outputs :math:`h_1..h_T` and a loss L, the
+gradient that reaches :math:`h_t` is, by the chain rule through the recurrence,
+
+.. math::
+    \frac{\partial L}{\partial h_t} = \frac{\partial L}{\partial h_t}\Big|_{\text{direct}}
+      + \Big(\frac{\partial h_{t+1}}{\partial h_t}\Big)^{\!\top} \frac{\partial L}{\partial h_{t+1}},
+    \qquad
+    \frac{\partial h_{t+1}}{\partial h_t} = \operatorname{diag}(1 - h_{t+1}^2)\, W_{hh}
+    \ \text{(Elman)},
+
+so with the loss at the last step only, :math:`\partial L/\partial h_t = \prod_{s=t+1}^{T}
+(\partial h_s/\partial h_{s-1})^\top \, \partial L/\partial h_T`: a product of T - t
+Jacobians that shrinks or grows geometrically (Bengio et al. 1994; Pascanu, Mikolov &
+Bengio 2013). For a linear RNN with :math:`W_{hh} = a Q` (Q orthogonal) it is exactly
+:math:`\|\partial L/\partial h_t\| = a^{T-t} \|\partial L/\partial h_T\|`.
+:func:`gradient_norms_per_step` measures the curve :math:`t \mapsto \|\partial L/\partial h_t\|`
+for any cell; :func:`recurrent_spectra` gives the spectral radius and norm of the
+recurrent weights (Pascanu et al.: the largest singular value below :math:`1/\gamma`,
+with :math:`\gamma = 1` for tanh, is sufficient for vanishing; a spectral radius above 1
+is necessary for exploding); :func:`gradient_report` and :func:`plot_gradient_norms` put
+elman, lstm and gru side by side.
+
+Shapes: tokens (B, T) or inputs (B, T, I); per-step outputs (B, H); curves (T,).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from rnnlab.config import CELLS, ModelConfig
+from rnnlab.errors import ConfigError
+from rnnlab.nn.cells import CELL_TYPES, Cell
+from rnnlab.nn.models import RNNLanguageModel
+from rnnlab.nn.stack import RecurrentStack
+
+Model = RNNLanguageModel | RecurrentStack | Cell
+LossFn = Callable[[Tensor], Tensor]  # top-layer outputs (B, T, H) -> per-example losses (B,)
+
+GATE_NAMES: dict[str, tuple[str, ...]] = {"elman": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+"""The gate blocks of ``weight_hh``, top to bottom, for each cell (PyTorch's order)."""
+
+
+def _cell_name(cell: Cell) -> str:
+    for name, cls in CELL_TYPES.items():
+        if type(cell) is cls:
+            return name
+    return type(cell).__name__
+
+
+def _cells(model: Model) -> list[Cell]:
+    if isinstance(model, RNNLanguageModel):
+        return model.rnn.cells
+    if isinstance(model, RecurrentStack):
+        return model.cells
+    if isinstance(model, Cell):
+        return [model]
+    raise ConfigError(f"expected an RNNLanguageModel, a RecurrentStack or a Cell, got {type(model).__name__}")
+
+
+def _readout_loss(out: Tensor, loss: str) -> Tensor:
+    r"""The default loss of a stack or a cell: a fixed unit readout :math:`\ell_t = \mathbf{1}^\top h_t / \sqrt{H}`.
+
+    Its gradient at the last step is the unit vector :math:`\mathbf{1}/\sqrt{H}`, so with
+    ``loss="last"`` the curve starts at 1 and shows the gain of the Jacobian product itself.
+    """
+    per_step = out.sum(-1) / math.sqrt(out.shape[-1])  # (B, T)
+    return per_step[:, -1] if loss == "last" else per_step.sum(1)  # (B,)
+
+
+def gradient_norms_per_step(model: Model, inputs: Tensor, loss: Literal["last", "all"] = "last",
+                            targets: Tensor | None = None, state: Any = None,
+                            loss_fn: LossFn | None = None) -> np.ndarray:
+    r"""The curve :math:`\|\partial L / \partial h_t\|` for t = 1..T: an array (T,).
+
+    ``h_t`` is the top layer's output at step t (the state that the next step reads,
+    so the gradient includes everything that flows back through later steps). For an
+    LSTM it is the gradient that reaches :math:`h_t`; the cell state :math:`c_t` carries
+    its own, not counted here.
+
+    The loss, per example b (``loss="last"``: the last step's loss only; ``"all"``: the
+    sum of every step's loss):
+
+    * ``RNNLanguageModel`` -- ``inputs``: tokens (B, T) (or soft inputs (B, T, V)),
+      ``targets`` (B, T) required; the step loss is the cross entropy of that step's
+      prediction, in nats.
+    * ``RecurrentStack`` or a single ``Cell`` -- ``inputs`` (B, T, I) floats; the step
+      loss is a fixed unit readout :math:`\ell_t = \sum_i h_{t,i} / \sqrt{H}`, so with
+      ``loss="last"`` the curve is 1 at t = T and shows the Jacobian product alone.
+    * ``loss_fn`` (any model) replaces both: it maps the top-layer outputs (B, T, H) to
+      per-example losses (B,) (``loss`` and ``targets`` are then not used).
+
+    Batch: every example's loss is differentiated with respect to its own states (the
+    examples do not interact), and the returned value is the **mean over the batch of
+    the per-example norms** :math:`\frac{1}{B}\sum_b \|\partial \ell^{(b)} / \partial h^{(b)}_t\|_2`
+    -- not the norm over the batch, which would grow with B.
+
+    The model runs step by step through ``step`` of its stack (never the fused path, whose
+    per-step states are not tensors of the graph), in evaluation mode (no dropout; the
+    mode is restored), in the model's dtype; ``state`` is the initial state (zeros if None).
+    """
+    if loss not in ("last", "all"):
+        raise ConfigError(f"loss must be 'last' or 'all', got {loss!r}")
+    cells = _cells(model)
+    if inputs.ndim < 2 or inputs.shape[1] < 1:
+        raise ConfigError(f"inputs must be (B, T) tokens or (B, T, I) values with T >= 1, got {tuple(inputs.shape)}")
+    b, t_len = inputs.shape[:2]
+    if loss_fn is None and isinstance(model, RNNLanguageModel):
+        if targets is None:
+            raise ConfigError("a language model needs targets (B, T): the loss is the cross entropy of its predictions")
+        if tuple(targets.shape) != (b, t_len):
+            raise ConfigError(f"targets must have shape (B, T) = {(b, t_len)}, got {tuple(targets.shape)}")
+    elif targets is not None:
+        raise ConfigError("targets are used only for a language model without loss_fn")
+    if not isinstance(model, RNNLanguageModel) and (inputs.ndim != 3 or not inputs.is_floating_point()):
+        raise ConfigError(f"a stack or a cell reads float inputs (B, T, I), got {tuple(inputs.shape)} {inputs.dtype}")
+
+    p = cells[0].weight_hh
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            if isinstance(model, RNNLanguageModel):
+                x = model.embed(inputs)  # (B, T, I)
+                step = model.rnn.step
+                state = model.initial_state(b) if state is None else state
+            elif isinstance(model, RecurrentStack):
+                x, step = inputs, model.step
+                state = model.initial_state(b, p.device, p.dtype) if state is None else state
+            else:
+                x, step = inputs, model.step
+                state = model.initial_state(b, p.device, p.dtype) if state is None else state
+            # a leaf that needs a gradient, so every h_t is in the graph even with frozen weights
+            x = x.to(p.dtype).detach().requires_grad_(True)  # (B, T, I)
+            hs: list[Tensor] = []
+            for t in range(t_len):
+                h, state = step(x[:, t], state)  # h: (B, H)
+                top = state[-1][0] if isinstance(model, (RNNLanguageModel, RecurrentStack)) else state[0]
+                assert h is top, "a cell's output h_t must be the state tensor that the next step reads"
+                hs.append(h)
+            out = torch.stack(hs, dim=1)  # (B, T, H)
+            if loss_fn is not None:
+                per_example = loss_fn(out)
+                if tuple(per_example.shape) != (b,):
+                    raise ConfigError(f"loss_fn must return per-example losses (B,) = ({b},), got {tuple(per_example.shape)}")
+            elif isinstance(model, RNNLanguageModel):
+                logits = model.decoder(out)  # (B, T, V)
+                ce = F.cross_entropy(logits.reshape(b * t_len, -1), targets.reshape(-1),  # type: ignore[union-attr]
+                                     reduction="none").view(b, t_len)  # (B, T)
+                per_example = ce[:, -1] if loss == "last" else ce.sum(1)  # (B,)
+            else:
+                per_example = _readout_loss(out, loss)  # (B,)
+            grads = torch.autograd.grad(per_example.sum(), hs, allow_unused=True)
+        norms = torch.stack([torch.zeros(b, dtype=p.dtype, device=p.device) if g is None else g.norm(dim=1)
+                             for g in grads], dim=1)  # (B, T)
+        return norms.mean(0).detach().cpu().double().numpy()  # (T,)
+    finally:
+        model.train(was_training)
+
+
+def _matrix(w: Tensor | np.ndarray) -> np.ndarray:
+    return w.detach().cpu().double().numpy() if isinstance(w, Tensor) else np.asarray(w, dtype=np.float64)
+
+
+def spectral_radius(weight: Tensor | np.ndarray) -> float:
+    r"""The largest absolute eigenvalue :math:`\rho(W) = \max_i |\lambda_i(W)|` of a square matrix (H, H)."""
+    w = _matrix(weight)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.size == 0:
+        raise ConfigError(f"the spectral radius needs a square matrix (H, H), got shape {w.shape}")
+    return float(np.abs(np.linalg.eigvals(w)).max())
+
+
+def spectral_norm(weight: Tensor | np.ndarray) -> float:
+    r"""The largest singular value :math:`\sigma_{\max}(W) = \|W\|_2` of any matrix."""
+    w = _matrix(weight)
+    if w.ndim != 2 or w.size == 0:
+        raise ConfigError(f"the spectral norm needs a matrix, got shape {w.shape}")
+    return float(np.linalg.norm(w, 2))
+
+
+def recurrent_spectra(model: Model) -> list[dict[str, Any]]:
+    r"""For every layer, the spectra of its recurrent weight ``weight_hh`` (G*H, H).
+
+    One dict per layer (bottom first), JSON-able::
+
+        {"layer": 0, "cell": "lstm", "gates": ["i", "f", "g", "o"],
+         "radius": {"i": ..., "f": ..., "g": ..., "o": ...},
+         "norm": {"i": ..., "f": ..., "g": ..., "o": ..., "whole": ...}}
+
+    ``radius`` is the spectral radius of each gate's square block :math:`W_{h\cdot}` (H, H)
+    (for Elman the one block ``"h"`` is the whole matrix); ``norm`` is the largest
+    singular value of each block and of the whole stacked matrix, which for LSTM and GRU
+    is (G*H, H), not square, so it has a norm but no spectral radius.
+    """
+    out = []
+    for k, cell in enumerate(_cells(model)):
+        name = _cell_name(cell)
+        gates = GATE_NAMES.get(name, tuple(f"g{i}" for i in range(cell.gates)))
+        blocks = _matrix(cell.weight_hh).reshape(cell.gates, cell.hidden_size, cell.hidden_size)  # (G, H, H)
+        out.append({
+            "layer": k, "cell": name, "gates": list(gates),
+            "radius": {g: spectral_radius(w) for g, w in zip(gates, blocks)},
+            "norm": {**{g: spectral_norm(w) for g, w in zip(gates, blocks)}, "whole": spectral_norm(cell.weight_hh)},
+        })
+    return out
+
+
+def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size: int = 64, length: int = 100,
+                    seed: int = 0, batch_size: int = 8, vocab_size: int = 32, num_layers: int = 1,
+                    loss: Literal["last", "all"] = "last", recurrent_gain: float = 1.0,
+                    dtype: torch.dtype = torch.float64) -> dict[str, Any]:
+    r"""Per-step gradient curves of freshly initialised language models, one per cell, JSON-able.
+
+    Each model is an :class:`RNNLanguageModel` (one-hot input, ``num_layers`` layers of
+    ``hidden_size``, no dropout) initialised from ``seed`` as ``rnnlab train`` would
+    (PyTorch's uniform initialisation), with every ``weight_hh`` multiplied by
+    ``recurrent_gain`` (> 1 to provoke exploding gradients). All cells read the same
+    ``batch_size`` random sequences of ``length`` tokens of a vocabulary of
+    ``vocab_size`` with random targets, and :func:`gradient_norms_per_step` measures the
+    curve (``dtype`` float64 by default, so that a curve that vanishes to 1e-30 is still
+    measured rather than flushed to zero). The global torch RNG is left as it was.
+
+    Returns ``{"config": {...the arguments...}, "steps": [1..T], "cells": {name:
+    {"norms": [T floats], "spectra": recurrent_spectra(model), "first_over_last":
+    norms[0] / norms[-1]}}}``; a curve may hold ``inf`` or ``nan`` if it overflowed
+    (write it with :func:`rnnlab.jsonio.dumps`, which turns them into ``null``).
+    """
+    problems = [f"unknown cell {c!r} (expected one of {', '.join(CELLS)})" for c in cells if c not in CELLS]
+    if not cells:
+        problems.append("cells must name at least one cell")
+    for name, v in (("hidden_size", hidden_size), ("length", length), ("batch_size", batch_size),
+                    ("vocab_size", vocab_size), ("num_layers", num_layers)):
+        if not isinstance(v, int) or v < 1:
+            problems.append(f"{name} must be an integer >= 1, got {v!r}")
+    if loss not in ("last", "all"):
+        problems.append(f"loss must be 'last' or 'all', got {loss!r}")
+    if not (isinstance(recurrent_gain, (int, float)) and math.isfinite(recurrent_gain) and recurrent_gain > 0):
+        problems.append(f"recurrent_gain must be a positive number, got {recurrent_gain!r}")
+    if problems:
+        raise ConfigError(problems)
+
+    rng = np.random.default_rng(seed)
+    tokens = torch.from_numpy(rng.integers(0, vocab_size, (batch_size, length)))  # (B, T)
+    targets = torch.from_numpy(rng.integers(0, vocab_size, (batch_size, length)))  # (B, T)
+    report: dict[str, Any] = {
+        "config": {"cells": list(cells), "hidden_size": hidden_size, "length": length, "seed": seed,
+                   "batch_size": batch_size, "vocab_size": vocab_size, "num_layers": num_layers, "loss": loss,
+                   "recurrent_gain": recurrent_gain, "dtype": str(dtype).removeprefix("torch.")},
+        "steps": list(range(1, length + 1)),
+        "cells": {},
+    }
+    for cell in cells:
+        cfg = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, dropout=0.0,  # type: ignore[arg-type]
+                          input="onehot", fused=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = RNNLanguageModel(cfg, vocab_size).to(dtype)
+        with torch.no_grad():
+            for c in model.rnn.cells:
+                c.weight_hh.mul_(recurrent_gain)
+        norms = gradient_norms_per_step(model, tokens, loss=loss, targets=targets)
+        ratio = float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")
+        report["cells"][cell] = {"norms": [float(v) for v in norms], "spectra": recurrent_spectra(model),
+                                 "first_over_last": ratio}
+    return report
+
+
+def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str], title: str | None = None) -> Path:
+    r"""A PNG of every curve of ``report`` (from :func:`gradient_report`) against t, log scale.
+
+    Zero or non-finite values are left out of the line (a log axis cannot show them).
+    The file is written atomically; returns its path.
+    """
+    cells = report.get("cells")
+    if not isinstance(cells, dict) or not cells:
+        raise ConfigError("the report has no curves: expected report['cells'] = {name: {'norms': [...]}}")
+    cfg = report.get("config", {})
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, entry in cells.items():
+        y = np.array([np.nan if v is None else v for v in entry["norms"]], dtype=np.float64)  # (T,)
+        y[~np.isfinite(y) | (y <= 0)] = np.nan
+        x = np.arange(1, len(y) + 1)
+        label = name
+        spectra = entry.get("spectra") or []
+        if spectra and len(spectra[0]["gates"]) == 1:  # one block: its spectral radius says it all
+            label += f"  (ρ(W_hh) = {spectra[0]['radius'][spectra[0]['gates'][0]]:.2f})"
+        ax.plot(x, y, label=label, linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("‖∂L/∂h_t‖ (mean over the batch)")
+    where = {"last": "loss at the last step", "all": "loss summed over the sequence"}.get(cfg.get("loss"), "")
+    default = "gradient reaching each step" + (f" ({where}, H = {cfg['hidden_size']})" if where and "hidden_size" in cfg else "")
+    ax.set_title(title or default, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, out)
+    return out
