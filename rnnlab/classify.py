@@ -150,7 +150,10 @@ class ClassifierJob:
     def evaluate(self) -> dict[str, float]:
         probs = predict_proba(self.model, [self.seqs[i] for i in self.val_idx], self.cfg.train.eval_batch_size * 8)
         s = _scores(probs, self.y[self.val_idx], self.classes)
-        return {k: s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
+        m = {k: s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
+        select = self.cfg.classifier.select
+        m["criterion"] = m["loss"] if select == "loss" else 1.0 - m[select]  # lower is better
+        return m
 
     def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
              rng: dict[str, torch.Tensor]) -> None:
@@ -250,7 +253,7 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
         "parameters": model.num_parameters(), "classes": len(classes),
         "examples": {s: int(len(v)) for s, v in split.items()},
         **{f"val_{k}": v for k, v in (result.last_val or {}).items()},
-        "best_val_loss": state.best_val,
+        f"best_val_{cfg.classifier.select}": (state.best_val if cfg.classifier.select == "loss" else 1.0 - state.best_val),
     }
     if result.stopped == "interrupted":
         summary["signal"] = result.signal

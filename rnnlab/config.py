@@ -229,11 +229,16 @@ class ClassifierConfig:
     balance: Literal["none", "weights", "sqrt-weights", "sampling"] = _f(
         "sqrt-weights", "class imbalance: none, weights (loss weight N/(C n_c)), sqrt-weights (1/sqrt(n_c)) "
                         "or sampling (draw every class equally often)")
+    select: Literal["loss", "acc", "balanced_acc", "macro_f1"] = _f(
+        "acc", "the validation metric that chooses the best checkpoint")
 
     def problems(self) -> list[str]:
+        p = []
         if self.balance not in ("none", "weights", "sqrt-weights", "sampling"):
-            return [f"balance must be none, weights, sqrt-weights or sampling, got {self.balance!r}"]
-        return []
+            p.append(f"balance must be none, weights, sqrt-weights or sampling, got {self.balance!r}")
+        if self.select not in ("loss", "acc", "balanced_acc", "macro_f1"):
+            p.append(f"select must be loss, acc, balanced_acc or macro_f1, got {self.select!r}")
+        return p
 
 
 def _classify_model() -> ModelConfig:

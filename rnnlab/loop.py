@@ -72,7 +72,7 @@ class TrainState:
     batch: int = 0  # next batch index within the epoch
     elapsed: float = 0.0  # seconds of training, summed over resumes
     tokens: int = 0  # training items seen (tokens for a language model, sequences for a classifier)
-    best_val: float = math.inf  # best validation loss (nats per token or per sequence)
+    best_val: float = math.inf  # best validation criterion (the loss, unless the job chooses another)
     lr_scale: float = 1.0  # plateau decay applied so far
     plateau_best: float = math.inf  # best loss among scheduled evaluations (drives the plateau schedule)
     plateau_bad: int = 0  # scheduled evaluations since the last improvement
@@ -111,7 +111,8 @@ class Job(Protocol):
         """The training row's metrics from the batch loss (must hold ``unit``)."""
 
     def evaluate(self) -> dict[str, float]:
-        """Score the validation split: ``loss`` (lower is better; chooses ``best``) and metrics."""
+        """Score the validation split: ``loss`` and metrics. ``best`` is the checkpoint with the lowest
+        ``criterion`` if the job gives one (e.g. 1 - accuracy), else the lowest ``loss``."""
 
     def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
              rng: dict[str, torch.Tensor]) -> None:
@@ -264,12 +265,13 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         """Score the validation split, checkpoint, plot. Only scheduled evaluations move the
         plateau schedule, so where a run stops (and resumes) does not change how it trains."""
         m = job.evaluate()
-        improved = m["loss"] < state.best_val
+        crit = m.get("criterion", m["loss"])
+        improved = crit < state.best_val
         if improved:
-            state.best_val = m["loss"]
+            state.best_val = crit
         if scheduled:
-            state.plateau_bad = 0 if m["loss"] < state.plateau_best else state.plateau_bad + 1
-            state.plateau_best = min(state.plateau_best, m["loss"])
+            state.plateau_bad = 0 if crit < state.plateau_best else state.plateau_bad + 1
+            state.plateau_best = min(state.plateau_best, crit)
             if optim.lr_schedule == "plateau" and state.plateau_bad > optim.plateau_patience:
                 state.lr_scale *= optim.plateau_factor
                 state.plateau_bad = 0

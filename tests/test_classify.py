@@ -87,6 +87,16 @@ def test_the_split_keeps_duplicates_together_and_every_class():
     assert split_examples(inputs, labels, 0.1, 0.2, seed=4)["test"].tolist() != split["test"].tolist()
 
 
+def test_a_tie_stratifies_with_the_rarer_class():
+    # "smith" is English and Scottish once each; Scottish is rare: the group counts as Scottish,
+    # so the rare class keeps enough distinct inputs to reach every split
+    inputs = [f"e{i}" for i in range(40)] + ["smith", "smith", "brown", "brown", "scott"]
+    labels = np.array([0] * 40 + [0, 1, 0, 1, 1])
+    split = split_examples(inputs, labels, 0.2, 0.2, seed=0)
+    for s in ("train", "val", "test"):
+        assert 1 in labels[split[s]].tolist()
+
+
 def test_class_weights_and_balanced_sampling():
     y = np.array([0] * 90 + [1] * 10)
     w = class_weights(y, 2, "weights")
@@ -276,3 +286,15 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert main(["classify", "train", "--builtin", "digits", "--hidden-size", "0", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "hidden_size must be >= 1" in err and "no stop condition" in err
+
+
+def test_a_warning_is_one_line_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    data = _names(tmp_path / "thin", {"big": [f"n{i}" for i in range(30)], "thin": ["a", "b"]})
+    r = subprocess.run([sys.executable, "-m", "rnnlab", "classify", "train", "--data", str(data), "--max-steps", "2",
+                        "--hidden-size", "4", "--out", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    warning = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert warning == ["rnnlab: warning: 1 class(es) have fewer than 3 distinct inputs and are not in the held-out splits"]

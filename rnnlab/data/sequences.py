@@ -201,7 +201,8 @@ def split_examples(inputs: list[Any], labels: np.ndarray, val_fraction: float, t
     """Indices of the train, val and test examples.
 
     Identical inputs form one group, which goes to one split whole; a group's class is
-    its most frequent label (the smallest class id on a tie). Within each class the
+    its most frequent label, and on a tie the class with fewer examples (in the names
+    data most Scottish names are also English ones: they stratify as Scottish). Within each class the
     groups, in a fixed order (sorted by content), are shuffled with ``seed`` and the
     first ``round(n * test_fraction)`` go to test, the next ``round(n * val_fraction)``
     to val, the rest to train; a class with at least 3 groups gets at least one in each
@@ -212,10 +213,12 @@ def split_examples(inputs: list[Any], labels: np.ndarray, val_fraction: float, t
     groups: dict[bytes, list[int]] = {}
     for i, x in enumerate(inputs):
         groups.setdefault(_key(x), []).append(i)
+    size = np.bincount(labels)  # examples per class: a tie goes to the rarer class
     by_class: dict[int, list[bytes]] = {}
     for key, idx in groups.items():
-        counts = np.bincount(labels[idx])
-        by_class.setdefault(int(np.argmax(counts)), []).append(key)
+        counts = np.bincount(labels[idx], minlength=len(size))
+        top = np.flatnonzero(counts == counts.max())
+        by_class.setdefault(int(top[np.argmin(size[top])]), []).append(key)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[int]] = {s: [] for s in SPLITS}
     thin = []
