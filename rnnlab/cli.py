@@ -495,6 +495,26 @@ def _add_classify_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
         q.set_defaults(func=cmd_classify)
 
 
+# the page in the browser -------------------------------------------------------------------
+
+SERVE_EXAMPLES = """examples:
+  rnnlab serve runs/shakespeare                        # then open http://127.0.0.1:8000
+  rnnlab serve runs/a runs/b/best.safetensors --port 8080
+  rnnlab serve runs/x --host 0.0.0.0                   # reachable from other machines (warns)
+"""
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from rnnlab.serve import serve
+
+    def ready() -> None:
+        print(f"rnnlab: serving {len(ns.checkpoints)} model(s) on http://{ns.host}:{ns.port} "
+              f"(API docs at /docs, schema at /openapi.json); Ctrl-C stops", file=sys.stderr)
+
+    serve(ns.checkpoints, host=ns.host, port=ns.port, workers=ns.workers, log_level=ns.log_level, on_ready=ready)
+    return 0
+
+
 # parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -541,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_ngram_parser(sub, fmt)
     _add_classify_parser(sub, fmt)
+
+    sv = sub.add_parser("serve", help="a page in the browser: sample, probabilities, inside the network",
+                        formatter_class=fmt, epilog=SERVE_EXAMPLES,
+                        description="Serve checkpoints to a web page and a JSON API (OpenAPI at /docs).")
+    sv.add_argument("checkpoints", nargs="+", help="run folders or .safetensors checkpoints")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.add_argument("--workers", type=int, default=4, help="threads that run the models (default: 4)")
+    sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                    help="server log level (default: warning)")
+    sv.set_defaults(func=cmd_serve)
 
     da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)
     dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")

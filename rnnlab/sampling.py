@@ -8,7 +8,7 @@ recomputed from the start. ``num_samples`` streams run as one batch. Token choic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ import torch
 from rnnlab.config import SampleConfig
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import beam_search, log_softmax, make_sampler
+from rnnlab.errors import ConfigError
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
@@ -44,6 +45,32 @@ def _read_prime(model: RNNLanguageModel, ids: np.ndarray, batch: int) -> tuple[t
 
 
 @torch.no_grad()
+def sample_steps(model: RNNLanguageModel, vocab: Vocab,
+                 cfg: SampleConfig) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+    """Generate step by step: for each of ``cfg.length`` steps, yield the chosen ids (B,) and
+    the logits (B, V), float64, they were chosen from.
+
+    This is the loop :func:`generate` runs, exposed for callers that stream or show the
+    model's distribution at every step (the web server); the same ``cfg`` (seed included)
+    gives the same tokens. Beam search is not step by step and is refused here.
+    """
+    cfg.validate()
+    if cfg.strategy == "beam":
+        raise ConfigError("beam search chooses the whole continuation at the end; it cannot be run step by step")
+    model.eval()
+    ids = encode_prime(vocab, cfg.prime)
+    sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
+    rng = np.random.default_rng(cfg.seed)
+    logits, state = _read_prime(model, ids, cfg.num_samples)  # (B, V)
+    for t in range(cfg.length):
+        z = logits.double().cpu().numpy()  # (B, V)
+        nxt = sampler.choose(z, rng)  # (B,)
+        yield nxt, z
+        if t + 1 < cfg.length:
+            logits, state = model.step(torch.as_tensor(nxt, dtype=torch.int64, device=_device(model)), state)
+
+
+@torch.no_grad()
 def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
              on_text: Callable[[list[str]], None] | None = None) -> list[str]:
     """``cfg.num_samples`` continuations of ``cfg.prime``; each returned text starts with the prime.
@@ -57,20 +84,14 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
     last = vocab.symbols[int(ids[-1])] if cfg.prime else None
     if cfg.strategy == "beam":
         return [cfg.prime + vocab.decode(_beam(model, ids, cfg), after=last)] * cfg.num_samples
-    sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
-    rng = np.random.default_rng(cfg.seed)
-    b = cfg.num_samples
-    logits, state = _read_prime(model, ids, b)  # (B, V)
-    out = np.zeros((b, cfg.length), dtype=np.int64)
-    prev = [last] * b
-    for t in range(cfg.length):
-        nxt = sampler.choose(logits.double().cpu().numpy(), rng)  # (B,)
+    out = np.zeros((cfg.num_samples, cfg.length), dtype=np.int64)
+    prev = [last] * cfg.num_samples
+    for t, (nxt, _) in enumerate(sample_steps(model, vocab, cfg)):
         out[:, t] = nxt
         if on_text is not None:
             syms = [vocab.symbols[i] for i in nxt]
             on_text([vocab.separator(p, s) + s for p, s in zip(prev, syms)])
             prev = syms
-        logits, state = model.step(torch.as_tensor(nxt, dtype=torch.int64, device=_device(model)), state)
     return [cfg.prime + vocab.decode(row, after=last) for row in out]
 
 

@@ -298,3 +298,12 @@ def test_a_warning_is_one_line_on_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     warning = [line for line in r.stderr.splitlines() if "warning" in line]
     assert warning == ["rnnlab: warning: 1 class(es) have fewer than 3 distinct inputs and are not in the held-out splits"]
+
+
+def test_the_data_layer_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, rnnlab.data.sequences, rnnlab.metrics; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
