@@ -495,6 +495,83 @@ def _add_classify_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
         q.set_defaults(func=cmd_classify)
 
 
+# gradients through time, and BPTT by hand -----------------------------------------------------
+
+GRADIENTS_EXAMPLES = """examples:
+  rnnlab gradients --length 100 --plot grads.png                # elman, lstm, gru at initialisation
+  rnnlab gradients --cells elman --gain 3 --plot explode.png    # a large recurrent weight: exploding
+  rnnlab gradients --checkpoint runs/x --length 200 --plot trained.png --json-out trained.json
+"""
+SCRATCH_EXAMPLES = """examples:
+  rnnlab scratch train input.txt --hidden-size 100 --seq-len 25 --steps 5000     # min-char-rnn, checked
+  rnnlab scratch train input.txt --optimizer sgd --lr 0.5 --clip-norm 5 --sample-length 200
+"""
+
+
+def cmd_gradients(ns: argparse.Namespace) -> int:
+    import torch
+
+    from rnnlab import jsonio as jio
+    from rnnlab.checkpoint import load_model
+    from rnnlab.data.corpus import load_corpus
+    from rnnlab.gradients import gradient_norms_per_step, gradient_report, plot_gradient_norms
+
+    report = gradient_report(cells=ns.cells, hidden_size=ns.hidden_size, length=ns.length, seed=ns.seed,
+                             batch_size=ns.batch_size, num_layers=ns.num_layers, loss=ns.loss,
+                             recurrent_gain=ns.gain) if ns.cells else None
+    for path in ns.checkpoint or []:
+        model, vocab, ckpt = load_model(path)
+        ids = vocab.encode(load_corpus(ckpt.config.data).val)
+        need = ns.batch_size * (ns.length + 1)
+        if len(ids) < need:
+            raise ConfigError(f"{path}: the validation split has {len(ids)} tokens; --batch-size x (--length + 1) "
+                              f"= {need} needed")
+        rows = torch.from_numpy(ids[:need].reshape(ns.batch_size, ns.length + 1))  # (B, T+1)
+        norms = gradient_norms_per_step(model.double(), rows[:, :-1], loss=ns.loss, targets=rows[:, 1:])
+        name = f"{ckpt.config.model.cell} {Path(path).name} (step {ckpt.train_state.get('step', '?')})"
+        entry = {"norms": [float(v) for v in norms],
+                 "first_over_last": float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")}
+        if report is None:
+            report = {"config": {"length": ns.length, "loss": ns.loss, "batch_size": ns.batch_size},
+                      "steps": list(range(1, ns.length + 1)), "cells": {}}
+        report["cells"][name] = entry
+    if report is None:
+        raise ConfigError("nothing to measure: give --cells or --checkpoint")
+    for name, entry in report["cells"].items():
+        print(f"{name:>28}: |dL/dh_1| / |dL/dh_T| = {entry['first_over_last']:.3g}")
+    if ns.plot:
+        plot_gradient_norms(report, ns.plot)
+        print(f"plot written to {ns.plot}")
+    if ns.json_out:
+        from rnnlab.checkpoint import atomic_write
+
+        atomic_write(ns.json_out, (jio.dumps(report) + "\n").encode("utf-8"))
+        print(f"curves written to {ns.json_out}")
+    return 0
+
+
+def cmd_scratch(ns: argparse.Namespace) -> int:
+    from rnnlab.data.corpus import read_text
+    from rnnlab.scratch import train_scratch
+
+    text = read_text(ns.file)
+
+    def on_log(row: dict[str, Any]) -> None:
+        line = f"step {row['step']:>6}  loss {row['loss']:.3f}  smooth {row['smooth_loss']:.3f}  bpc {row['bpc']:.3f}"
+        print(line + (f"  |grad| {row['grad_norm']:.2f}" if "grad_norm" in row else ""), flush=True)
+        if row.get("sample"):
+            print("    " + row["sample"].replace("\n", "\n    "), flush=True)
+
+    r = train_scratch(text, hidden_size=ns.hidden_size, seq_len=ns.seq_len, lr=ns.lr, steps=ns.steps, seed=ns.seed,
+                      optimizer=ns.optimizer, clip_value=ns.clip_value, clip_norm=ns.clip_norm,
+                      log_interval=ns.log_interval, sample_len=ns.sample_length, on_log=on_log)
+    print(f"loss {r['initial_loss']:.3f} (ln V, knowing nothing) -> {r['final_smooth_loss']:.3f} nats after "
+          f"{ns.steps} steps")
+    if ns.json:
+        _print_json({k: v for k, v in r.items() if k not in ("model", "losses")})
+    return 0
+
+
 # the page in the browser -------------------------------------------------------------------
 
 SERVE_EXAMPLES = """examples:
@@ -561,6 +638,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_ngram_parser(sub, fmt)
     _add_classify_parser(sub, fmt)
+
+    gr = sub.add_parser("gradients", help="gradient norm per time step: vanishing and exploding", formatter_class=fmt,
+                        epilog=GRADIENTS_EXAMPLES,
+                        description="The norm of dL/dh_t for every step t, for fresh models of each cell or for "
+                                    "trained checkpoints, with the recurrent weights' spectra.")
+    gr.add_argument("--cells", nargs="*", default=["elman", "lstm", "gru"], help="fresh models (default: all three)")
+    gr.add_argument("--checkpoint", nargs="*", default=None, help="trained language models (their validation text)")
+    gr.add_argument("--length", type=int, default=100, help="T, steps (default: 100)")
+    gr.add_argument("--hidden-size", type=int, default=64, help="fresh models' width (default: 64)")
+    gr.add_argument("--num-layers", type=int, default=1, help="fresh models' depth (default: 1)")
+    gr.add_argument("--batch-size", type=int, default=8, help="sequences averaged (default: 8)")
+    gr.add_argument("--gain", type=float, default=1.0, help="multiply fresh recurrent weights by this (default: 1)")
+    gr.add_argument("--loss", choices=("last", "all"), default="last", help="loss at the last step, or summed")
+    gr.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    gr.add_argument("--plot", default=None, help="write the curves to this PNG (log scale)")
+    gr.add_argument("--json-out", default=None, help="write the curves and spectra to this JSON file")
+    gr.set_defaults(func=cmd_gradients)
+
+    sc = sub.add_parser("scratch", help="BPTT by hand: a NumPy Elman RNN you can read", formatter_class=fmt,
+                        epilog=SCRATCH_EXAMPLES)
+    scsub = sc.add_subparsers(dest="scratch_cmd", required=True, metavar="ACTION")
+    st = scsub.add_parser("train", help="train the NumPy model on a text and watch the loss fall",
+                          formatter_class=fmt, epilog=SCRATCH_EXAMPLES)
+    st.add_argument("file", help="a UTF-8 text file")
+    st.add_argument("--hidden-size", type=int, default=100, help="(default: 100)")
+    st.add_argument("--seq-len", type=int, default=25, help="BPTT window (default: 25)")
+    st.add_argument("--lr", type=float, default=0.1, help="(default: 0.1)")
+    st.add_argument("--steps", type=int, default=1000, help="(default: 1000)")
+    st.add_argument("--optimizer", choices=("adagrad", "sgd"), default="adagrad", help="(default: adagrad)")
+    st.add_argument("--clip-value", type=float, default=5.0, help="clip each gradient element (default: 5)")
+    st.add_argument("--clip-norm", type=float, default=0.0, help="clip the global norm (default: 0, off)")
+    st.add_argument("--log-interval", type=int, default=100, help="(default: 100)")
+    st.add_argument("--sample-length", type=int, default=0, help="characters sampled at each log (default: 0)")
+    st.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    st.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    st.set_defaults(func=cmd_scratch)
 
     sv = sub.add_parser("serve", help="a page in the browser: sample, probabilities, inside the network",
                         formatter_class=fmt, epilog=SERVE_EXAMPLES,

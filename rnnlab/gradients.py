@@ -20,7 +20,8 @@ for any cell; :func:`recurrent_spectra` gives the spectral radius and norm of th
 recurrent weights (Pascanu et al.: the largest singular value below :math:`1/\gamma`,
 with :math:`\gamma = 1` for tanh, is sufficient for vanishing; a spectral radius above 1
 is necessary for exploding); :func:`gradient_report` and :func:`plot_gradient_norms` put
-elman, lstm and gru side by side.
+elman, lstm and gru side by side; :func:`norm_preserving_penalty` is the regulariser of
+Pascanu et al. (their eq. 9) that asks every step to keep the gradient's norm.
 
 Shapes: tokens (B, T) or inputs (B, T, I); per-step outputs (B, H); curves (T,).
 """
@@ -168,6 +169,89 @@ def gradient_norms_per_step(model: Model, inputs: Tensor, loss: Literal["last", 
         return norms.mean(0).detach().cpu().double().numpy()  # (T,)
     finally:
         model.train(was_training)
+
+
+def norm_preserving_penalty(hs: Sequence[Tensor], loss: Tensor) -> Tensor:
+    r"""The norm-preserving regulariser of Pascanu, Mikolov & Bengio (2013, eq. 9), differentiable.
+
+    .. math::
+        \Omega = \frac{1}{B} \sum_{b=1}^{B} \sum_{k=1}^{T-1}
+          \left( \frac{\| g^{(b)}_{k+1}\, \partial h^{(b)}_{k+1} / \partial h^{(b)}_k \|}
+                      {\| g^{(b)}_{k+1} \|} - 1 \right)^2,
+        \qquad g_{k+1} = \frac{\partial E}{\partial h_{k+1}}
+
+    ``hs`` are the top layer's outputs :math:`h_1..h_T`, each (B, H), exactly the tensors the
+    recurrence ran through (the unrolled path: ``RecurrentStack.step`` or ``unroll``, whose
+    step k + 1 reads the tensor ``hs[k]``; slices of the fused path's output are not in the
+    recurrence's graph and are refused); ``loss`` is the scalar E computed from them.
+    :math:`g_{k+1}` is the whole gradient that reaches :math:`h_{k+1}` (through every later
+    step), and :math:`g_{k+1}\,\partial h_{k+1}/\partial h_k` is the part of it that one step
+    of the recurrence carries back to :math:`h_k`: a vector-Jacobian product, so the
+    Jacobian is never formed. Each term asks one step to keep the gradient's norm: 0 when
+    it does, 1 when the step kills it.
+
+    As in the paper, :math:`g_{k+1}` is treated as a constant (it is detached). The
+    vector-Jacobian products are built with ``create_graph=True``, so the gradient of
+    :math:`\Omega` reaches every parameter that the Jacobians depend on: ``weight_hh``
+    directly, and through the states at which the nonlinearity's derivative is taken
+    (for Elman :math:`\partial h_{k+1}/\partial h_k = \operatorname{diag}(1 - h_{k+1}^2)
+    W_{hh}`) the input weights, the biases and the earlier states too. The paper's eq. 10
+    keeps only the immediate dependence on :math:`W_{rec}` (states held constant as
+    well); this is the full derivative of :math:`\Omega` with :math:`g` fixed.
+
+    For a multi-layer stack or an LSTM, :math:`\partial h_{k+1}/\partial h_k` is the top
+    layer's output at k + 1 with respect to its output at k, the lower layers' states and
+    an LSTM's cell state :math:`c_k` held fixed (the paths through :math:`c_{k+1}` are
+    included).
+
+    Batch: the norms are per example (the examples do not interact), the ratio is
+    invariant to the loss's scale (a mean or a sum over the batch gives the same
+    :math:`\Omega`), the terms are summed over the T - 1 transitions as in the paper, and
+    averaged over the batch. A term whose :math:`\|g^{(b)}_{k+1}\|` is zero (no gradient
+    reaches that step) is left out (counted as 0).
+
+    Closed form: a linear RNN :math:`h_{k+1} = W h_k + \dots` with :math:`W = aQ`, Q
+    orthogonal, has :math:`\|g\,W\| = a\|g\|` for every g, so :math:`\Omega = (T - 1)(a - 1)^2`
+    exactly, for any loss and batch; it is 0 for an orthogonal W.
+
+    Cost: T - 1 small backward passes (each through one step), plus their double
+    backward when :math:`\Omega` is differentiated.
+    """
+    hs = list(hs)
+    if not hs:
+        raise ConfigError("hs must hold the per-step outputs h_1..h_T (at least one)")
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise ConfigError(f"loss must be a scalar tensor, got {getattr(loss, 'shape', type(loss).__name__)}")
+    if any(h.ndim != 2 or h.shape != hs[0].shape for h in hs):
+        raise ConfigError(f"every h_t must be (B, H) of one shape, got {sorted({tuple(h.shape) for h in hs})}")
+    if not loss.requires_grad or not all(h.requires_grad for h in hs):
+        raise ConfigError("the loss and every h_t must be part of an autograd graph (computed with gradients on)")
+    if any(a._base is not None and a._base is b._base for a, b in zip(hs, hs[1:])):
+        raise ConfigError("hs are slices of one tensor (the fused path's output?): they must be the states the "
+                          "recurrence ran through (the unrolled path)")
+    zero = loss.new_zeros(())
+    if len(hs) < 2:
+        return zero  # no transition to regularise
+    with torch.enable_grad():
+        grads = torch.autograd.grad(loss, hs, retain_graph=True, allow_unused=True)  # dE/dh_t, each (B, H)
+        terms = []
+        for k in range(len(hs) - 1):
+            g = grads[k + 1]
+            if g is None:  # the loss does not reach h_{k+1}: nothing to preserve
+                continue
+            g = g.detach()  # (B, H), a constant as in the paper
+            (v,) = torch.autograd.grad(hs[k + 1], hs[k], grad_outputs=g, create_graph=True,
+                                       allow_unused=True)  # g dh_{k+1}/dh_k: (B, H)
+            if v is None:
+                raise ConfigError(f"h_{k + 2} does not depend on h_{k + 1}: hs must be the states the recurrence ran "
+                                  "through (the unrolled path), not slices of a fused output")
+            g_norm, v_norm = g.norm(dim=1), v.norm(dim=1)  # (B,), (B,)
+            ok = g_norm > 0
+            ratio = v_norm / torch.where(ok, g_norm, torch.ones_like(g_norm))  # (B,)
+            terms.append(torch.where(ok, (ratio - 1.0) ** 2, torch.zeros_like(ratio)))
+    if not terms:
+        return zero
+    return torch.stack(terms, dim=1).sum(1).mean(0)  # sum over transitions, mean over the batch
 
 
 def _matrix(w: Tensor | np.ndarray) -> np.ndarray:

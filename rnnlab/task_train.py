@@ -1,0 +1,519 @@
+r"""Training RNNs on the long-memory tasks (:mod:`rnnlab.tasks`) with the loop every model shares.
+
+:func:`train_task` trains a :class:`TaskModel` on the adding, copy-memory or
+temporal-order problem of any length T with :func:`rnnlab.loop.run_loop`: the same
+optimisers, schedules, clipping (its pre-clip norm and clipped fraction logged),
+progress bar, ``metrics.jsonl``, checkpoints and exact resume as the language model and
+the classifier. What is task-specific lives in :class:`TaskJob`:
+
+* **Data.** By default every training batch is a fresh draw from the task's generator,
+  seeded by ``(data_seed, epoch, batch)`` alone (:meth:`TaskJob.batch`), so a resumed run
+  sees the very batches an uninterrupted one would; an "epoch" is then ``train_size``
+  sequences, a unit of progress only. With ``fresh = False`` one fixed training set of
+  ``train_size`` sequences is drawn once and reshuffled every epoch. The validation set
+  (``val_size`` sequences) is fixed by ``data_seed`` and never overlaps the training
+  draws' seeds.
+* **Loss.** The task's own metric, so the training loss and the validation score are
+  the same quantity: adding, the mean squared error of one prediction per sequence;
+  temporal order, the cross entropy (nats per sequence) of the class after the last
+  step; copy, the mean cross entropy over every output step (nats per step), as the
+  task's baseline is defined.
+* **Score.** Every evaluation reports the metric as ``loss``, the trivial ``baseline``,
+  ``ratio`` = loss / baseline (the headline unit: the task is solved below
+  1 / :data:`rnnlab.tasks.SUCCESS_FACTOR` = 0.1), ``success`` (1.0 or 0.0) and, for the
+  classification tasks, ``acc`` (of the class; for copy, of the K recalled symbols).
+* **Cures** (:class:`CuresConfig`): the initialisation of the recurrent weights
+  (:func:`rnnlab.nn.init.init_recurrent`: default, orthogonal or identity) and the
+  norm-preserving regulariser of Pascanu, Mikolov & Bengio (2013)
+  (:func:`rnnlab.gradients.norm_preserving_penalty`), added to the loss with weight
+  ``norm_reg`` and logged as ``norm_penalty``. The regulariser needs the per-step states
+  of the recurrence, so with ``norm_reg > 0`` training runs the unrolled path
+  (``RecurrentStack.step``) whatever ``model.fused`` says; evaluation always uses
+  ``model.fused`` (the two paths compute the same function).
+
+A checkpoint is one safetensors file in the format of :mod:`rnnlab.checkpoint` (kind
+``"task"``): weights, optimiser, RNG and JSON metadata (config, task, position). The
+language-model and classifier loaders refuse it by its kind; :func:`load_task_checkpoint`
+reads it.
+
+Shapes: values (B, T, F) float or ids (B, T) int64 in; outputs (B,) for adding, (B, C)
+for temporal order, (B, L, C) for copy (L = T + 2K).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+from rnnlab.checkpoint import (BEST, FORMAT, LAST, VERSION, _join_optimizer, _parse, _read_meta, _split_optimizer,
+                               atomic_write, resolve, write_json)
+from rnnlab.config import ModelConfig, OptimConfig, TrainConfig, from_dict
+from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.gradients import norm_preserving_penalty
+from rnnlab.loop import (check_resume_config, make_optimizer, new_state, open_run_folder, resolve_device, restore,
+                         run_loop)
+from rnnlab.nn.init import SCHEMES, init_recurrent
+from rnnlab.nn.stack import RecurrentStack
+from rnnlab.tasks import TASKS, Task, make_task
+
+TASK = "task"
+"""The ``kind`` of a task checkpoint."""
+
+__all__ = ["TASK", "CuresConfig", "TaskCheckpoint", "TaskConfig", "TaskJob", "TaskModel", "TaskRunConfig",
+           "build_task_model", "load_task_checkpoint", "resume_task_config", "save_task_checkpoint", "train_task"]
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a help text (as :mod:`rnnlab.config`: the CLI shows it)."""
+    return field(default=default, metadata={"help": help})
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# the config ---------------------------------------------------------------------------------------
+
+@dataclass
+class TaskConfig:
+    """Which long-memory task, how long, and how its sequences are drawn."""
+
+    name: Literal["adding", "copy", "temporal-order"] = _f("adding", "the task: adding, copy or temporal-order")
+    length: int = _f(100, "T: steps per sequence (adding, temporal-order) or the delay (copy)")
+    copy_len: int = _f(10, "copy: K, symbols to remember")
+    symbols: int = _f(8, "copy: S, the alphabet's size")
+    train_size: int = _f(10000, "training sequences per epoch (with --fresh, an epoch is a unit of progress only)")
+    fresh: bool = _f(True, "draw new training sequences for every batch (seeded by data seed, epoch and batch); "
+                           "--no-fresh: one fixed training set of train_size sequences, reshuffled every epoch")
+    val_size: int = _f(1000, "validation sequences (one fixed set)")
+    data_seed: int = _f(0, "seed of every generated sequence (training and validation); --seed seeds the weights")
+
+    def make(self) -> Task:
+        """The :class:`~rnnlab.tasks.Task` this section describes."""
+        extra = {"copy_len": self.copy_len, "symbols": self.symbols} if self.name == "copy" else {}
+        return make_task(self.name, self.length, **extra)
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.name not in TASKS:
+            p.append(f"task must be one of {', '.join(TASKS)}, got {self.name!r}")
+        else:
+            try:
+                self.make()
+            except ConfigError as e:
+                p.extend(e.problems)
+        for name in ("train_size", "val_size"):
+            v = getattr(self, name)
+            if not _whole(v) or v < 1:
+                p.append(f"{name} must be an integer >= 1, got {v!r}")
+        return p
+
+
+@dataclass
+class CuresConfig:
+    """Cures for vanishing and exploding gradients beyond clipping (which is in the optimiser's options)."""
+
+    recurrent_init: Literal["default", "orthogonal", "identity"] = _f(
+        "default", "recurrent weights: default (PyTorch's uniform), orthogonal (each gate block) or identity "
+                   "(IRNN, Le et al. 2015: each gate block I, biases 0)")
+    norm_reg: float = _f(0.0, "weight of the norm-preserving regulariser of Pascanu et al. 2013 (0: off); it sums "
+                              "T - 1 terms, so scale it down as T grows; training then runs the unrolled path")
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.recurrent_init not in SCHEMES:
+            p.append(f"recurrent_init must be one of {', '.join(SCHEMES)}, got {self.recurrent_init!r}")
+        if not (isinstance(self.norm_reg, (int, float)) and math.isfinite(self.norm_reg) and self.norm_reg >= 0):
+            p.append(f"norm_reg must be a number >= 0, got {self.norm_reg!r}")
+        return p
+
+
+def _task_model() -> ModelConfig:
+    # one layer and a one-hot input: the tasks' alphabets are tiny, and the literature's
+    # baselines (Hochreiter & Schmidhuber; Le et al.; Arjovsky et al.) use one layer, no dropout
+    return ModelConfig(cell="lstm", hidden_size=128, num_layers=1, dropout=0.0, input="onehot")
+
+
+def _task_optim() -> OptimConfig:
+    # Adam at 1e-3 with the gradient clipped to norm 1, a constant rate: the usual recipe for these tasks
+    return OptimConfig(lr=1e-3, clip_norm=1.0, lr_schedule="constant")
+
+
+def _task_train() -> TrainConfig:
+    return TrainConfig(batch_size=50, max_steps=2000, eval_interval=200, eval_batch_size=500, log_interval=10,
+                       out="runs/task")
+
+
+@dataclass
+class TaskRunConfig:
+    """Everything a task's training run needs; saved as ``config.json`` in the run folder.
+
+    ``train.seq_len`` is not used (a task's sequences are read whole, T steps of BPTT);
+    ``train.eval_batch_size`` is the number of validation sequences scored at once.
+    """
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=_task_model)
+    cures: CuresConfig = field(default_factory=CuresConfig)
+    optim: OptimConfig = field(default_factory=_task_optim)
+    train: TrainConfig = field(default_factory=_task_train)
+
+    def validate(self) -> TaskRunConfig:
+        """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
+        problems = [*self.task.problems(), *self.model.problems(), *self.cures.problems(), *self.optim.problems(),
+                    *self.train.problems()]
+        if _whole(self.task.train_size) and _whole(self.train.batch_size) and 1 <= self.task.train_size \
+                < self.train.batch_size:
+            problems.append(f"train_size ({self.task.train_size}) must be at least batch_size "
+                            f"({self.train.batch_size})")
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskRunConfig:
+        """From (nested) JSON, rejecting unknown keys and wrong types (every problem at once)."""
+        return from_dict(cls, d)
+
+
+# the model ----------------------------------------------------------------------------------------
+
+class TaskModel(nn.Module):
+    r"""An RNN for a long-memory task: input layer, recurrent stack, one linear output layer.
+
+    .. math::
+        e_t = x_t \ (\text{values}) \ \text{or}\ E[x_t] \ \text{or}\ \operatorname{onehot}(x_t) \ (\text{ids}),
+        \qquad h_t = \text{stack}(e_t, h_{t-1}), \qquad h_0 = 0
+
+    and the output, from the kind of the task:
+
+    * regression (adding): :math:`\hat y = w^\top \text{drop}(h_T) + b`, (B,); loss: MSE;
+    * classification (temporal order): logits :math:`W \text{drop}(h_T) + b`, (B, C); loss:
+      cross entropy;
+    * sequence (copy): logits at every step :math:`W \text{drop}(h_t) + b`, (B, L, C);
+      loss: cross entropy averaged over all B * L steps.
+
+    Each loss is the task's metric (:meth:`rnnlab.tasks.Task.score`) on the batch.
+    """
+
+    def __init__(self, cfg: ModelConfig, task: Task):
+        super().__init__()
+        self.cfg = cfg
+        self.kind, self.input_kind = task.kind, task.input_kind
+        self.input_size, self.output_size = task.input_size, task.output_size
+        self.embedding: nn.Embedding | None = None
+        if self.input_kind == "ids" and cfg.input == "embedding":
+            self.embedding = nn.Embedding(self.input_size, cfg.embedding_size)
+            width = cfg.embedding_size
+        else:
+            width = self.input_size
+        self.rnn = RecurrentStack(cfg.cell, width, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, self.output_size)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Values (B, T, F) pass through (in the model's dtype); ids (B, T) -> (B, T, I)."""
+        if self.input_kind == "values":
+            return x.to(self.head.weight.dtype)
+        if self.embedding is not None:
+            return self.embedding(x)
+        return F.one_hot(x, self.input_size).to(self.head.weight.dtype)
+
+    def readout(self, out: Tensor) -> Tensor:
+        """Top-layer outputs (B, T, H) -> the task's outputs: (B,), (B, C) or (B, T, C)."""
+        if self.kind != "sequence":
+            out = out[:, -1]  # (B, H): the state after the last step
+        y = self.head(F.dropout(out, self.cfg.dropout, self.training))
+        return y.squeeze(-1) if self.kind == "regression" else y
+
+    def forward(self, x: Tensor, fused: bool | None = None) -> Tensor:
+        """The outputs for inputs x (whole sequences); ``fused`` defaults to the config."""
+        out, _ = self.rnn(self.embed(x), fused=self.cfg.fused if fused is None else fused)  # (B, T, H)
+        return self.readout(out)
+
+    def forward_steps(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The same outputs through ``RecurrentStack.step``, and the top layer's states h_1..h_T, each (B, H),
+        as the recurrence ran through them (what :func:`~rnnlab.gradients.norm_preserving_penalty` needs)."""
+        e = self.embed(x)  # (B, T, I)
+        p = self.head.weight
+        state = self.rnn.initial_state(e.shape[0], p.device, p.dtype)
+        hs = []
+        for t in range(e.shape[1]):
+            h, state = self.rnn.step(e[:, t], state)  # (B, H)
+            hs.append(h)
+        return self.readout(torch.stack(hs, dim=1)), hs  # outputs, T x (B, H)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The task's metric on a batch: MSE, or the mean cross entropy (per sequence or per step)."""
+        if self.kind == "regression":
+            return F.mse_loss(outputs, targets.to(outputs.dtype))
+        return F.cross_entropy(outputs.reshape(-1, self.output_size), targets.reshape(-1))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_task_model(cfg: TaskRunConfig, task: Task | None = None) -> TaskModel:
+    """A fresh :class:`TaskModel` for ``cfg`` with its recurrent initialisation applied (torch's global RNG)."""
+    model = TaskModel(cfg.model, task or cfg.task.make())
+    return init_recurrent(model, cfg.cures.recurrent_init)  # type: ignore[return-value]
+
+
+# the job ------------------------------------------------------------------------------------------
+
+# streams of the data seed: each use of randomness has its own, so none repeats another
+_VAL, _FRESH, _FIXED, _ORDER = 0, 1, 2, 3
+
+
+class TaskJob:
+    """The :class:`~rnnlab.loop.Job` of a long-memory task: generated batches, the task's metric."""
+
+    def __init__(self, cfg: TaskRunConfig, model: TaskModel, task: Task, device: torch.device):
+        self.cfg, self.model, self.task, self.device = cfg, model, task, device
+        tk = cfg.task
+        self.batch_size = cfg.train.batch_size
+        self.batches_per_epoch = max(1, tk.train_size // self.batch_size)  # a fixed set drops its last part-batch
+        self.unit, self.items = "ratio", "seqs"
+        self.baseline = task.baseline()
+        self.val_x, self.val_y = task.generate(tk.val_size, np.random.default_rng([tk.data_seed, _VAL]))
+        self.train_x: np.ndarray | None = None
+        self.train_y: np.ndarray | None = None
+        if not tk.fresh:
+            self.train_x, self.train_y = task.generate(tk.train_size, np.random.default_rng([tk.data_seed, _FIXED]))
+        self._order: np.ndarray | None = None
+        self._order_epoch = -1
+        self._task_loss = math.nan
+
+    def start_epoch(self, epoch: int) -> None:
+        """A fixed training set's order for this epoch: a function of (data seed, epoch) alone."""
+        if not self.cfg.task.fresh:
+            self._order = np.random.default_rng([self.cfg.task.data_seed, _ORDER, epoch]).permutation(
+                self.cfg.task.train_size)
+            self._order_epoch = epoch
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Training batch ``index`` of ``epoch`` (inputs, targets): the same arrays in every run with this config."""
+        tk = self.cfg.task
+        if tk.fresh:
+            return self.task.generate(self.batch_size, np.random.default_rng([tk.data_seed, _FRESH, epoch, index]))
+        if self._order_epoch != epoch:  # resumed in the middle of an epoch
+            self.start_epoch(epoch)
+        assert self._order is not None and self.train_x is not None and self.train_y is not None
+        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.train_x[idx], self.train_y[idx]
+
+    def train_loss(self, epoch: int, index: int) -> tuple[Tensor, int, dict[str, float]]:
+        xb, yb = self.batch(epoch, index)
+        x = torch.from_numpy(xb).to(self.device)  # (B, T, F) or (B, T)
+        y = torch.from_numpy(yb).to(self.device)  # (B,) or (B, L)
+        reg = self.cfg.cures.norm_reg
+        extra: dict[str, float] = {}
+        if reg > 0:
+            outputs, hs = self.model.forward_steps(x)  # the unrolled path: the penalty needs every h_t
+            loss = self.model.loss(outputs, y)
+            penalty = norm_preserving_penalty(hs, loss)
+            extra["norm_penalty"] = penalty.item()
+            total = loss + reg * penalty
+        else:
+            loss = total = self.model.loss(self.model(x), y)
+        self._task_loss = loss.item()
+        return total, len(xb), extra
+
+    def step_done(self, ok: bool) -> None:
+        pass
+
+    def train_metrics(self, loss: float) -> dict[str, float]:
+        """The task's metric on the batch (without the regulariser) and its ratio to the baseline."""
+        m = {"loss": self._task_loss, "ratio": self._task_loss / self.baseline}
+        if self.cfg.cures.norm_reg > 0:
+            m["objective"] = loss  # what was minimised: the metric plus norm_reg times the penalty
+        return m
+
+    @torch.no_grad()
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """The model's outputs for inputs ``x`` (N, ...), in evaluation mode, batch by batch: (N,), (N, C) or (N, L, C)."""
+        was_training = self.model.training
+        self.model.eval()
+        chunks = []
+        try:
+            for s in range(0, len(x), self.cfg.train.eval_batch_size):
+                xb = torch.from_numpy(x[s:s + self.cfg.train.eval_batch_size]).to(self.device)
+                chunks.append(self.model(xb).double().cpu().numpy())
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(chunks)
+
+    def evaluate(self) -> dict[str, float]:
+        """The validation set's metric (``loss``), ``baseline``, ``ratio``, ``success`` and (classes) ``acc``."""
+        out = self.outputs(self.val_x)
+        metric = self.task.score(out, self.val_y)
+        m = {"loss": metric, "baseline": self.baseline, "ratio": metric / self.baseline,
+             "success": float(self.task.success(metric))}
+        if self.task.kind == "classification":
+            m["acc"] = float((out.argmax(-1) == self.val_y).mean())
+        elif self.task.kind == "sequence":
+            k = self.cfg.task.copy_len  # the K recalled symbols at the end of each sequence
+            m["acc"] = float((out[:, -k:].argmax(-1) == self.val_y[:, -k:]).mean())
+        return m
+
+    def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
+             rng: dict[str, Tensor]) -> None:
+        save_task_checkpoint(path, self.model, self.cfg, self.task, train_state, optimizer, rng)
+
+
+# checkpoints --------------------------------------------------------------------------------------
+
+def save_task_checkpoint(path: str | os.PathLike[str], model: TaskModel, cfg: TaskRunConfig, task: Task,
+                         train_state: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
+                         rng: dict[str, Tensor] | None = None) -> None:
+    """One safetensors file (atomic): weights, optimiser, RNG; JSON metadata for the config, task and position."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "version": str(VERSION), "kind": TASK, "config": json.dumps(cfg.to_dict()),
+            "task": json.dumps(task.to_dict()), "train_state": json.dumps(train_state or {})}
+    if optimizer is not None:
+        opt_tensors, opt_meta = _split_optimizer(optimizer)
+        tensors.update(opt_tensors)
+        meta["optimizer"] = json.dumps(opt_meta)
+    for name, t in (rng or {}).items():
+        tensors[f"rng.{name}"] = t.detach().cpu().contiguous()
+    atomic_write(path, st_save(tensors, metadata=meta))
+
+
+@dataclass
+class TaskCheckpoint:
+    """What a task checkpoint holds, parsed and checked (what :func:`rnnlab.loop.restore` reads)."""
+
+    path: Path
+    config: TaskRunConfig
+    train_state: dict[str, Any]
+    tensors: dict[str, Tensor] = field(repr=False)
+    optimizer: dict[str, Any] | None = field(default=None, repr=False)
+
+    def model_state(self) -> dict[str, Tensor]:
+        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def rng(self) -> dict[str, Tensor]:
+        return {k[len("rng."):]: v for k, v in self.tensors.items() if k.startswith("rng.")}
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        return None if self.optimizer is None else _join_optimizer(self.tensors, self.optimizer)
+
+    def build_model(self) -> TaskModel:
+        """The model with these weights; a :class:`CheckpointError` if they do not fit the config."""
+        model = TaskModel(self.config.model, self.config.task.make())
+        try:
+            model.load_state_dict(self.model_state(), strict=True)
+        except RuntimeError as e:
+            detail = " ".join(line.strip() for line in str(e).strip().splitlines()[:3])
+            raise CheckpointError(f"{self.path}: weights do not match its config ({detail[:300]})") from None
+        return model
+
+
+def load_task_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> TaskCheckpoint:
+    """Read and check a task checkpoint (a file, or a run folder's best, else last, checkpoint)."""
+    p = resolve(path, prefer)
+    meta = _read_meta(p)  # refuses foreign files, pickles, other formats and versions
+    kind = meta.get("kind")
+    if kind != TASK:
+        raise CheckpointError(f"{p} is a {kind} checkpoint, not a task's")
+    try:
+        config = TaskRunConfig.from_dict(_parse(p, meta, "config")).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: stored config is invalid: {e}") from None
+    train_state = _parse(p, meta, "train_state")
+    optimizer = _parse(p, meta, "optimizer") if "optimizer" in meta else None
+    if not isinstance(train_state, dict) or (optimizer is not None and not isinstance(optimizer, dict)):
+        raise CheckpointError(f"{p}: training state is malformed")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+    return TaskCheckpoint(p, config, train_state, tensors, optimizer)
+
+
+def resume_task_config(out: str | os.PathLike[str], overrides: dict[str, dict[str, Any]] | None = None
+                       ) -> TaskRunConfig:
+    """The config of the task run in ``out`` (from its last checkpoint), ``overrides`` applied section by
+    section and ``resume`` set; :func:`train_task` then refuses overrides that change what the run learns."""
+    base = load_task_checkpoint(Path(out) / LAST if Path(out).is_dir() else out, prefer=LAST).config.to_dict()
+    for section, values in (overrides or {}).items():
+        base[section].update(values)
+    base["train"]["resume"] = True
+    return TaskRunConfig.from_dict(base)
+
+
+# the entry point ----------------------------------------------------------------------------------
+
+def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or, with ``cfg.train.resume``, continue) the task run in ``cfg.train.out``.
+
+    Returns a summary: the task, steps, epochs, why it stopped, the last evaluation's
+    validation metrics (``val_loss``, ``val_ratio``, ``val_success``, ...), ``success``
+    (the last evaluation solved the task: metric below baseline / 10), the baseline and
+    the threshold, and the best validation metric with its success.
+    """
+    cfg.validate()
+    tc = cfg.train
+    out = Path(tc.out)
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
+        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+
+    ckpt: TaskCheckpoint | None = None
+    if tc.resume:
+        if not (out / LAST).exists():
+            raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
+        ckpt = load_task_checkpoint(out / LAST)
+        check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
+    task = cfg.task.make()
+
+    torch.manual_seed(tc.seed)
+    model = ckpt.build_model() if ckpt else build_task_model(cfg, task)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg.optim)
+    open_run_folder(out)
+    job = TaskJob(cfg, model, task, device)
+    if ckpt:
+        state = restore(ckpt, optimizer, out)
+    else:
+        state = new_state(cfg.optim, tc, job.batches_per_epoch)
+        write_json(out / "task.json", task.to_dict())
+    write_json(out / "config.json", cfg.to_dict())
+
+    m = cfg.model
+    result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
+                      desc=f"{task.name} T={task.length} {m.cell} {m.num_layers}x{m.hidden_size}")
+    bpe = job.batches_per_epoch
+    last = result.last_val or {}
+    summary: dict[str, Any] = {
+        "run": str(out), "task": task.name, "length": task.length, "cell": m.cell, "stopped": result.stopped,
+        "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
+        "elapsed_s": round(state.elapsed, 2), "seqs_per_sec": round(state.tokens / max(state.train_time, 1e-9), 1),
+        "skipped_steps": state.skipped, "parameters": model.num_parameters(), "metric": task.metric,
+        "baseline": task.baseline(), "success_threshold": task.success_threshold(),
+        **{f"val_{k}": v for k, v in last.items()},
+        "success": bool(last.get("success", 0.0)),
+        "best_val_loss": state.best_val, "best_success": task.success(state.best_val),
+    }
+    if result.stopped == "interrupted":
+        summary["signal"] = result.signal
+    return summary

@@ -1,0 +1,218 @@
+"""Long-memory tasks trained with the shared loop: the model's outputs and losses, the data, solving
+the adding problem, learning temporal order, the cures, exact resume, checkpoints and bad configs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlab.checkpoint import load_checkpoint
+from rnnlab.config import ModelConfig
+from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.task_train import (TaskJob, TaskModel, TaskRunConfig, build_task_model, load_task_checkpoint,
+                               resume_task_config, train_task)
+from rnnlab.tasks import make_task
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: a second intra-op thread only adds synchronisation (and stalls on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(tmp_path, name: str = "adding", length: int = 10, cell: str = "lstm", hidden: int = 16, **train) -> TaskRunConfig:
+    cfg = TaskRunConfig()
+    cfg.task.name, cfg.task.length, cfg.task.val_size, cfg.task.train_size = name, length, 200, 1000
+    cfg.model = ModelConfig(cell=cell, hidden_size=hidden, num_layers=1, dropout=0.0, input="onehot")
+    cfg.optim.lr = 1e-2
+    cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.out = 32, 100, str(tmp_path / "run")
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def _rows(cfg: TaskRunConfig, split: str) -> list[dict]:
+    lines = (json.loads(line) for line in open(f"{cfg.train.out}/metrics.jsonl", encoding="utf-8"))
+    return [r for r in lines if r["split"] == split]
+
+
+# the model --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["adding", "copy", "temporal-order"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_outputs_have_the_task_shapes_and_both_paths_agree(name, cell):
+    task = make_task(name, 10, **({"copy_len": 3, "symbols": 4} if name == "copy" else {}))
+    torch.manual_seed(0)
+    model = TaskModel(ModelConfig(cell=cell, hidden_size=6, num_layers=2, dropout=0.0, input="onehot"), task).double()
+    x, y = task.generate(5, 1)
+    out = model(torch.from_numpy(x))
+    expected = {"adding": (5,), "temporal-order": (5, 4), "copy": (5, 10 + 2 * 3, 5)}[name]
+    assert tuple(out.shape) == expected
+    stepped, hs = model.forward_steps(torch.from_numpy(x))
+    assert len(hs) == x.shape[1] and tuple(hs[0].shape) == (5, 6)
+    assert torch.allclose(stepped, out, atol=1e-12)  # the unrolled path computes the fused path's function
+    # the training loss is the task's own metric (its numpy oracle) on the same outputs
+    loss = model.loss(out, torch.from_numpy(y))
+    assert loss.item() == pytest.approx(task.score(out.detach().numpy(), y), rel=1e-10)
+
+
+def test_an_embedding_input_for_ids():
+    task = make_task("copy", 5)
+    model = TaskModel(ModelConfig(cell="gru", hidden_size=4, num_layers=1, dropout=0.0, input="embedding",
+                                  embedding_size=3), task)
+    assert model.embedding is not None and model.rnn.cells[0].input_size == 3
+    assert tuple(model(torch.from_numpy(task.generate(2, 0)[0])).shape) == (2, 5 + 20, 9)
+
+
+# the data -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_batches_are_a_pure_function_of_data_seed_epoch_and_index(tmp_path, fresh):
+    cfg = _cfg(tmp_path, "temporal-order", 12)
+    cfg.task.fresh, cfg.task.train_size = fresh, 96
+    task = cfg.task.make()
+    one, two = (TaskJob(cfg, TaskModel(cfg.model, task), task, torch.device("cpu")) for _ in range(2))
+    two.start_epoch(0)
+    two.batch(0, 1)  # another history: the batch does not depend on it
+    a, b = one.batch(1, 2), two.batch(1, 2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(one.batch(1, 1)[0], a[0]) and not np.array_equal(one.batch(0, 2)[0], a[0])
+    assert one.batches_per_epoch == 3 and a[0].shape == (32, 12)
+    assert not np.array_equal(one.val_x[:32], a[0])
+    cfg.task.data_seed = 1
+    other = TaskJob(cfg, TaskModel(cfg.model, task), task, torch.device("cpu"))
+    assert not np.array_equal(other.batch(1, 2)[0], a[0]) and not np.array_equal(other.val_x, one.val_x)
+    if not fresh:  # a fixed set: each epoch is a permutation of the same training sequences
+        epoch = np.concatenate([one.batch(4, i)[0] for i in range(3)])
+        assert sorted(map(bytes, epoch)) == sorted(map(bytes, one.train_x))
+
+
+# learning ---------------------------------------------------------------------------------------
+
+def test_an_lstm_solves_the_adding_problem_at_t10(tmp_path):
+    cfg = _cfg(tmp_path, "adding", 10, hidden=32, max_steps=400, eval_interval=400)
+    cfg.train.batch_size, cfg.task.val_size = 50, 500
+    s = train_task(cfg, progress=False)
+    assert s["stopped"] == "max_steps" and s["steps"] == 400
+    assert s["baseline"] == pytest.approx(1 / 6) and s["success_threshold"] == pytest.approx(1 / 60)
+    assert s["val_loss"] < s["success_threshold"] and s["val_ratio"] < 0.1  # about 0.002 in practice
+    assert s["success"] is True and s["val_success"] == 1.0 and s["best_success"] is True
+    assert (tmp_path / "run" / "curves.png").exists() and json.loads((tmp_path / "run" / "task.json").read_text())["name"] == "adding"
+
+
+def test_temporal_order_is_learned_above_chance(tmp_path):
+    cfg = _cfg(tmp_path, "temporal-order", 20, cell="gru", max_steps=100, eval_interval=100)
+    s = train_task(cfg, progress=False)
+    assert s["val_baseline"] == pytest.approx(math.log(4))
+    assert s["val_loss"] < 0.5 * math.log(4) and s["val_acc"] > 0.5  # chance: ln 4 nats, 25%
+
+
+# the cures ----------------------------------------------------------------------------------------
+
+def test_norm_reg_adds_the_logged_penalty_and_the_penalty_falls(tmp_path):
+    cfg = _cfg(tmp_path, "adding", 20, cell="elman", max_steps=60, eval_interval=60, log_interval=1)
+    cfg.cures.norm_reg = 1.0
+    s = train_task(cfg, progress=False)
+    rows = _rows(cfg, "train")
+    assert s["steps"] == 60 and len(rows) == 60
+    for r in rows:  # the logged loss is the task's metric; the objective adds norm_reg times the penalty
+        assert r["norm_penalty"] >= 0 and r["objective"] == pytest.approx(r["loss"] + 1.0 * r["norm_penalty"], rel=1e-5)
+        assert r["ratio"] == pytest.approx(r["loss"] * 6)
+    first, last = rows[0]["norm_penalty"], np.mean([r["norm_penalty"] for r in rows[-10:]])
+    assert first > 0.5 and last < first / 5  # the regulariser does its job on the Elman RNN
+    plain = _cfg(tmp_path, "adding", 20, cell="elman", max_steps=2, eval_interval=2, out=str(tmp_path / "plain"))
+    train_task(plain, progress=False)
+    assert all("norm_penalty" not in r and "objective" not in r for r in _rows(plain, "train"))
+
+
+@pytest.mark.parametrize("scheme", ["orthogonal", "identity"])
+def test_recurrent_init_is_applied(tmp_path, scheme):
+    cfg = _cfg(tmp_path, "copy", 5, cell="lstm", hidden=6)
+    cfg.cures.recurrent_init = scheme
+    blocks = build_task_model(cfg).rnn.cells[0].weight_hh.detach().view(4, 6, 6)
+    for w in blocks:
+        target = torch.eye(6) if scheme == "identity" else w.T @ w
+        assert torch.allclose(target, torch.eye(6), atol=1e-5)
+    if scheme == "identity":  # and the run trains from it: one step of a tiny learning rate barely moves it
+        cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum, cfg.optim.clip_norm = "sgd", 1e-9, 0.0, 0.0
+        cfg.train.max_steps, cfg.train.eval_interval = 1, 1
+        train_task(cfg, progress=False)
+        w = load_task_checkpoint(cfg.train.out).model_state()["rnn.layers.0.weight_hh"].view(4, 6, 6)
+        assert torch.allclose(w, torch.eye(6).expand(4, 6, 6), atol=1e-6)
+        assert not torch.equal(w, torch.eye(6).expand(4, 6, 6))  # it did train
+
+
+# resume and checkpoints ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["fresh-dropout-cosine", "fixed-norm-reg"])
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, variant):
+    def cfg(out: str, steps: int) -> TaskRunConfig:
+        c = _cfg(tmp_path, "temporal-order", 10, cell="gru", hidden=8, max_steps=steps, eval_interval=10,
+                 out=str(tmp_path / out))
+        c.task.train_size, c.train.batch_size = 64, 16  # 4 batches an epoch: the stop falls mid-epoch
+        if variant == "fresh-dropout-cosine":
+            c.model.num_layers, c.model.dropout = 2, 0.2  # the RNG state must be restored too
+            c.optim.lr_schedule, c.optim.decay_steps = "cosine", 30
+        else:
+            c.task.fresh, c.cures.norm_reg, c.cures.recurrent_init = False, 0.1, "orthogonal"
+        return c
+
+    train_task(cfg("whole", 30), progress=False)
+    part = cfg("part", 13)
+    train_task(part, progress=False)
+    s = train_task(resume_task_config(part.train.out, {"train": {"max_steps": 30}}), progress=False)
+    assert s["steps"] == 30
+    a, b = load_task_checkpoint(tmp_path / "whole" / "last.safetensors"), load_task_checkpoint(tmp_path / "part" / "last.safetensors")
+    for key in ("step", "epoch", "batch", "tokens", "lr_scale", "skipped", "horizon"):
+        assert a.train_state[key] == b.train_state[key], key
+    for k, v in a.model_state().items():
+        assert torch.equal(v, b.model_state()[k]), k
+    # the same validation rows, steps 10, 20, 30 (metrics.jsonl was cut back to the checkpoint and continued)
+    assert [r["loss"] for r in _rows(a.config, "val")] == [r["loss"] for r in _rows(b.config, "val") if r["step"] != 13]
+
+
+def test_checkpoints_are_refused_where_they_do_not_belong(tmp_path):
+    cfg = _cfg(tmp_path, "adding", 5, hidden=4, max_steps=3, eval_interval=3)
+    train_task(cfg, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_task(cfg, progress=False)
+    with pytest.raises(CheckpointError, match="unknown kind 'task'"):  # the language-model loader
+        load_checkpoint(cfg.train.out)
+    changed = resume_task_config(cfg.train.out, {"optim": {"lr": 0.5}, "train": {"max_steps": 5}})
+    with pytest.raises(ConfigError, match="lr: the run has 0.01"):
+        train_task(changed, progress=False)
+    model = load_task_checkpoint(cfg.train.out).build_model()
+    assert isinstance(model, TaskModel) and model.kind == "regression"
+    (tmp_path / "lm.safetensors").write_bytes(b"\x80\x04junk")
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_task_checkpoint(tmp_path / "lm.safetensors")
+
+
+# bad configs --------------------------------------------------------------------------------------
+
+def test_a_bad_config_lists_every_problem(tmp_path):
+    cfg = _cfg(tmp_path, "copy", 0, max_steps=10)
+    cfg.task.symbols, cfg.task.val_size, cfg.task.train_size = 1, 0, 8
+    cfg.cures.norm_reg, cfg.cures.recurrent_init = -1.0, "zeros"
+    cfg.model.hidden_size = 0
+    with pytest.raises(ConfigError) as e:
+        train_task(cfg, progress=False)
+    text = "\n".join(e.value.problems)
+    for needle in ("copy: length must be an integer >= 1", "symbols must be an integer >= 2", "val_size must be",
+                   "norm_reg must be a number >= 0", "recurrent_init must be one of", "hidden_size must be >= 1",
+                   "train_size (8) must be at least batch_size (32)"):
+        assert needle in text, needle
+    bad = TaskRunConfig()
+    bad.task.name = "parity"
+    with pytest.raises(ConfigError, match="task must be one of adding, copy, temporal-order"):
+        bad.validate()
+    with pytest.raises(ConfigError, match="unknown key task.'seed'"):
+        TaskRunConfig.from_dict({"task": {"seed": 3}})
+    assert TaskRunConfig.from_dict(TaskRunConfig().to_dict()) == TaskRunConfig()  # the JSON form round-trips
