@@ -572,6 +572,39 @@ def cmd_scratch(ns: argparse.Namespace) -> int:
     return 0
 
 
+TASKS_EXAMPLES = """examples:
+  rnnlab tasks run adding --cell elman --length 200 --time-budget 60 --out runs/adding-elman
+  rnnlab tasks run adding --cell lstm --length 200 --time-budget 60 --out runs/adding-lstm
+  rnnlab tasks run copy --cell gru --length 50 --max-steps 3000 --out runs/copy
+  rnnlab tasks run temporal-order --cell elman --length 100 --recurrent-init orthogonal --norm-reg 0.005 \\
+      --clip-norm 1 --out runs/order
+  rnnlab tasks run adding --out runs/adding-elman --resume --time-budget 120
+"""
+
+
+def _task_sections() -> dict[str, type]:
+    from rnnlab.task_train import CuresConfig, TaskConfig
+
+    return {"task": TaskConfig, "model": ModelConfig, "cures": CuresConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def cmd_tasks(ns: argparse.Namespace) -> int:
+    from rnnlab.task_train import TaskRunConfig, resume_task_config, train_task
+
+    given = {section: _given(ns, cls) for section, cls in _task_sections().items()}
+    given["task"]["name"] = ns.task
+    if getattr(ns, "resume", False):
+        cfg = resume_task_config(getattr(ns, "out", TaskRunConfig().train.out), given)
+    else:
+        base = TaskRunConfig().to_dict()
+        for section, values in given.items():
+            base[section].update(values)
+        cfg = TaskRunConfig.from_dict(base)
+    summary = train_task(cfg, progress=not ns.quiet)
+    _report(summary, ns.json)
+    return 128 + summary["signal"] if summary["stopped"] == "interrupted" else 0
+
+
 # the page in the browser -------------------------------------------------------------------
 
 SERVE_EXAMPLES = """examples:
@@ -655,6 +688,22 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--plot", default=None, help="write the curves to this PNG (log scale)")
     gr.add_argument("--json-out", default=None, help="write the curves and spectra to this JSON file")
     gr.set_defaults(func=cmd_gradients)
+
+    tk = sub.add_parser("tasks", help="long-memory tasks: adding, copy, temporal order", formatter_class=fmt,
+                        epilog=TASKS_EXAMPLES, description="Train a cell on a long-memory task for any length T "
+                                                           "and report success against the task's trivial baseline.")
+    tsub = tk.add_subparsers(dest="tasks_cmd", required=True, metavar="ACTION")
+    tr = tsub.add_parser("run", help="train on a task and report success", formatter_class=fmt, epilog=TASKS_EXAMPLES)
+    tr.add_argument("task", choices=("adding", "copy", "temporal-order"))
+    from rnnlab.task_train import TaskRunConfig
+
+    task_defaults = TaskRunConfig()
+    for section, cls in _task_sections().items():
+        _add_dataclass_options(tr, cls, f"{section} options", skip=("seq_len", "name"),
+                               defaults=getattr(task_defaults, section))
+    tr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_tasks)
 
     sc = sub.add_parser("scratch", help="BPTT by hand: a NumPy Elman RNN you can read", formatter_class=fmt,
                         epilog=SCRATCH_EXAMPLES)

@@ -34,3 +34,34 @@ def shared(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared dataset {p} not present")
     return p
+
+
+NAME_STEMS = ["ivan", "petr", "boris", "oleg", "igor", "pavel", "yuri", "gleb", "lev", "roman", "ilya", "mark"]
+NAME_SUFFIXES = {"Russian": "ov", "Spanish": "ez", "Italian": "ini"}
+
+
+def tiny_names_classifier(folder: Path, steps: int = 20) -> Path:
+    """A real classifier checkpoint in a few seconds: a 12-unit bidirectional GRU trained ``steps``
+    steps on three classes of names told apart by their endings (-ov, -ez, -ini). Returns the
+    run folder (``folder / "names"``); the data lie in ``folder / "names-data"``."""
+    from rnnlab.classify import train_classifier
+    from rnnlab.config import ClassifyRunConfig, ModelConfig
+
+    data = folder / "names-data"
+    data.mkdir(parents=True)
+    for label, suffix in NAME_SUFFIXES.items():
+        (data / f"{label}.txt").write_text("\n".join(s + suffix for s in NAME_STEMS) + "\n", encoding="utf-8")
+    cfg = ClassifyRunConfig()
+    cfg.data.data = str(data)
+    cfg.data.val_fraction, cfg.data.test_fraction = 0.2, 0.2
+    cfg.model = ModelConfig(cell="gru", hidden_size=12, num_layers=1, dropout=0.0, embedding_size=8)
+    cfg.optim.lr = 0.02
+    cfg.train.batch_size, cfg.train.max_steps, cfg.train.eval_interval = 8, steps, steps
+    cfg.train.threads = 1  # tiny matrices: one thread is faster on a shared machine
+    cfg.train.out = str(folder / "names")
+    threads = torch.get_num_threads()
+    try:
+        train_classifier(cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)  # train_classifier set it for the whole process
+    return folder / "names"

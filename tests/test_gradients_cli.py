@@ -47,3 +47,14 @@ def test_scratch_train_prints_a_falling_loss(tmp_path, capsys, optimizer):
     summary = json.loads(lines[-1])
     assert summary["final_smooth_loss"] < summary["initial_loss"] - 0.3
     assert sum(line.startswith("step") for line in lines) == 3
+
+
+def test_tasks_run_reports_success_against_the_baseline(tmp_path, capsys):
+    out = tmp_path / "adding"
+    assert main(["tasks", "run", "adding", "--cell", "lstm", "--length", "10", "--hidden-size", "32", "--lr", "0.01",
+                 "--max-steps", "400", "--eval-interval", "200", "--out", str(out), "--quiet", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["task"] == "adding" and s["baseline"] == pytest.approx(1 / 6) and s["success"] is True
+    assert s["val_loss"] < s["success_threshold"]
+    assert main(["tasks", "run", "copy", "--length", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "length" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -1,7 +1,8 @@
 """End to end in a real headless browser: Debian's chromium, driven by Playwright, against the real
 server (``rnnlab.serve.serve`` in a subprocess on a free loopback port). It generates text, hovers a
 character and reads the probability panel, scores a pasted text, looks at a unit, and saves a
-screenshot. Skips when chromium or Playwright is missing (``scripts/install-browser`` installs
+screenshot; then it picks the classifier served beside the language model, types a name and reads
+the class probability bars. Skips when chromium or Playwright is missing (``scripts/install-browser`` installs
 chromium; Playwright comes with the test extra)."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from rnnlab.checkpoint import load_model
+from rnnlab.classify import predict
 from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig
 from rnnlab.sampling import generate
 from rnnlab.train import train
@@ -37,8 +39,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The real server on loopback, serving a tiny LSTM trained for a few steps; yields (url, run)."""
-    from conftest import TEXT
+    """The real server on loopback, serving a tiny LSTM and a tiny names classifier, each trained for a
+    few steps; yields (url, run, classifier run)."""
+    from conftest import TEXT, tiny_names_classifier
 
     d = tmp_path_factory.mktemp("browser")
     (d / "corpus.txt").write_text(TEXT, encoding="utf-8")
@@ -48,9 +51,11 @@ def server(tmp_path_factory):
                     optim=OptimConfig(lr=1e-2),
                     train=TrainConfig(batch_size=4, seq_len=16, max_steps=6, eval_interval=6, log_interval=3, seed=1,
                                       out=str(run))), progress=False)
+    names = tiny_names_classifier(d)
     port = _free_port()
     log = open(d / "server.log", "wb")
-    code = f"from rnnlab.serve import serve; serve([{str(run)!r}], host='127.0.0.1', port={port}, log_level='warning')"
+    code = (f"from rnnlab.serve import serve; serve([{str(run)!r}, {str(names)!r}], host='127.0.0.1', port={port}, "
+            "log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -65,7 +70,7 @@ def server(tmp_path_factory):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start: {(d / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        yield url, run
+        yield url, run, names
     finally:
         proc.terminate()
         try:
@@ -76,7 +81,7 @@ def server(tmp_path_factory):
 
 
 def test_the_page_generates_shows_probabilities_scores_and_units(server, tmp_path):
-    url, run = server
+    url, run, _ = server
     problems: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM))
@@ -87,7 +92,8 @@ def test_the_page_generates_shows_probabilities_scores_and_units(server, tmp_pat
             page.goto(url)
             # (waits use selectors: the page's CSP forbids the string evaluation wait_for_function needs)
             page.wait_for_selector("#model option", state="attached")
-            assert page.locator("#model option").count() == 1
+            assert page.locator("#model option").count() == 2  # the language model first, chosen
+            assert page.is_visible("#write") and page.is_hidden("#classify")
 
             # write: top-k 3 at temperature 0.8, seeded, so the text is known and the chosen
             # character is among the model's top 3 (temperature keeps the order)
@@ -161,4 +167,68 @@ def test_the_page_generates_shows_probabilities_scores_and_units(server, tmp_pat
         finally:
             browser.close()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    assert [p for p in problems if "422" not in p] == []  # the 422 above is logged by the browser, as expected
+
+
+def test_the_page_shows_a_classifiers_class_probabilities(server, tmp_path):
+    url, _, names = server
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.goto(url)
+            page.wait_for_selector("#model option", state="attached")
+            page.select_option("#model", label="names")
+            # a classifier: the Classify panel, and none of the language model's
+            page.wait_for_selector("#classify", state="visible")
+            for panel in ("#write", "#read", "#inside"):
+                assert page.is_hidden(panel), panel
+            assert "classifier" in page.inner_text("#model-info") and "3 classes" in page.inner_text("#model-info")
+
+            # typing is enough: the bars follow the text (debounced)
+            page.locator("#classify-text").press_sequentially("novikov", delay=30)
+            page.wait_for_selector("#class-list[data-model='names'] .class-row", state="attached")
+            page.wait_for_selector("#classify-status:has-text('novikov')")
+            rows = page.locator("#class-list .class-row")
+            assert rows.count() == 3
+            got = [(rows.nth(k).get_attribute("data-label"), float(rows.nth(k).get_attribute("data-p"))) for k in range(3)]
+            ps = [p for _, p in got]
+            assert sum(ps) == pytest.approx(1.0, abs=1e-9) and ps == sorted(ps, reverse=True)
+            want = predict(names, ["novikov"], top_k=3)[0]["top"]
+            assert [label for label, _ in got] == [c["label"] for c in want]
+            assert ps == pytest.approx([c["prob"] for c in want], rel=1e-6, abs=1e-9)
+            # each row shows its probability as a bar and as a number
+            for k, (label, p) in enumerate(got):
+                assert rows.nth(k).locator(".label").inner_text() == label
+                assert rows.nth(k).locator(".pct").inner_text() == f"{100 * p:.1f}%"
+            widths = [rows.nth(k).locator(".bar").bounding_box()["width"] for k in range(3)]
+            track = rows.first.locator(".track").bounding_box()["width"]
+            assert widths == sorted(widths, reverse=True)
+            assert widths[0] == pytest.approx(track * ps[0], abs=2)
+
+            # the button classifies another text; the answer replaces the bars
+            page.fill("#classify-text", "gomez")
+            page.click("#classify-btn")
+            page.wait_for_selector("#classify-status:has-text('gomez')")
+            assert page.locator("#class-list .class-row").first.get_attribute("data-label") == \
+                predict(names, ["gomez"], top_k=1)[0]["top"][0]["label"]
+            shot = tmp_path / "classify.png"
+            page.screenshot(path=str(shot), full_page=True)
+
+            # a character the classifier never saw: one line naming it
+            page.fill("#classify-text", "gomez\u2603")
+            page.click("#classify-btn")
+            page.wait_for_selector("#error", state="visible")
+            assert "'\u2603'" in page.inner_text("#error")
+
+            # back to the language model: its panels return
+            page.select_option("#model", label="lstm")
+            page.wait_for_selector("#write", state="visible")
+            assert page.is_hidden("#classify") and page.is_hidden("#error")
+        finally:
+            browser.close()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
     assert [p for p in problems if "422" not in p] == []  # the 422 above is logged by the browser, as expected
