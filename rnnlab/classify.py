@@ -24,12 +24,17 @@ import torch.nn.functional as F
 
 from rnnlab.checkpoint import BEST, CLASSIFIER, LAST, Checkpoint, load_checkpoint, save_checkpoint, write_json
 from rnnlab.config import ClassifyRunConfig
-from rnnlab.data.sequences import (LabelledData, class_weights, read_labelled, sampling_probabilities, split_examples,
-                                   split_record)
+from rnnlab.data.sequences import (
+    LabelledData,
+    class_weights,
+    read_labelled,
+    sampling_probabilities,
+    split_examples,
+    split_record,
+)
 from rnnlab.data.vocab import Vocab, tokenize_words
 from rnnlab.errors import CheckpointError, ConfigError, DataError, VocabError
-from rnnlab.loop import (check_resume_config, make_optimizer, new_state, open_run_folder, resolve_device, restore,
-                         run_loop)
+from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
 from rnnlab.metrics import classification_metrics, confusion_text
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.plots import plot_confusion
@@ -194,14 +199,7 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
     """
     cfg.validate()
     tc = cfg.train
-    out = Path(tc.out)
-    device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
-        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+    out, device = start_run(tc)
 
     ckpt: Checkpoint | None = None
     if tc.resume:

@@ -174,6 +174,20 @@ def check_resume_config(stored: dict[str, dict[str, Any]], given: dict[str, dict
                            "may change"] + diffs)
 
 
+def start_run(tc: TrainConfig) -> tuple[Path, torch.device]:
+    """The run folder and device of a run about to start: threads set, and a clear error for a
+    folder that already holds a run (unless resuming) or an ``--out`` that is a file."""
+    out = Path(tc.out)
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
+        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    return out, device
+
+
 def open_run_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)

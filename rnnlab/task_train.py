@@ -57,13 +57,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from rnnlab.checkpoint import (BEST, FORMAT, LAST, VERSION, _join_optimizer, _parse, _read_meta, _split_optimizer,
-                               atomic_write, resolve, write_json)
+from rnnlab.checkpoint import (
+    BEST,
+    FORMAT,
+    LAST,
+    VERSION,
+    _join_optimizer,
+    _parse,
+    _read_meta,
+    _split_optimizer,
+    atomic_write,
+    resolve,
+    write_json,
+)
 from rnnlab.config import ModelConfig, OptimConfig, TrainConfig, from_dict
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
-from rnnlab.loop import (check_resume_config, make_optimizer, new_state, open_run_folder, resolve_device, restore,
-                         run_loop)
+from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
 from rnnlab.nn.init import SCHEMES, init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.tasks import TASKS, Task, make_task
@@ -469,14 +479,7 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     """
     cfg.validate()
     tc = cfg.train
-    out = Path(tc.out)
-    device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
-        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+    out, device = start_run(tc)
 
     ckpt: TaskCheckpoint | None = None
     if tc.resume:

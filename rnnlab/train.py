@@ -31,10 +31,20 @@ from rnnlab.config import RunConfig, from_dict
 from rnnlab.data.batches import StreamBatcher
 from rnnlab.data.corpus import Corpus, build_vocab, load_corpus
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import CheckpointError, ConfigError, DataError
+from rnnlab.errors import CheckpointError, DataError
 from rnnlab.evaluate import LN2, evaluate_tokens, token_metrics, unit_for
-from rnnlab.loop import (RESUMABLE_CHANGES, TrainState, check_resume_config, lr_multiplier, make_optimizer, new_state,
-                         open_run_folder, resolve_device, restore, run_loop)
+from rnnlab.loop import (
+    RESUMABLE_CHANGES,
+    TrainState,
+    check_resume_config,
+    lr_multiplier,
+    make_optimizer,
+    new_state,
+    open_run_folder,
+    restore,
+    run_loop,
+    start_run,
+)
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import StackState, detach_state
 
@@ -129,14 +139,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """
     cfg.validate()
     tc = cfg.train
-    out = Path(tc.out)
-    device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
-        raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+    out, device = start_run(tc)
 
     corpus = load_corpus(cfg.data)
     ckpt = _load_resume(out, cfg, corpus) if tc.resume else None
