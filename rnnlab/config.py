@@ -21,6 +21,7 @@ from rnnlab.errors import ConfigError
 CELLS = ("elman", "lstm", "gru")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
+RECURRENT_INITS = ("default", "orthogonal", "identity")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -135,6 +136,25 @@ class OptimConfig:
 
 
 @dataclass
+class CuresConfig:
+    """Cures for vanishing and exploding gradients beyond clipping (which is in the optimiser's options)."""
+
+    recurrent_init: Literal["default", "orthogonal", "identity"] = _f(
+        "default", "recurrent weights: default (PyTorch's uniform), orthogonal (each gate block) or identity "
+                   "(IRNN, Le et al. 2015: each gate block I, biases 0)")
+    norm_reg: float = _f(0.0, "weight of the norm-preserving regulariser of Pascanu et al. 2013 (0: off); it sums "
+                              "T - 1 terms, so scale it down as T grows; training then runs the unrolled path")
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.recurrent_init not in RECURRENT_INITS:
+            p.append(f"recurrent_init must be one of {', '.join(RECURRENT_INITS)}, got {self.recurrent_init!r}")
+        if not (isinstance(self.norm_reg, (int, float)) and math.isfinite(self.norm_reg) and self.norm_reg >= 0):
+            p.append(f"norm_reg must be a number >= 0, got {self.norm_reg!r}")
+        return p
+
+
+@dataclass
 class TrainConfig:
     """The truncated-BPTT loop: batches, stop conditions, evaluation, logging."""
 
@@ -174,12 +194,14 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    cures: CuresConfig = field(default_factory=CuresConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> RunConfig:
         """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
-        problems = [*self.data.problems(), *self.model.problems(), *self.optim.problems(), *self.train.problems()]
+        problems = [*self.data.problems(), *self.model.problems(), *self.cures.problems(), *self.optim.problems(),
+                    *self.train.problems()]
         if problems:
             raise ConfigError(problems)
         return self

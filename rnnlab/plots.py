@@ -26,21 +26,37 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
 
 
 def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike[str], unit: str = "bpc") -> None:
-    """Training and validation loss against optimiser steps, in ``unit`` (bits per token)."""
+    """Training and validation loss against optimiser steps, in ``unit`` (bits per token); below it,
+    the gradient norm before clipping (log scale) and the fraction of steps clipped, where logged."""
     rows = read_metrics(metrics_path)
     train = [(r["step"], r[unit]) for r in rows if r.get("split") == "train" and r.get(unit) is not None]
     val = [(r["step"], r[unit]) for r in rows if r.get("split") == "val" and r.get(unit) is not None]
-    fig = Figure(figsize=(7, 4), dpi=100)
+    grads = [(r["step"], r["grad_norm"], r.get("clipped_frac") or 0.0) for r in rows
+             if r.get("split") == "train" and isinstance(r.get("grad_norm"), (int, float)) and r["grad_norm"] > 0]
+    fig = Figure(figsize=(7, 6.5 if grads else 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    axes = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2]) if grads else [fig.subplots()]
+    ax = axes[0]
     if train:
         ax.plot(*zip(*train), label="training (batch)", alpha=0.6, linewidth=1)
     if val:
         ax.plot(*zip(*val), "o-", label="validation (whole split)", linewidth=2)
-    ax.set_xlabel("optimiser step")
     ax.set_ylabel({"bpc": "bits per character", "bpw": "bits per word"}.get(unit, unit))
     ax.grid(True, alpha=0.3)
     ax.legend()
+    if grads:
+        steps, norms, clipped = zip(*grads)
+        g = axes[1]
+        g.plot(steps, norms, linewidth=1, color="tab:red", label="gradient norm before clipping")
+        g.set_yscale("log")
+        g.set_ylabel("gradient norm")
+        g.grid(True, alpha=0.3)
+        c = g.twinx()
+        c.plot(steps, clipped, linewidth=1, color="tab:gray", alpha=0.7, label="fraction of steps clipped")
+        c.set_ylim(-0.02, 1.02)
+        c.set_ylabel("clipped")
+        g.legend(handles=[*g.get_lines(), *c.get_lines()], loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("optimiser step")
     fig.tight_layout()
     tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
     fig.savefig(tmp)

@@ -70,11 +70,11 @@ from rnnlab.checkpoint import (
     resolve,
     write_json,
 )
-from rnnlab.config import ModelConfig, OptimConfig, TrainConfig, from_dict
+from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, TrainConfig, from_dict
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
 from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
-from rnnlab.nn.init import SCHEMES, init_recurrent
+from rnnlab.nn.init import init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.tasks import TASKS, Task, make_task
 
@@ -128,25 +128,6 @@ class TaskConfig:
             v = getattr(self, name)
             if not _whole(v) or v < 1:
                 p.append(f"{name} must be an integer >= 1, got {v!r}")
-        return p
-
-
-@dataclass
-class CuresConfig:
-    """Cures for vanishing and exploding gradients beyond clipping (which is in the optimiser's options)."""
-
-    recurrent_init: Literal["default", "orthogonal", "identity"] = _f(
-        "default", "recurrent weights: default (PyTorch's uniform), orthogonal (each gate block) or identity "
-                   "(IRNN, Le et al. 2015: each gate block I, biases 0)")
-    norm_reg: float = _f(0.0, "weight of the norm-preserving regulariser of Pascanu et al. 2013 (0: off); it sums "
-                              "T - 1 terms, so scale it down as T grows; training then runs the unrolled path")
-
-    def problems(self) -> list[str]:
-        p = []
-        if self.recurrent_init not in SCHEMES:
-            p.append(f"recurrent_init must be one of {', '.join(SCHEMES)}, got {self.recurrent_init!r}")
-        if not (isinstance(self.norm_reg, (int, float)) and math.isfinite(self.norm_reg) and self.norm_reg >= 0):
-            p.append(f"norm_reg must be a number >= 0, got {self.norm_reg!r}")
         return p
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint, write_json
 from rnnlab.config import RunConfig, from_dict
@@ -45,6 +46,8 @@ from rnnlab.loop import (
     run_loop,
     start_run,
 )
+from rnnlab.gradients import norm_preserving_penalty
+from rnnlab.nn.init import init_recurrent
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import StackState, detach_state
 
@@ -71,6 +74,7 @@ class LanguageModelJob:
         self.items = "chars" if cfg.data.level == "char" else "words"
         self.carry = carry
         self._new_carry: StackState | None = None
+        self._nll: float | None = None  # the cross entropy alone, when a penalty is added to it
 
     def start_epoch(self, epoch: int) -> None:
         if epoch > 0:  # the streams wrap around: a new epoch starts from a zero state
@@ -81,14 +85,31 @@ class LanguageModelJob:
         x = torch.from_numpy(xb).to(self.device, non_blocking=True)  # (B, T)
         y = torch.from_numpy(yb).to(self.device, non_blocking=True)  # (B, T)
         state = self.carry if self.carry is not None else self.model.initial_state(x.shape[0])
-        logits, self._new_carry = self.model(x, state)  # (B, T, V)
-        return sequence_loss(logits, y), x.numel(), {}  # mean nats per token over (B, T)
+        reg = self.cfg.cures.norm_reg
+        if reg <= 0:
+            logits, self._new_carry = self.model(x, state)  # (B, T, V)
+            self._nll = None
+            return sequence_loss(logits, y), x.numel(), {}  # mean nats per token over (B, T)
+        # the norm-preserving regulariser needs every h_t the recurrence ran through: step by step
+        e = self.model.embed(x)  # (B, T, I)
+        hs = []
+        for t in range(e.shape[1]):
+            h, state = self.model.rnn.step(e[:, t], state)  # (B, H)
+            hs.append(h)
+        self._new_carry = state
+        out = F.dropout(torch.stack(hs, dim=1), self.model.cfg.dropout, self.model.training)  # (B, T, H)
+        nll = sequence_loss(self.model.decoder(out), y)
+        penalty = norm_preserving_penalty(hs, nll)
+        self._nll = nll.item()
+        return nll + reg * penalty, x.numel(), {"norm_penalty": penalty.item()}
 
     def step_done(self, ok: bool) -> None:
         self.carry = detach_state(self._new_carry) if ok else None
         self._new_carry = None
 
     def train_metrics(self, loss: float) -> dict[str, float]:
+        if self._nll is not None:  # the loss minimised holds the penalty; report the model's fit alone
+            return {**token_metrics(self._nll, self.cfg.data.level), "objective": loss}
         return token_metrics(loss, self.cfg.data.level)
 
     def evaluate(self) -> dict[str, float]:
@@ -152,7 +173,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
 
     torch.manual_seed(tc.seed)
-    model = ckpt.build_model() if ckpt else RNNLanguageModel(cfg.model, len(vocab))
+    model = ckpt.build_model() if ckpt else init_recurrent(RNNLanguageModel(cfg.model, len(vocab)),
+                                                          cfg.cures.recurrent_init)
     model.to(device)
     optimizer = make_optimizer(model, cfg.optim)
     open_run_folder(out)

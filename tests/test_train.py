@@ -255,3 +255,40 @@ def test_sigterm_also_saves(corpus_file, tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert load_checkpoint(out, prefer="last.safetensors").train_state["step"] >= 3
+
+
+def test_orthogonal_and_identity_recurrent_init_as_train_options(corpus_file, tmp_path):
+    from rnnlab.config import CuresConfig
+
+    for scheme in ("orthogonal", "identity"):
+        cfg = _cfg(corpus_file, tmp_path / scheme, max_steps=1, eval_interval=1)
+        cfg.cures = CuresConfig(recurrent_init=scheme)
+        cfg.optim = OptimConfig(optimizer="sgd", lr=1e-9, momentum=0.0, lr_schedule="constant")
+        train(cfg, progress=False)
+        w = _weights(tmp_path / scheme)
+        for k in (0, 1):
+            whh = w[f"rnn.layers.{k}.weight_hh"].double()  # (3H, H): three gate blocks
+            for block in whh.chunk(3):
+                target = torch.eye(24, dtype=torch.float64)
+                got = block.T @ block if scheme == "orthogonal" else block
+                assert torch.allclose(got, target, atol=1e-5), (scheme, k)
+
+
+def test_the_norm_preserving_regulariser_as_a_train_option(corpus_file, tmp_path):
+    from rnnlab.config import CuresConfig
+
+    cfg = _cfg(corpus_file, tmp_path / "reg", max_steps=10, eval_interval=10, log_interval=1)
+    cfg.cures = CuresConfig(norm_reg=0.1)
+    s = train(cfg, progress=False)
+    assert s["steps"] == 10 and math.isfinite(s["val_loss"])
+    rows = [json.loads(line) for line in (tmp_path / "reg" / "metrics.jsonl").read_text().splitlines()]
+    tr = [r for r in rows if r["split"] == "train"]
+    assert all(r["norm_penalty"] >= 0 for r in tr)
+    for r in tr:  # the objective is the cross entropy plus the weighted penalty; bpc reports the fit alone
+        assert r["objective"] == pytest.approx(r["loss"] + 0.1 * r["norm_penalty"], rel=1e-5)
+        assert r["bpc"] == pytest.approx(r["loss"] / math.log(2))
+    # the penalty's gradient moves the weights: the same run without it ends elsewhere
+    plain = _cfg(corpus_file, tmp_path / "plain", max_steps=10, eval_interval=10, log_interval=1)
+    train(plain, progress=False)
+    assert not torch.equal(_weights(tmp_path / "reg")["rnn.layers.1.weight_hh"],
+                           _weights(tmp_path / "plain")["rnn.layers.1.weight_hh"])
