@@ -104,3 +104,10 @@ def test_bad_scheme_or_a_module_without_cells_is_a_config_error():
         init_recurrent(torch.nn.Linear(3, 3), "orthogonal")
     init_recurrent(torch.nn.Linear(3, 3), "default")  # nothing to do, nothing wrong
     assert SCHEMES == ("default", "orthogonal", "identity")
+
+
+def test_the_schemes_are_the_configs():
+    from rnnlab.config import RECURRENT_INITS
+    from rnnlab.nn.init import SCHEMES
+
+    assert SCHEMES == RECURRENT_INITS
