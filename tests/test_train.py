@@ -292,3 +292,29 @@ def test_the_norm_preserving_regulariser_as_a_train_option(corpus_file, tmp_path
     train(plain, progress=False)
     assert not torch.equal(_weights(tmp_path / "reg")["rnn.layers.1.weight_hh"],
                            _weights(tmp_path / "plain")["rnn.layers.1.weight_hh"])
+
+
+@pytest.mark.parametrize("kind", ["norm", "value"])
+def test_clipping_by_norm_and_by_value_bound_the_step(corpus_file, tmp_path, kind):
+    from rnnlab.nn.models import RNNLanguageModel
+
+    out = tmp_path / kind
+    cfg = _cfg(corpus_file, out, max_steps=1, eval_interval=1)
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, momentum=0.0, lr_schedule="constant",
+                            clip_norm=1e-3 if kind == "norm" else 0.0, clip_value=1e-5 if kind == "value" else 0.0)
+    train(cfg, progress=False)
+    torch.manual_seed(cfg.train.seed)  # the weights the run started from
+    vocab_size = len(json.loads((out / "vocab.json").read_text())["symbols"])
+    before = RNNLanguageModel(cfg.model, vocab_size).state_dict()
+    after = _weights(out)
+    step = torch.cat([(before[k] - after[k]).flatten().double() for k in before])  # lr 1: the clipped gradient
+    if kind == "norm":
+        assert step.norm().item() == pytest.approx(1e-3, rel=1e-4)  # the gradient's norm was far above 1e-3
+    else:
+        # (float32 weights near 0.1 resolve a change of 1e-5 to about 1e-8)
+        assert step.abs().max().item() == pytest.approx(1e-5, rel=1e-2)  # some element was clipped ...
+        assert (step.abs() <= 1e-5 * (1 + 1e-2)).all()  # ... and none moved further
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if r["split"] == "train")
+    if kind == "norm":
+        assert first["grad_norm"] > 1e-3 and first["clipped_frac"] == 1.0  # the pre-clip norm is what is logged
