@@ -101,7 +101,8 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
 def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, config: RunConfig | ClassifyRunConfig,
                     vocab: Vocab | None, train_state: dict[str, Any] | None = None,
                     optimizer: torch.optim.Optimizer | None = None, carry: StackState | None = None,
-                    rng: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> None:
+                    rng: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
+                    feeding: dict[str, Any] | None = None) -> None:
     """Write everything needed to use ``model`` and, with the rest, to resume training.
 
     The kind (language model or classifier) follows from the config's type; ``extra`` is
@@ -124,6 +125,10 @@ def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, config
                 tensors[f"carry.{k}.{i}"] = t.detach().cpu().contiguous().clone()
     for name, t in (rng or {}).items():
         tensors[f"rng.{name}"] = t.detach().cpu().contiguous()
+    if feeding is not None:  # a feeding strategy's own state (professor forcing's discriminator)
+        for name, t in feeding.get("tensors", {}).items():
+            tensors[f"feeding.{name}"] = t.detach().cpu().contiguous().clone()
+        meta["feeding"] = json.dumps(feeding.get("meta", {}))
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
@@ -139,6 +144,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = field(default=None, repr=False)
     kind: str = LANGUAGE_MODEL
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_meta: dict[str, Any] = field(default_factory=dict, repr=False)  # other parsed metadata (feeding state)
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
@@ -181,6 +187,13 @@ class Checkpoint:
         if not layers:
             return None
         return tuple(tuple(layers[k][i] for i in sorted(layers[k])) for k in sorted(layers))
+
+    def feeding_state(self) -> dict[str, Any] | None:
+        """The feeding strategy's state as :meth:`rnnlab.feeding.Feeding.load_state_dict` takes it, if saved."""
+        if "feeding" not in self.extra_meta:
+            return None
+        tensors = {k[len("feeding."):]: v for k, v in self.tensors.items() if k.startswith("feeding.")}
+        return {"tensors": tensors, "meta": self.extra_meta["feeding"]}
 
     def rng(self) -> dict[str, torch.Tensor]:
         return {k[len("rng."):]: v for k, v in self.tensors.items() if k.startswith("rng.")}
@@ -295,7 +308,8 @@ def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpo
         raise CheckpointError(f"{p}: training state is malformed")
     if not isinstance(extra, dict):
         raise CheckpointError(f"{p}: metadata 'extra' is malformed")
-    return Checkpoint(p, config, vocab, train_state, tensors, optimizer, kind, extra)
+    extra_meta = {"feeding": _parse(p, meta, "feeding")} if "feeding" in meta else {}
+    return Checkpoint(p, config, vocab, train_state, tensors, optimizer, kind, extra, extra_meta)
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[RNNLanguageModel, Vocab, Checkpoint]:

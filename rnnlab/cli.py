@@ -21,11 +21,25 @@ from typing import Any, Literal, get_args, get_origin
 import numpy as np
 
 from rnnlab import jsonio
-from rnnlab.config import (ClassifierConfig, ClassifyDataConfig, ClassifyRunConfig, CuresConfig, DataConfig, ModelConfig,
-                           NGramConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig, from_dict)
+from rnnlab.config import (
+    ClassifierConfig,
+    ClassifyDataConfig,
+    ClassifyRunConfig,
+    CuresConfig,
+    DataConfig,
+    FeedingConfig,
+    ModelConfig,
+    NGramConfig,
+    OptimConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    from_dict,
+)
 from rnnlab.errors import ConfigError, RnnlabError
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "cures": CuresConfig, "optim": OptimConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "cures": CuresConfig, "feeding": FeedingConfig,
+            "optim": OptimConfig, "train": TrainConfig}
 CLASSIFY_SECTIONS = {"data": ClassifyDataConfig, "model": ModelConfig, "classifier": ClassifierConfig,
                      "optim": OptimConfig, "train": TrainConfig}
 CLASSIFY_SKIP = ("seq_len",)  # a classifier reads whole sequences: no truncation length

@@ -154,6 +154,70 @@ class CuresConfig:
         return p
 
 
+FEEDINGS = ("teacher", "free-raw", "free-sample", "free-argmax", "scheduled", "professor")
+
+
+@dataclass
+class FeedingConfig:
+    """What the network reads at each step while it trains (teacher forcing and its alternatives)."""
+
+    feeding: Literal["teacher", "free-raw", "free-sample", "free-argmax", "scheduled", "professor"] = _f(
+        "teacher", "teacher (the true previous token), free-raw (its own softmax), free-sample / free-argmax "
+                   "(a one-hot of its own draw / argmax), scheduled (scheduled sampling) or professor (professor "
+                   "forcing)")
+    feed_grad: Literal["auto", "yes", "no"] = _f(
+        "auto", "free-*: let gradients flow through the fed value (straight-through for one-hots); auto: "
+                "yes for free-raw, no for the others")
+    feed_carry: Literal["fed", "teacher"] = _f("fed", "free-* and scheduled: the state carried to the next batch "
+                                                      "is the one the fed run left, or a teacher-forced one")
+    schedule: Literal["linear", "exponential", "inverse-sigmoid"] = _f(
+        "inverse-sigmoid", "scheduled: eps_i, the probability of feeding the true token at step i")
+    schedule_k: float = _f(0.0, "scheduled: the schedule's k (0: its default: linear 1, exponential 0.9996, "
+                                "inverse-sigmoid 300)")
+    schedule_c: float = _f(2.5e-4, "scheduled, linear: eps_i = max(min, k - c i)")
+    schedule_min: float = _f(0.0, "scheduled, linear: the floor of eps_i")
+    model_token: Literal["sample", "argmax"] = _f("sample", "scheduled and professor: the model's own token is a "
+                                                            "draw from its softmax or its argmax")
+    coin: Literal["token", "sequence"] = _f("token", "scheduled: one coin per token or per sequence")
+    band_low: float = _f(0.75, "professor: the adversarial term acts while the discriminator's accuracy is above this")
+    band_high: float = _f(0.99, "professor: ... and below this")
+    adv_weight: float = _f(1.0, "professor: the weight of the adversarial term")
+    disc_lr: float = _f(1e-3, "professor: the discriminator's Adam learning rate")
+    disc_hidden: int = _f(64, "professor: the discriminator's GRU and MLP width")
+    disc_outputs: bool = _f(True, "professor: the discriminator also sees the output distributions")
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options of :func:`rnnlab.feeding.make_feeding` for this strategy."""
+        f = self.feeding
+        if f.startswith("free-"):
+            o: dict[str, Any] = {"carry": self.feed_carry}
+            if self.feed_grad != "auto":
+                o["grad"] = self.feed_grad == "yes"
+            return o
+        if f == "scheduled":
+            o = {"schedule": self.schedule, "model_token": self.model_token, "per": self.coin, "carry": self.feed_carry}
+            if self.schedule_k:
+                o["k"] = self.schedule_k
+            if self.schedule == "linear":
+                o.update(c=self.schedule_c, eps_min=self.schedule_min)
+            return o
+        if f == "professor":
+            return {"band": (self.band_low, self.band_high), "adv_weight": self.adv_weight, "lr": self.disc_lr,
+                    "use_outputs": self.disc_outputs, "model_token": self.model_token,
+                    "hidden_size": self.disc_hidden, "mlp_size": self.disc_hidden}
+        return {}
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.feeding not in FEEDINGS:
+            p.append(f"feeding must be one of {', '.join(FEEDINGS)}, got {self.feeding!r}")
+        if not 0.0 <= self.band_low < self.band_high <= 1.0:
+            p.append(f"band_low and band_high must satisfy 0 <= low < high <= 1, got {self.band_low}, {self.band_high}")
+        if self.disc_hidden < 1:
+            p.append(f"disc_hidden must be >= 1, got {self.disc_hidden}")
+        return p
+
+
 @dataclass
 class TrainConfig:
     """The truncated-BPTT loop: batches, stop conditions, evaluation, logging."""
@@ -195,13 +259,16 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cures: CuresConfig = field(default_factory=CuresConfig)
+    feeding: FeedingConfig = field(default_factory=FeedingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> RunConfig:
         """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
-        problems = [*self.data.problems(), *self.model.problems(), *self.cures.problems(), *self.optim.problems(),
-                    *self.train.problems()]
+        problems = [*self.data.problems(), *self.model.problems(), *self.cures.problems(), *self.feeding.problems(),
+                    *self.optim.problems(), *self.train.problems()]
+        if self.cures.norm_reg > 0 and self.feeding.feeding != "teacher":
+            problems.append("norm_reg works with teacher forcing only (--feeding teacher)")
         if problems:
             raise ConfigError(problems)
         return self

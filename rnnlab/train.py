@@ -46,6 +46,7 @@ from rnnlab.loop import (
     run_loop,
     start_run,
 )
+from rnnlab.feeding import make_feeding
 from rnnlab.gradients import norm_preserving_penalty
 from rnnlab.nn.init import init_recurrent
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
@@ -75,6 +76,9 @@ class LanguageModelJob:
         self.carry = carry
         self._new_carry: StackState | None = None
         self._nll: float | None = None  # the cross entropy alone, when a penalty is added to it
+        # what the network reads at each step (rnnlab.feeding); teacher forcing keeps the fused fast path below
+        self.feeding = make_feeding(cfg.feeding.feeding, model=model, **cfg.feeding.options())
+        self.teacher = cfg.feeding.feeding == "teacher"
 
     def start_epoch(self, epoch: int) -> None:
         if epoch > 0:  # the streams wrap around: a new epoch starts from a zero state
@@ -86,6 +90,10 @@ class LanguageModelJob:
         y = torch.from_numpy(yb).to(self.device, non_blocking=True)  # (B, T)
         state = self.carry if self.carry is not None else self.model.initial_state(x.shape[0])
         reg = self.cfg.cures.norm_reg
+        if not self.teacher:  # a feeding strategy: the loop does not know which one
+            r = self.feeding.loss(self.model, x, y, state, step=epoch * self.batches_per_epoch + index)
+            self._new_carry, self._nll = r.state, r.nll
+            return r.loss, x.numel(), r.logs
         if reg <= 0:
             logits, self._new_carry = self.model(x, state)  # (B, T, V)
             self._nll = None
@@ -120,7 +128,8 @@ class LanguageModelJob:
     def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
              rng: dict[str, torch.Tensor]) -> None:
         save_checkpoint(path, model=self.model, config=self.cfg, vocab=self.vocab, train_state=train_state,
-                        optimizer=optimizer, carry=self.carry, rng=rng)
+                        optimizer=optimizer, carry=self.carry, rng=rng,
+                        feeding=None if self.teacher else self.feeding.state_dict())
 
 
 def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
@@ -184,6 +193,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
     job = LanguageModelJob(cfg, model, vocab, train_ids, val_ids, device, carry)
     bpe = job.batches_per_epoch
+    if ckpt and ckpt.feeding_state() is not None:
+        job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
     if ckpt:
         state = restore(ckpt, optimizer, out)
         if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \

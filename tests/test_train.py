@@ -318,3 +318,53 @@ def test_clipping_by_norm_and_by_value_bound_the_step(corpus_file, tmp_path, kin
     first = next(r for r in rows if r["split"] == "train")
     if kind == "norm":
         assert first["grad_norm"] > 1e-3 and first["clipped_frac"] == 1.0  # the pre-clip norm is what is logged
+
+
+@pytest.mark.parametrize("feeding", ["free-raw", "free-sample", "free-argmax", "scheduled", "professor"])
+def test_every_feeding_strategy_trains_through_the_same_loop(corpus_file, tmp_path, feeding):
+    from rnnlab.config import FeedingConfig
+
+    cfg = _cfg(corpus_file, tmp_path / feeding, max_steps=6, eval_interval=6, log_interval=1)
+    cfg.feeding = FeedingConfig(feeding=feeding, band_low=0.0, disc_hidden=8)  # professor: adversarial term always on
+    s = train(cfg, progress=False)
+    assert s["steps"] == 6 and math.isfinite(s["val_loss"])
+    rows = [json.loads(line) for line in (tmp_path / feeding / "metrics.jsonl").read_text().splitlines()]
+    tr = [r for r in rows if r["split"] == "train"]
+    assert len(tr) == 6 and all(math.isfinite(r["bpc"]) for r in tr)
+    if feeding == "scheduled":
+        assert all(0.0 <= r["eps"] <= 1.0 for r in tr)
+    if feeding == "professor":
+        assert all("d_acc" in r and r["adv_on"] == 1.0 for r in tr)
+        assert load_checkpoint(tmp_path / feeding / "last.safetensors").feeding_state() is not None
+
+
+def test_professor_forcing_resumes_with_its_discriminator(corpus_file, tmp_path):
+    from rnnlab.config import FeedingConfig
+
+    def cfg(out, steps):
+        c = _cfg(corpus_file, tmp_path / out, max_steps=steps, eval_interval=4)
+        c.optim.decay_steps = 10
+        c.feeding = FeedingConfig(feeding="professor", band_low=0.0, disc_hidden=8)
+        return c
+
+    train(cfg("whole", 10), progress=False)
+    part = cfg("part", 5)
+    train(part, progress=False)
+    part.train.max_steps, part.train.resume = 10, True
+    train(part, progress=False)
+    a, b = load_checkpoint(tmp_path / "whole" / "last.safetensors"), load_checkpoint(tmp_path / "part" / "last.safetensors")
+    for k, v in a.model_state().items():
+        assert torch.equal(v, b.model_state()[k]), k
+    fa, fb = a.feeding_state(), b.feeding_state()
+    assert fa["meta"] == fb["meta"] and all(torch.equal(t, fb["tensors"][k]) for k, t in fa["tensors"].items())
+
+
+def test_feeding_options_are_checked_with_the_rest(corpus_file, tmp_path):
+    from rnnlab.config import CuresConfig, FeedingConfig
+
+    cfg = _cfg(corpus_file, tmp_path / "x")
+    cfg.feeding = FeedingConfig(feeding="scheduled", band_low=0.9, band_high=0.5)
+    cfg.cures = CuresConfig(norm_reg=0.1)
+    with pytest.raises(ConfigError) as e:
+        train(cfg, progress=False)
+    assert any("band_low" in p for p in e.value.problems) and any("norm_reg works with teacher" in p for p in e.value.problems)
