@@ -564,6 +564,40 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
     return 0
 
 
+EXPOSURE_EXAMPLES = """examples:
+  rnnlab exposure runs/x --plot exposure.png                  # 20 prefixes of 100, 200 sampled characters
+  rnnlab exposure runs/x --prefixes 50 --length 400 --temperature 0.8 --json-out exposure.json
+"""
+
+
+def cmd_exposure(ns: argparse.Namespace) -> int:
+    from rnnlab import jsonio as jio
+    from rnnlab.checkpoint import atomic_write, load_model
+    from rnnlab.data.corpus import load_corpus
+    from rnnlab.exposure import exposure_bias, plot_exposure
+
+    model, vocab, ckpt = load_model(ns.checkpoint)
+    corpus = load_corpus(ckpt.config.data)
+    r = exposure_bias(model, vocab, corpus.val, corpus.train, prefixes=ns.prefixes, prefix_len=ns.prefix_len,
+                      length=ns.length, buckets=ns.buckets, ref_order=ns.ref_order, stat_order=ns.stat_order,
+                      temperature=ns.temperature, seed=ns.seed)
+    print(f"{'distance':>9} {'teacher bits':>13} {'ref: real':>10} {'ref: generated':>15} {'JS gen/real':>12} "
+          f"{'JS floor':>9}")
+    for i, d in enumerate(r["distance"]):
+        print(f"{d:9.1f} {r['teacher_bits'][i]:13.3f} {r['real_ref_bits'][i]:10.3f} {r['generated_ref_bits'][i]:15.3f} "
+              f"{r['divergence'][i]:12.4f} {r['real_divergence'][i]:9.4f}")
+    s = r["summary"]
+    print(f"mean: the reference model finds generated text {s['ref_gap_bits']:+.3f} bits per token less likely than "
+          f"real text; n-gram divergence {s['divergence']:.4f} (floor {s['real_divergence']:.4f})")
+    if ns.plot:
+        plot_exposure(r, ns.plot, title=f"exposure bias: {ckpt.path.parent.name}")
+        print(f"plot written to {ns.plot}")
+    if ns.json_out:
+        atomic_write(ns.json_out, (jio.dumps(r) + "\n").encode("utf-8"))
+        print(f"report written to {ns.json_out}")
+    return 0
+
+
 def cmd_scratch(ns: argparse.Namespace) -> int:
     from rnnlab.data.corpus import read_text
     from rnnlab.scratch import train_scratch
@@ -702,6 +736,23 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--plot", default=None, help="write the curves to this PNG (log scale)")
     gr.add_argument("--json-out", default=None, help="write the curves and spectra to this JSON file")
     gr.set_defaults(func=cmd_gradients)
+
+    ex = sub.add_parser("exposure", help="exposure bias: how far the model drifts on its own samples",
+                        formatter_class=fmt, epilog=EXPOSURE_EXAMPLES,
+                        description="From prefixes of the validation text, continue with the model's own samples "
+                                    "and measure the drift against the distance from the prefix.")
+    ex.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
+    ex.add_argument("--prefixes", type=int, default=20, help="K, prefixes of the validation text (default: 20)")
+    ex.add_argument("--prefix-len", type=int, default=100, help="tokens of each prefix (default: 100)")
+    ex.add_argument("--length", type=int, default=200, help="L, tokens generated after each (default: 200)")
+    ex.add_argument("--buckets", type=int, default=10, help="bands of the distance axis (default: 10)")
+    ex.add_argument("--ref-order", type=int, default=5, help="the reference n-gram model's order (default: 5)")
+    ex.add_argument("--stat-order", type=int, default=2, help="n of the compared n-gram statistics (default: 2)")
+    ex.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
+    ex.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    ex.add_argument("--plot", default=None, help="write both curves to this PNG")
+    ex.add_argument("--json-out", default=None, help="write the report to this JSON file")
+    ex.set_defaults(func=cmd_exposure)
 
     tk = sub.add_parser("tasks", help="long-memory tasks: adding, copy, temporal order", formatter_class=fmt,
                         epilog=TASKS_EXAMPLES, description="Train a cell on a long-memory task for any length T "

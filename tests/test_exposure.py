@@ -1,0 +1,55 @@
+"""Exposure bias: the divergence, the report's shape and meaning, the command line."""
+
+import json
+
+import numpy as np
+import pytest
+from collections import Counter
+
+from rnnlab.cli import main
+from rnnlab.exposure import js_divergence
+
+
+def test_js_divergence_by_hand():
+    assert js_divergence(Counter(a=3, b=1), Counter(a=3, b=1)) == 0.0
+    assert js_divergence(Counter(a=2), Counter(b=5)) == pytest.approx(1.0)
+    # P = (1/2, 1/2), Q = (1, 0): M = (3/4, 1/4); JS = 1/2 [1/2 log2(2/3) + 1/2 log2 2] + 1/2 log2(4/3)
+    expected = 0.5 * (0.5 * np.log2(0.5 / 0.75) + 0.5 * np.log2(0.5 / 0.25)) + 0.5 * np.log2(1 / 0.75)
+    assert js_divergence(Counter(a=1, b=1), Counter(a=4)) == pytest.approx(expected)
+
+
+def test_an_untrained_model_drifts_and_a_trained_one_less(tmp_path, corpus_file, capsys):
+    def run(name, steps):
+        out = tmp_path / name
+        assert main(["train", "--data", str(corpus_file), "--cell", "gru", "--hidden-size", "32", "--num-layers", "1",
+                     "--max-steps", str(steps), "--eval-interval", str(steps), "--lr", "0.01", "--out", str(out),
+                     "--quiet"]) == 0
+        js = tmp_path / f"{name}.json"
+        assert main(["exposure", str(out), "--prefixes", "6", "--prefix-len", "20", "--length", "40", "--buckets", "4",
+                     "--json-out", str(js), "--plot", str(tmp_path / f"{name}.png")]) == 0
+        return json.loads(js.read_text())
+
+    raw = run("raw", 1)
+    trained = run("trained", 200)
+    capsys.readouterr()
+    for r in (raw, trained):
+        assert len(r["distance"]) == 4 and r["distance"] == sorted(r["distance"])
+        assert all(0.0 <= v <= 1.0 for v in r["divergence"] + r["real_divergence"])
+    # the reference model finds the untrained model's samples far less likely than real text,
+    # and the trained model's samples closer to real text than the untrained one's
+    assert raw["summary"]["ref_gap_bits"] > 1.0
+    assert trained["summary"]["ref_gap_bits"] < raw["summary"]["ref_gap_bits"]
+    assert trained["summary"]["divergence"] < raw["summary"]["divergence"]
+    assert trained["summary"]["teacher_bits"] < raw["summary"]["teacher_bits"]
+    assert (tmp_path / "trained.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_options_are_one_line(tmp_path, corpus_file, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(corpus_file), "--max-steps", "1", "--hidden-size", "8", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["exposure", str(out), "--buckets", "50", "--length", "10"]) == 2
+    assert "buckets (50) cannot exceed length (10)" in capsys.readouterr().err
+    assert main(["exposure", str(out), "--length", "100000"]) == 1
+    assert "validation text has" in capsys.readouterr().err
