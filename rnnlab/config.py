@@ -252,8 +252,27 @@ class TrainConfig:
         return p
 
 
+class RunSections:
+    """What every run config (a dataclass of sections, each with ``problems()``) shares."""
+
+    def cross_problems(self) -> list[str]:
+        """Problems that involve more than one section."""
+        return []
+
+    def validate(self) -> Any:
+        """Raise one :class:`ConfigError` listing every problem of every section, or return ``self``."""
+        problems = [p for f in dataclasses.fields(self) for p in getattr(self, f.name).problems()]  # type: ignore[arg-type]
+        problems += self.cross_problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass
-class RunConfig:
+class RunConfig(RunSections):
     """Everything a training run needs; saved as ``config.json`` in the run folder."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -263,18 +282,10 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> RunConfig:
-        """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
-        problems = [*self.data.problems(), *self.model.problems(), *self.cures.problems(), *self.feeding.problems(),
-                    *self.optim.problems(), *self.train.problems()]
+    def cross_problems(self) -> list[str]:
         if self.cures.norm_reg > 0 and self.feeding.feeding != "teacher":
-            problems.append("norm_reg works with teacher forcing only (--feeding teacher)")
-        if problems:
-            raise ConfigError(problems)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+            return ["norm_reg works with teacher forcing only (--feeding teacher)"]
+        return []
 
 
 @dataclass
@@ -343,7 +354,7 @@ def _classify_train() -> TrainConfig:
 
 
 @dataclass
-class ClassifyRunConfig:
+class ClassifyRunConfig(RunSections):
     """Everything a classifier's training run needs; saved as ``config.json`` in the run folder."""
 
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
@@ -351,16 +362,6 @@ class ClassifyRunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     optim: OptimConfig = field(default_factory=_classify_optim)
     train: TrainConfig = field(default_factory=_classify_train)
-
-    def validate(self) -> ClassifyRunConfig:
-        problems = [*self.data.problems(), *self.model.problems(), *self.classifier.problems(),
-                    *self.optim.problems(), *self.train.problems()]
-        if problems:
-            raise ConfigError(problems)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass

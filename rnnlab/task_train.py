@@ -42,7 +42,6 @@ for temporal order, (B, L, C) for copy (L = T + 2K).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -70,7 +69,7 @@ from rnnlab.checkpoint import (
     resolve,
     write_json,
 )
-from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, TrainConfig, from_dict
+from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, RunSections, TrainConfig, from_dict
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
 from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
@@ -148,7 +147,7 @@ def _task_train() -> TrainConfig:
 
 
 @dataclass
-class TaskRunConfig:
+class TaskRunConfig(RunSections):
     """Everything a task's training run needs; saved as ``config.json`` in the run folder.
 
     ``train.seq_len`` is not used (a task's sequences are read whole, T steps of BPTT);
@@ -161,20 +160,11 @@ class TaskRunConfig:
     optim: OptimConfig = field(default_factory=_task_optim)
     train: TrainConfig = field(default_factory=_task_train)
 
-    def validate(self) -> TaskRunConfig:
-        """Raise one :class:`ConfigError` listing every problem, or return ``self``."""
-        problems = [*self.task.problems(), *self.model.problems(), *self.cures.problems(), *self.optim.problems(),
-                    *self.train.problems()]
+    def cross_problems(self) -> list[str]:
         if _whole(self.task.train_size) and _whole(self.train.batch_size) and 1 <= self.task.train_size \
                 < self.train.batch_size:
-            problems.append(f"train_size ({self.task.train_size}) must be at least batch_size "
-                            f"({self.train.batch_size})")
-        if problems:
-            raise ConfigError(problems)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+            return [f"train_size ({self.task.train_size}) must be at least batch_size ({self.train.batch_size})"]
+        return []
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskRunConfig:
