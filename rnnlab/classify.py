@@ -105,6 +105,7 @@ class ClassifierJob:
         self.cfg, self.model, self.seqs, self.y, self.classes = cfg, model, seqs, y, classes
         self.vocab, self.feature_size, self.device = vocab, feature_size, device
         self.train_idx, self.val_idx = split["train"], split["val"]
+        self.lengths = np.array([len(q) for q in seqs], dtype=np.int64)  # (N,) for bucketing by length
         self.batch_size = cfg.train.batch_size
         self.batches_per_epoch = max(1, math.ceil(len(self.train_idx) / self.batch_size))
         self.unit, self.items = "acc", "seqs"
@@ -127,7 +128,7 @@ class ClassifierJob:
             order = self.train_idx[rng.choice(n, size=n, replace=True, p=p)]
         else:
             order = self.train_idx[rng.permutation(n)]
-        b, lengths = self.batch_size, np.array([len(self.seqs[i]) for i in order])
+        b, lengths = self.batch_size, self.lengths[order]
         batches = []
         for s in range(0, n, b * BUCKET):
             chunk = order[s:s + b * BUCKET][np.argsort(lengths[s:s + b * BUCKET], kind="stable")]
@@ -168,17 +169,22 @@ class ClassifierJob:
 
 # reading and splitting, the same way for training and evaluation -------------------------------
 
+def _label_ids(labels: list[str], classes: list[str], source: str) -> np.ndarray:
+    """Class ids (N,) of ``labels``; a label outside ``classes`` is a clear error."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"{source} has label(s) the model does not know: {', '.join(map(repr, unknown[:10]))}")
+    return np.array([index[c] for c in labels], dtype=np.int64)
+
+
 def _prepare(cfg: ClassifyRunConfig, vocab: Vocab | None = None, classes: list[str] | None = None
              ) -> tuple[LabelledData, list[str], np.ndarray, dict[str, np.ndarray], Vocab | None]:
     """Read the data of ``cfg``, its classes, label ids, split and (unless given) vocabulary."""
     dc = cfg.data
     data = read_labelled(dc.data, dc.builtin, dc.input_column, dc.label_column)
     classes = classes or data.classes
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(data.labels) - set(index))
-    if unknown:
-        raise DataError(f"{data.source} has label(s) the model does not know: {', '.join(map(repr, unknown[:10]))}")
-    y = np.array([index[c] for c in data.labels], dtype=np.int64)
+    y = _label_ids(data.labels, classes, data.source)
     split = split_examples(data.inputs, y, dc.val_fraction, dc.test_fraction, dc.split_seed)
     if len(split["train"]) == 0 or len(split["val"]) == 0:
         raise DataError(f"{data.source} is too small to split: {len(split['train'])} training and "
@@ -285,11 +291,7 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
     if data is not None:
         dc = cfg.data
         labelled = read_labelled(data, None, dc.input_column, dc.label_column)
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted(set(labelled.labels) - set(index))
-        if unknown:
-            raise DataError(f"{data} has label(s) the model does not know: {', '.join(map(repr, unknown[:10]))}")
-        inputs, y, source = labelled.inputs, np.array([index[c] for c in labelled.labels], dtype=np.int64), data
+        inputs, y, source = labelled.inputs, _label_ids(labelled.labels, classes, data), data
     else:
         if split not in ("train", "val", "test"):
             raise ConfigError(f"split must be train, val or test, got {split!r}")

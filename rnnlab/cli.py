@@ -107,17 +107,26 @@ def _given(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {k: v for k, v in vars(ns).items() if k in names}
 
 
-def run_config_from_args(ns: argparse.Namespace) -> RunConfig:
-    """Defaults (or the run's saved config, with --resume), overlaid with the options given."""
-    given = {section: _given(ns, cls) for section, cls in SECTIONS.items()}
+def _config_from_args(ns: argparse.Namespace, cls: type, sections: dict[str, type]) -> Any:
+    """``cls``'s defaults (or, with --resume, the run's saved config), overlaid with the options given."""
+    given = {section: _given(ns, c) for section, c in sections.items()}
+    defaults = cls()
     if getattr(ns, "resume", False):
         from rnnlab.train import resume_config
 
-        return resume_config(getattr(ns, "out", TrainConfig().out), given)
-    base = RunConfig().to_dict()
+        cfg = resume_config(getattr(ns, "out", defaults.train.out), given)
+        if not isinstance(cfg, cls):
+            raise ConfigError(f"--out {ns.out} holds a run of another kind ({type(cfg).__name__}), not a {cls.__name__}")
+        return cfg
+    base = defaults.to_dict()
     for section, values in given.items():
         base[section].update(values)
-    return from_dict(RunConfig, base)
+    return from_dict(cls, base)
+
+
+def run_config_from_args(ns: argparse.Namespace) -> RunConfig:
+    """Defaults (or the run's saved config, with --resume), overlaid with the options given."""
+    return _config_from_args(ns, RunConfig, SECTIONS)
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -435,18 +444,7 @@ CLASSIFY_EXAMPLES = """examples:
 
 def classify_config_from_args(ns: argparse.Namespace) -> ClassifyRunConfig:
     """The classifier defaults (or the run's saved config, with --resume), overlaid with the options given."""
-    from rnnlab.checkpoint import LAST, read_config
-
-    given = {section: _given(ns, cls) for section, cls in CLASSIFY_SECTIONS.items()}
-    if getattr(ns, "resume", False):
-        out = Path(getattr(ns, "out", ClassifyRunConfig().train.out))
-        base = read_config(out / LAST if out.is_dir() else out, prefer=LAST).to_dict()
-        base["train"]["resume"] = True
-    else:
-        base = ClassifyRunConfig().to_dict()
-    for section, values in given.items():
-        base[section].update(values)
-    return from_dict(ClassifyRunConfig, base)
+    return _config_from_args(ns, ClassifyRunConfig, CLASSIFY_SECTIONS)
 
 
 def cmd_classify(ns: argparse.Namespace) -> int:

@@ -231,11 +231,7 @@ class TaskModel(nn.Module):
         as the recurrence ran through them (what :func:`~rnnlab.gradients.norm_preserving_penalty` needs)."""
         e = self.embed(x)  # (B, T, I)
         p = self.head.weight
-        state = self.rnn.initial_state(e.shape[0], p.device, p.dtype)
-        hs = []
-        for t in range(e.shape[1]):
-            h, state = self.rnn.step(e[:, t], state)  # (B, H)
-            hs.append(h)
+        hs, _ = self.rnn.steps(e, self.rnn.initial_state(e.shape[0], p.device, p.dtype))  # T x (B, H)
         return self.readout(torch.stack(hs, dim=1)), hs  # outputs, T x (B, H)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:

@@ -99,12 +99,7 @@ class LanguageModelJob:
             self._nll = None
             return sequence_loss(logits, y), x.numel(), {}  # mean nats per token over (B, T)
         # the norm-preserving regulariser needs every h_t the recurrence ran through: step by step
-        e = self.model.embed(x)  # (B, T, I)
-        hs = []
-        for t in range(e.shape[1]):
-            h, state = self.model.rnn.step(e[:, t], state)  # (B, H)
-            hs.append(h)
-        self._new_carry = state
+        hs, self._new_carry = self.model.rnn.steps(self.model.embed(x), state)  # T x (B, H)
         out = F.dropout(torch.stack(hs, dim=1), self.model.cfg.dropout, self.model.training)  # (B, T, H)
         nll = sequence_loss(self.model.decoder(out), y)
         penalty = norm_preserving_penalty(hs, nll)
@@ -132,15 +127,16 @@ class LanguageModelJob:
                         feeding=None if self.teacher else self.feeding.state_dict())
 
 
-def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
-    """The config of the run in ``out`` (from its last checkpoint), with ``overrides`` applied
-    section by section and ``resume`` set. :func:`train` then refuses overrides that would
-    change what the run learns."""
-    base = read_config(Path(out) / LAST if Path(out).is_dir() else out, prefer=LAST).to_dict()
+def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The config of the run in ``out`` (from its last checkpoint: a :class:`RunConfig`, or a
+    classifier's config for a classifier run), with ``overrides`` applied section by section and
+    ``resume`` set. :func:`train` then refuses overrides that would change what the run learns."""
+    stored = read_config(Path(out) / LAST if Path(out).is_dir() else out, prefer=LAST)
+    base = stored.to_dict()
     for section, values in (overrides or {}).items():
         base[section].update(values)
     base["train"]["resume"] = True
-    return from_dict(RunConfig, base)
+    return from_dict(type(stored), base)
 
 
 def _load_resume(out: Path, cfg: RunConfig, corpus: Corpus) -> Checkpoint:

@@ -88,6 +88,15 @@ class RecurrentStack(nn.Module):
             new_state.append(s)
         return x_t, tuple(new_state)
 
+    def steps(self, x: Tensor, state: StackState) -> tuple[list[Tensor], StackState]:
+        """:meth:`step` over every t: x (B, T, I) -> the top layer's h_1..h_T, each (B, H), as the
+        recurrence ran through them (what a penalty on dh_{t+1}/dh_t needs), and the final state."""
+        hs = []
+        for t in range(x.shape[1]):
+            h, state = self.step(x[:, t], state)  # (B, H)
+            hs.append(h)
+        return hs, state
+
     # the fused fast path --------------------------------------------------------------
     def _fused_params(self) -> dict[str, Tensor]:
         params = {}
