@@ -144,6 +144,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
     cfg = run_config_from_args(ns)
     summary = train(cfg, progress=not ns.quiet)
+    if summary.get("rank", 0):  # torchrun: rank 0 reports for all
+        return 0
     _report(summary, ns.json)
     return 128 + summary["signal"] if summary["stopped"] == "interrupted" else 0
 

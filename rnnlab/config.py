@@ -43,9 +43,14 @@ class DataConfig:
     level: Literal["char", "word"] = _f("char", "token level: characters, or whitespace-separated words")
     min_count: int = _f(1, "word level: words seen fewer times in training become <unk>")
     val_fraction: float = _f(0.1, "fraction of a single corpus (its last characters) kept for validation")
+    mmap: Literal["auto", "yes", "no"] = _f(
+        "auto", "read the corpus through a memory map (for text larger than memory: one --data file, character "
+                "level); auto: for files of 64 MiB or more")
 
     def problems(self) -> list[str]:
         p = []
+        if self.mmap not in ("auto", "yes", "no"):
+            p.append(f"mmap must be auto, yes or no, got {self.mmap!r}")
         if self.data is None and self.train is None:
             p.append("no corpus: give --data FILE_OR_FOLDER, or --train FILE --val FILE")
         if self.data is not None and self.train is not None:

@@ -37,14 +37,11 @@ def evaluate_tokens(model: RNNLanguageModel, tokens: np.ndarray, batch_size: int
     model.eval()
     streams = EvalStreams.from_tokens(tokens, batch_size, name)
     device = model.decoder.weight.device
-    x_all = torch.as_tensor(streams.x, device=device)  # (B, m)
-    y_all = torch.as_tensor(streams.y, device=device)  # (B, m)
-    m_all = torch.as_tensor(streams.mask, device=device)  # (B, m)
-    state = model.initial_state(x_all.shape[0])
+    state = model.initial_state(streams.streams)
     total = torch.zeros((), dtype=torch.float64, device=device)
     try:
-        for s in range(0, x_all.shape[1], seq_len):
-            x, y, m = x_all[:, s:s + seq_len], y_all[:, s:s + seq_len], m_all[:, s:s + seq_len]  # (B, T)
+        for s in range(0, streams.length, seq_len):
+            x, y, m = (torch.as_tensor(a, device=device) for a in streams.window(s, s + seq_len))  # (B, T)
             logits, state = model(x, state)  # (B, T, V)
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
             total += nll.masked_select(m).double().sum()

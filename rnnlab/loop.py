@@ -28,13 +28,14 @@ from tqdm.auto import tqdm
 from rnnlab import jsonio
 from rnnlab.checkpoint import BEST, LAST, atomic_write
 from rnnlab.config import OptimConfig, TrainConfig
+from rnnlab.distributed import SINGLE, Dist, launched
 from rnnlab.errors import CheckpointError, ConfigError, TrainingError
 from rnnlab.plots import plot_curves, read_metrics
 
 # Config keys that a resumed run may change: where and how long it runs, not what it learns.
 # (eval_interval is not among them: it drives the plateau schedule.)
 RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "resume", "threads", "device",
-                     "eval_batch_size", "out"}
+                     "eval_batch_size", "out", "mmap"}
 
 
 # schedules: pure functions of the step ----------------------------------------------------
@@ -116,7 +117,21 @@ class Job(Protocol):
 
     def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
              rng: dict[str, torch.Tensor]) -> None:
-        """Write a checkpoint holding everything needed to continue."""
+        """Write a checkpoint holding everything needed to continue. Called on every rank of a
+        distributed run (to gather what the ranks hold apart); rank 0 alone writes."""
+
+
+class _JobForward(torch.nn.Module):
+    """A job's training loss as a module's forward, so that ``DistributedDataParallel`` sees it:
+    whatever the job runs (fused, stepped, a feeding strategy), the gradients are averaged over ranks."""
+
+    def __init__(self, job: Job):
+        super().__init__()
+        self.model = job.model  # registers the parameters DDP synchronises
+        self._job = job
+
+    def forward(self, epoch: int, index: int) -> tuple[torch.Tensor, int, dict[str, float]]:
+        return self._job.train_loss(epoch, index)
 
 
 # pieces every job's setup uses ----------------------------------------------------------------
@@ -174,9 +189,13 @@ def check_resume_config(stored: dict[str, dict[str, Any]], given: dict[str, dict
                            "may change"] + diffs)
 
 
-def start_run(tc: TrainConfig) -> tuple[Path, torch.device]:
+def start_run(tc: TrainConfig, distributed: bool = False) -> tuple[Path, torch.device]:
     """The run folder and device of a run about to start: threads set, and a clear error for a
-    folder that already holds a run (unless resuming) or an ``--out`` that is a file."""
+    folder that already holds a run (unless resuming), an ``--out`` that is a file, or a
+    ``torchrun`` launch of a job that trains in one process only (not ``distributed``)."""
+    if not distributed and launched():
+        raise ConfigError("this command trains in one process; torchrun with more than one process is "
+                          "supported by rnnlab train (the language model)")
     out = Path(tc.out)
     device = resolve_device(tc.device)
     if tc.threads:
@@ -197,8 +216,9 @@ def open_run_folder(out: Path) -> None:
         raise CheckpointError(f"run folder {out} is not writable")
 
 
-def restore(ckpt: Any, optimizer: torch.optim.Optimizer, out: Path) -> TrainState:
-    """Put the optimiser, the RNG and ``metrics.jsonl`` back where checkpoint ``ckpt`` left them."""
+def restore(ckpt: Any, optimizer: torch.optim.Optimizer, out: Path, write_log: bool = True) -> TrainState:
+    """Put the optimiser, the RNG and ``metrics.jsonl`` (unless not ``write_log``: a rank other
+    than 0) back where checkpoint ``ckpt`` left them."""
     if ckpt.optimizer is not None:
         try:
             optimizer.load_state_dict(ckpt.optimizer_state())
@@ -209,7 +229,13 @@ def restore(ckpt: Any, optimizer: torch.optim.Optimizer, out: Path) -> TrainStat
     except TypeError:
         raise CheckpointError(f"{ckpt.path}: training state is malformed") from None
     set_rng_state(ckpt.rng())
-    rows = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
+    if not write_log:
+        return state
+    rows, skips = [], 0
+    for r in read_metrics(out / "metrics.jsonl"):
+        skips += bool(r.get("skipped"))  # a skip logs the step before it: keep only those the checkpoint counted
+        if r.get("step", 0) <= state.step and not (r.get("skipped") and skips > state.skipped):
+            rows.append(r)
     atomic_write(out / "metrics.jsonl", "".join(jsonio.dumps(r) + "\n" for r in rows).encode("utf-8"))
     return state
 
@@ -248,8 +274,12 @@ class LoopResult:
 
 # the loop --------------------------------------------------------------------------------------
 
+STOPS = ("", "max_steps", "max_epochs", "time_budget", "interrupted")  # codes the ranks agree on (the largest wins)
+
+
 def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: TrainState,
-             optimizer: torch.optim.Optimizer, progress: bool = True, desc: str = "") -> LoopResult:
+             optimizer: torch.optim.Optimizer, progress: bool = True, desc: str = "",
+             dist: Dist = SINGLE) -> LoopResult:
     """Train ``job`` from ``state`` until a stop condition; checkpoint into ``out``.
 
     Each step: the learning rate of the schedule, ``job.train_loss``, backward, clip by
@@ -258,27 +288,43 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
     the run with a :class:`~rnnlab.errors.TrainingError` that names the last good
     checkpoint). Every ``eval_interval`` steps ``job.evaluate`` scores the validation
     split, ``last`` is checkpointed and ``best`` kept. The run always ends on a checkpoint.
+
+    With ``dist`` (a ``torchrun`` launch, :mod:`rnnlab.distributed`) the job's loss runs
+    inside ``DistributedDataParallel``, the logged loss is the mean over ranks, the ranks
+    agree on when to stop, rank 0 scores the validation split and alone writes the log,
+    the plots, the progress bar and (through ``job.save``) the checkpoints.
     """
     bpe = job.batches_per_epoch
-    try:
-        metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
-    except OSError as e:
-        raise CheckpointError(f"cannot write {out / 'metrics.jsonl'}: {e.strerror or e}") from None
+    main = dist.is_main
+    metrics_f = None
+    if main:
+        try:
+            metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+        except OSError as e:
+            raise CheckpointError(f"cannot write {out / 'metrics.jsonl'}: {e.strerror or e}") from None
 
     def log(row: dict[str, Any]) -> None:
-        metrics_f.write(jsonio.dumps(row) + "\n")
-        metrics_f.flush()
+        if metrics_f is not None:
+            try:
+                metrics_f.write(jsonio.dumps(row) + "\n")
+                metrics_f.flush()
+            except OSError as e:  # a full disk: one line, as for a checkpoint (the last one is intact)
+                raise CheckpointError(f"cannot write {out / 'metrics.jsonl'}: {e.strerror or e}") from None
+
+    def note(msg: str) -> None:
+        if main:
+            tqdm.write(msg)
 
     def checkpoint(best: bool) -> None:
         args = dict(train_state=asdict(state), optimizer=optimizer, rng=rng_state())
+        if best:  # best first: killed between the two, the old last resumes and redoes both (the other way
+            job.save(out / BEST, **args)  # round, last would record a best_val that best.safetensors never got)
         job.save(out / LAST, **args)
-        if best:
-            job.save(out / BEST, **args)
 
     def evaluate_and_save(scheduled: bool) -> dict[str, float]:
         """Score the validation split, checkpoint, plot. Only scheduled evaluations move the
         plateau schedule, so where a run stops (and resumes) does not change how it trains."""
-        m = job.evaluate()
+        m = dist.broadcast(job.evaluate() if main else None)
         crit = m.get("criterion", m["loss"])
         improved = crit < state.best_val
         if improved:
@@ -293,13 +339,22 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         log({"split": "val", "step": state.step, "epoch": state.epoch + state.batch / bpe,
              "elapsed": round(state.elapsed, 3), **m, "best": improved})
         checkpoint(best=improved)
-        plot_curves(out / "metrics.jsonl", out / "curves.png", job.unit)
+        if main:
+            try:
+                plot_curves(out / "metrics.jsonl", out / "curves.png", job.unit)
+            except OSError as e:
+                raise CheckpointError(f"cannot write {out / 'curves.png'}: {e.strerror or e}") from None
         return m
 
     limits = [s for s in (tc.max_steps, int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0) if s]
     params = [p for p in job.model.parameters() if p.requires_grad]
-    bar = tqdm(total=min(limits) if limits else None, initial=state.step, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=desc)
+    bar = tqdm(total=min(limits) if limits else None, initial=state.step, disable=not (progress and main),
+               unit="step", dynamic_ncols=True, desc=desc)
+    forward = job.train_loss
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(_JobForward(job))  # averages the gradients over ranks in backward
     stopped = ""
     consecutive_bad = 0
     window = {"items": 0, "time": 0.0, "clipped": 0, "steps": 0}
@@ -307,6 +362,8 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
     job.model.train()
     try:
         with _StopFlag() as flag:
+            if dist.broadcast(not (out / LAST).exists()):  # a run killed before its first evaluation resumes too
+                checkpoint(best=False)
             while True:
                 if tc.max_steps and state.step >= tc.max_steps:
                     stopped = "max_steps"
@@ -316,6 +373,8 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     stopped = "time_budget"
                 elif flag.signal is not None:
                     stopped = "interrupted"
+                if dist.enabled:  # wall time and signals differ between ranks: all stop at the same step
+                    stopped = STOPS[dist.agree(STOPS.index(stopped))]
                 if stopped:
                     break
                 t0 = time.perf_counter()
@@ -327,20 +386,25 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 lr = optim.lr * lr_multiplier(state.step, optim, state.horizon, time_frac) * state.lr_scale
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                loss, items, extra = job.train_loss(state.epoch, state.batch)
+                loss, items, extra = forward(state.epoch, state.batch)
+                items *= dist.world  # every rank trains as many
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if optim.clip_value > 0:
+                raw_norm = 0.0
+                if optim.clip_value > 0:  # clamping would turn an Inf into clip_value: judge the gradient before
+                    raw_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
                     torch.nn.utils.clip_grad_value_(params, optim.clip_value)
                 max_norm = optim.clip_norm if optim.clip_norm > 0 else math.inf
                 gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the norm before clipping
-                loss_v = loss.item()
+                if not math.isfinite(raw_norm):
+                    gnorm = raw_norm
+                loss_v = dist.mean(loss).item()  # the same on every rank, as the averaged gradient is
                 state.batch += 1
                 if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
                     state.skipped += 1
                     consecutive_bad += 1
                     job.step_done(ok=False)
-                    tqdm.write(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
+                    note(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
                                f"{gnorm}); step skipped ({state.skipped} so far)")
                     log({"split": "train", "step": state.step, "skipped": True, "loss": loss_v, "grad_norm": gnorm})
                     state.elapsed += time.perf_counter() - t0
@@ -389,12 +453,16 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     f"the loss or gradient was non-finite for {tc.max_bad_steps} steps in a row; stopped. "
                     + (f"The last good checkpoint is {last}." if last.exists() else "No checkpoint was written yet.")
                     + " Start a new run with a lower --lr or --clip-norm.")
-            elif state.last_eval_step != state.step or not (out / LAST).exists():
+            elif dist.broadcast(state.last_eval_step != state.step or not (out / LAST).exists()):
                 last_val = evaluate_and_save(scheduled=False)
             else:
                 checkpoint(best=False)
         caught = flag.signal
     finally:
         bar.close()
-        metrics_f.close()
+        if metrics_f is not None:
+            try:
+                metrics_f.close()
+            except OSError:  # the row that could not be written is still buffered; its error is on its way
+                pass
     return LoopResult(stopped, last_val, caught)

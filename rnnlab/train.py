@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint, write_json
 from rnnlab.config import RunConfig, from_dict
 from rnnlab.data.batches import StreamBatcher
-from rnnlab.data.corpus import Corpus, build_vocab, load_corpus
+from rnnlab.data.corpus import build_vocab, load_corpus
+from rnnlab.data.tokens import map_corpus, wants_mmap
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import CheckpointError, DataError
+from rnnlab.distributed import SINGLE, Dist, from_env, shutdown, world_size
+from rnnlab.errors import CheckpointError, ConfigError, DataError
 from rnnlab.evaluate import LN2, evaluate_tokens, token_metrics, unit_for
 from rnnlab.loop import (
     RESUMABLE_CHANGES,
@@ -42,6 +44,7 @@ from rnnlab.loop import (
     make_optimizer,
     new_state,
     open_run_folder,
+    resolve_device,
     restore,
     run_loop,
     start_run,
@@ -63,11 +66,15 @@ class LanguageModelJob:
     the model starts from the state batch i - 1 left, detached, so gradients flow back
     T steps and values flow forward for ever. The state is reset to zeros when an epoch
     starts, and after a skipped step (a non-finite state must not leak on).
+
+    In a distributed run (``dist``) this rank trains rows ``dist.rows(B)`` of every
+    batch and carries their state; a checkpoint gathers the state of all B streams.
     """
 
     def __init__(self, cfg: RunConfig, model: RNNLanguageModel, vocab: Vocab, train_ids: np.ndarray,
-                 val_ids: np.ndarray, device: torch.device, carry: StackState | None = None):
+                 val_ids: np.ndarray, device: torch.device, carry: StackState | None = None, dist: Dist = SINGLE):
         self.cfg, self.model, self.vocab, self.device = cfg, model, vocab, device
+        self.dist, self.rows = dist, dist.rows(cfg.train.batch_size)
         self.val_ids = val_ids
         self.batcher = StreamBatcher(train_ids, cfg.train.batch_size, cfg.train.seq_len)
         self.batches_per_epoch = self.batcher.batches_per_epoch
@@ -86,6 +93,7 @@ class LanguageModelJob:
 
     def train_loss(self, epoch: int, index: int) -> tuple[torch.Tensor, int, dict[str, float]]:
         xb, yb = self.batcher.batch(index)
+        xb, yb = xb[self.rows], yb[self.rows]  # this rank's streams (all of them in one process)
         x = torch.from_numpy(xb).to(self.device, non_blocking=True)  # (B, T)
         y = torch.from_numpy(yb).to(self.device, non_blocking=True)  # (B, T)
         state = self.carry if self.carry is not None else self.model.initial_state(x.shape[0])
@@ -122,9 +130,13 @@ class LanguageModelJob:
 
     def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
              rng: dict[str, torch.Tensor]) -> None:
-        save_checkpoint(path, model=self.model, config=self.cfg, vocab=self.vocab, train_state=train_state,
-                        optimizer=optimizer, carry=self.carry, rng=rng,
-                        feeding=None if self.teacher else self.feeding.state_dict())
+        carry = self.carry
+        if self.dist.enabled and carry is not None:  # every rank's streams, in stream order
+            carry = tuple(tuple(self.dist.gather_rows(t) for t in layer) for layer in carry)
+        if self.dist.is_main:
+            save_checkpoint(path, model=self.model, config=self.cfg, vocab=self.vocab, train_state=train_state,
+                            optimizer=optimizer, carry=carry, rng=rng,
+                            feeding=None if self.teacher else self.feeding.state_dict())
 
 
 def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Any:
@@ -139,22 +151,50 @@ def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None =
     return from_dict(type(stored), base)
 
 
-def _load_resume(out: Path, cfg: RunConfig, corpus: Corpus) -> Checkpoint:
+def _load_resume(out: Path, cfg: RunConfig) -> Checkpoint:
     if not (out / LAST).exists():
         raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
     ckpt = load_checkpoint(out / LAST)
     check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
-    split = out / "split.json"
-    if split.exists():
-        try:
-            stored = json.loads(split.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            stored = None
-        keys = [k for k in ("sha256", "train_sha256", "val_sha256", "test_sha256") if k in corpus.record]
-        if stored is not None and any(stored.get(k) != corpus.record[k] for k in keys):
-            raise DataError(f"the corpus has changed since the run in {out} started (its checksum differs from "
-                            f"split.json); resume needs the same text")
     return ckpt
+
+
+def _recorded_split(out: Path) -> dict[str, Any] | None:
+    try:
+        stored = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def _check_same_corpus(out: Path, record: dict[str, Any]) -> None:
+    stored = _recorded_split(out)
+    keys = [k for k in ("sha256", "train_sha256", "val_sha256", "test_sha256") if k in record]
+    if stored is not None and any(stored.get(k) != record[k] for k in keys):
+        raise DataError(f"the corpus has changed since the run in {out} started (its checksum differs from "
+                        f"split.json); resume needs the same text")
+
+
+def _load_ids(cfg: RunConfig, out: Path, ckpt: Checkpoint | None, dist: Dist
+              ) -> tuple[Vocab, np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """The vocabulary, the token ids of each split and the split's record: read into memory, or
+    through a memory map of a token file in the run folder (:mod:`rnnlab.data.tokens`)."""
+    if wants_mmap(cfg.data):
+        stored = _recorded_split(out) if ckpt else None
+        expect = stored.get("sha256") if stored else None
+        m = None
+        if dist.is_main:  # rank 0 writes the token file; the others then find it ready
+            m = map_corpus(cfg.data, out, ckpt.vocab if ckpt else None, expect)
+        dist.barrier()
+        if m is None:
+            m = map_corpus(cfg.data, out, ckpt.vocab if ckpt else None, expect)
+        return m.vocab, m.train, m.val, None, m.record
+    corpus = load_corpus(cfg.data)
+    if ckpt:
+        _check_same_corpus(out, corpus.record)
+    vocab = ckpt.vocab if ckpt else build_vocab(corpus, cfg.data.level, cfg.data.min_count)
+    test = vocab.encode(corpus.test) if corpus.test else None
+    return vocab, vocab.encode(corpus.train), vocab.encode(corpus.val), test, corpus.record
 
 
 def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -165,14 +205,19 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """
     cfg.validate()
     tc = cfg.train
-    out, device = start_run(tc)
+    world = world_size()  # torchrun's processes: check what they need before they join
+    if world > 1:
+        if tc.batch_size % world:
+            raise ConfigError(f"--batch-size {tc.batch_size} must be a multiple of the {world} processes "
+                              f"(each trains its own batch_size / {world} streams)")
+        if cfg.feeding.feeding == "professor":
+            raise ConfigError("professor forcing trains in one process only (its discriminator is not "
+                              "synchronised across ranks yet); run it without torchrun")
+    dist, device = from_env(resolve_device(tc.device))
+    out, _ = start_run(tc, distributed=True)
 
-    corpus = load_corpus(cfg.data)
-    ckpt = _load_resume(out, cfg, corpus) if tc.resume else None
-    vocab = ckpt.vocab if ckpt else build_vocab(corpus, cfg.data.level, cfg.data.min_count)
-    train_ids = vocab.encode(corpus.train)
-    val_ids = vocab.encode(corpus.val)
-    test_ids = vocab.encode(corpus.test) if corpus.test else None
+    ckpt = _load_resume(out, cfg) if tc.resume else None
+    vocab, train_ids, val_ids, test_ids, record = _load_ids(cfg, out, ckpt, dist)
     for name, ids in (("validation split", val_ids), ("test split", test_ids)):
         if ids is not None and len(ids) < 2:
             raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
@@ -182,17 +227,20 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                                                           cfg.cures.recurrent_init)
     model.to(device)
     optimizer = make_optimizer(model, cfg.optim)
-    open_run_folder(out)
+    if dist.is_main:
+        open_run_folder(out)
+    dist.barrier()
     carry = None
     if ckpt:
-        c = ckpt.carry()
-        carry = tuple(tuple(t.to(device) for t in layer) for layer in c) if c else None
-    job = LanguageModelJob(cfg, model, vocab, train_ids, val_ids, device, carry)
+        c = ckpt.carry()  # the state of all B streams: this rank takes its own
+        rows = dist.rows(tc.batch_size)
+        carry = tuple(tuple(t[rows].to(device) for t in layer) for layer in c) if c else None
+    job = LanguageModelJob(cfg, model, vocab, train_ids, val_ids, device, carry, dist)
     bpe = job.batches_per_epoch
     if ckpt and ckpt.feeding_state() is not None:
         job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
     if ckpt:
-        state = restore(ckpt, optimizer, out)
+        state = restore(ckpt, optimizer, out, write_log=dist.is_main)
         if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \
                 tc.max_steps and tc.max_steps != state.horizon:
             warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "
@@ -200,14 +248,20 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
                           f"choose the horizon yourself", stacklevel=2)
     else:
         state = new_state(cfg.optim, tc, bpe)
-        write_json(out / "vocab.json", vocab.to_dict())
-        write_json(out / "split.json", corpus.record)
-    write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
+        if dist.is_main:
+            write_json(out / "vocab.json", vocab.to_dict())
+            write_json(out / "split.json", record)
+    if dist.is_main:
+        write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
+    if dist.rank:  # the other ranks draw their own dropout masks and samples
+        torch.manual_seed(tc.seed + 7919 * dist.rank + state.step)
 
     unit = job.unit
     result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
-                      desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}")
+                      desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}", dist=dist)
     stopped, last_val = result.stopped, result.last_val
+    dist.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
+    shutdown(dist)
 
     summary: dict[str, Any] = {
         "run": str(out), "stopped": stopped, "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
@@ -218,7 +272,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     }
     if stopped == "interrupted":
         summary["signal"] = result.signal
-    if test_ids is not None and (out / BEST).exists() and stopped != "interrupted":
+    if dist.enabled:
+        summary.update({"world_size": dist.world, "rank": dist.rank})
+    if test_ids is not None and dist.is_main and (out / BEST).exists() and stopped != "interrupted":
         best = load_checkpoint(out / BEST).build_model().to(device)
         t = evaluate_tokens(best, test_ids, tc.eval_batch_size, tc.seq_len, "test split")
         summary.update({"test_loss": t["loss"], f"test_{unit}": t["bits"]})

@@ -7,6 +7,9 @@ state left by batch i is exactly the state batch i + 1 needs: the trainer carrie
 it across batches (detached) and resets it only when an epoch wraps around.
 
 Shapes: ``x, y: (B, T)`` int64 token ids, as NumPy arrays (this layer needs no torch).
+
+Neither class copies the token array: given a ``numpy.memmap`` (a corpus larger than
+memory, :mod:`rnnlab.data.tokens`) they read only the windows asked for.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class StreamBatcher:
                 f"the {name} has {len(tokens)} tokens; one batch needs batch_size * seq_len + 1 = "
                 f"{batch_size * seq_len + 1}: lower --batch-size or --seq-len, or give more text")
         self.batch_size, self.seq_len = batch_size, seq_len
-        t = np.asarray(tokens, dtype=np.int64)
+        t = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens, dtype=np.int64)  # views, no copy
         self.x = t[: n * batch_size].reshape(batch_size, n)  # (B, n) inputs of each stream
         self.y = t[1 : n * batch_size + 1].reshape(batch_size, n)  # (B, n) next-token targets
         self.batches_per_epoch = n // seq_len
@@ -45,7 +48,8 @@ class StreamBatcher:
         if not 0 <= i < self.batches_per_epoch:
             raise IndexError(f"batch {i} outside 0..{self.batches_per_epoch - 1}")
         s = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        return np.ascontiguousarray(self.x[:, s]), np.ascontiguousarray(self.y[:, s])
+        return (np.ascontiguousarray(self.x[:, s], dtype=np.int64),  # (B, T)
+                np.ascontiguousarray(self.y[:, s], dtype=np.int64))  # (B, T)
 
 
 @dataclass
@@ -54,12 +58,13 @@ class EvalStreams:
 
     The M = N - 1 (input, target) pairs are cut into B contiguous streams of
     m = ceil(M / B); the tail is padded and masked out. Evaluating chunk by chunk
-    with the state carried gives the exact mean loss over all M targets.
+    with the state carried gives the exact mean loss over all M targets. Windows are
+    read on demand (:meth:`window`), so a memory-mapped split is never loaded whole.
     """
 
-    x: np.ndarray  # (B, m) inputs
-    y: np.ndarray  # (B, m) targets
-    mask: np.ndarray  # (B, m) True for a real target, False for padding
+    tokens: np.ndarray  # (N,) the split
+    streams: int  # B
+    length: int  # m, pairs per stream (the last stream is padded)
     count: int  # M, the number of real targets
 
     @classmethod
@@ -68,10 +73,28 @@ class EvalStreams:
         if m_total < 1:
             raise DataError(f"the {name} needs at least 2 tokens, got {len(tokens)}")
         b = min(batch_size, m_total)
-        m = math.ceil(m_total / b)
-        t = np.asarray(tokens, dtype=np.int64)
-        x = np.zeros(b * m, dtype=np.int64)
-        y = np.zeros(b * m, dtype=np.int64)
-        mask = np.zeros(b * m, dtype=bool)
-        x[:m_total], y[:m_total], mask[:m_total] = t[:-1], t[1:], True
-        return cls(x.reshape(b, m), y.reshape(b, m), mask.reshape(b, m), m_total)
+        t = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens, dtype=np.int64)
+        return cls(t, b, math.ceil(m_total / b), m_total)
+
+    def window(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs ``start:stop`` of every stream: ``x, y`` (B, T) int64 (0 where padded) and ``mask`` (B, T)."""
+        stop = min(stop, self.length)
+        pos = np.arange(self.streams)[:, None] * self.length + np.arange(start, stop)[None, :]  # (B, T)
+        mask = pos < self.count
+        p = np.where(mask, pos, 0)
+        x = np.where(mask, self.tokens[p], 0).astype(np.int64)  # (B, T)
+        y = np.where(mask, self.tokens[p + 1], 0).astype(np.int64)  # (B, T)
+        return x, y, mask
+
+    @property
+    def x(self) -> np.ndarray:
+        """(B, m) every input (for small splits and tests; :meth:`window` reads a part)."""
+        return self.window(0, self.length)[0]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.window(0, self.length)[1]
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.window(0, self.length)[2]
