@@ -160,12 +160,25 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
         _print_json(summary)
 
 
-def cmd_sample(ns: argparse.Namespace) -> int:
+def _load_lm(ns: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The language model of ``ns.checkpoint`` on ``ns.device``."""
     from rnnlab.checkpoint import load_model
+    from rnnlab.loop import resolve_device
+
+    device = resolve_device(ns.device)  # a bad --device is refused before the file is read
+    model, vocab, ckpt = load_model(ns.checkpoint)
+    return model.to(device), vocab, ckpt
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (a GPU if there is one)")
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
     from rnnlab.sampling import encode_prime, generate
 
     cfg = from_dict(SampleConfig, _given(ns, SampleConfig)).validate()
-    model, vocab, _ = load_model(ns.checkpoint)
+    model, vocab, _ = _load_lm(ns)
     encode_prime(vocab, cfg.prime)  # refuse an unknown character before anything is printed
     if cfg.num_samples == 1 and cfg.strategy != "beam":
         sys.stdout.write(cfg.prime)
@@ -186,11 +199,10 @@ def cmd_sample(ns: argparse.Namespace) -> int:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from rnnlab.checkpoint import load_model
     from rnnlab.data.corpus import load_corpus, read_corpus_file
     from rnnlab.evaluate import evaluate_text, token_metrics, unit_for
 
-    model, vocab, ckpt = load_model(ns.checkpoint)
+    model, vocab, ckpt = _load_lm(ns)
     tc, dc = ckpt.config.train, ckpt.config.data
     if ns.data and ns.split:
         raise ConfigError("give --data FILE or --split NAME, not both")
@@ -572,11 +584,11 @@ EXPOSURE_EXAMPLES = """examples:
 
 def cmd_exposure(ns: argparse.Namespace) -> int:
     from rnnlab import jsonio as jio
-    from rnnlab.checkpoint import atomic_write, load_model
+    from rnnlab.checkpoint import atomic_write
     from rnnlab.data.corpus import load_corpus
     from rnnlab.exposure import exposure_bias, plot_exposure
 
-    model, vocab, ckpt = load_model(ns.checkpoint)
+    model, vocab, ckpt = _load_lm(ns)
     corpus = load_corpus(ckpt.config.data)
     r = exposure_bias(model, vocab, corpus.val, corpus.train, prefixes=ns.prefixes, prefix_len=ns.prefix_len,
                       length=ns.length, buckets=ns.buckets, ref_order=ns.ref_order, stat_order=ns.stat_order,
@@ -697,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or beam search.", epilog=SAMPLE_EXAMPLES)
     s.add_argument("checkpoint", help="a run folder (its best checkpoint) or a .safetensors checkpoint")
     _add_dataclass_options(s, SampleConfig, "sampling options")
+    _add_device(s)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="bits per character of a checkpoint on a split or a file", formatter_class=fmt,
@@ -706,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="the run's split to score (default: val)")
     e.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    _add_device(e)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="the main job: learn Python source from the standard library, then sample",
@@ -752,6 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="(default: 0)")
     ex.add_argument("--plot", default=None, help="write both curves to this PNG")
     ex.add_argument("--json-out", default=None, help="write the report to this JSON file")
+    _add_device(ex)
     ex.set_defaults(func=cmd_exposure)
 
     tk = sub.add_parser("tasks", help="long-memory tasks: adding, copy, temporal order", formatter_class=fmt,
