@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.config import ModelConfig, OptimConfig
+from rnnlab.feeding import make_feeding
 from rnnlab.nn import RNNLanguageModel, detach_state, sequence_loss
 from rnnlab.nn.cells import CELL_TYPES
 from rnnlab.train import make_optimizer
@@ -54,7 +55,10 @@ from rnnlab.train import make_optimizer
 THEORETICAL_PEAK_GFLOPS = 156.0  # 2 cores x 2 FMA pipes x 8 float32 lanes x 2 FLOP x ~2.45 GHz (Zen 3, AVX2)
 VOCAB = 65  # tiny-shakespeare's character set
 PLAIN_RNN = {"elman": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}  # the torch module a plain user would pick
-VARIANTS = ("rnnlab", "plain", "unfused")  # rnnlab fused path, plain PyTorch loop, rnnlab generic unroller
+# rnnlab fused path, plain PyTorch loop, rnnlab generic unroller, one character per call of nn.LSTM (the style of
+# spro/char-rnn.pytorch), and rnnlab free running (the model's own sampled output fed back, rnnlab.feeding)
+VARIANTS = ("rnnlab", "plain", "unfused", "onechar", "free")
+SLOW = ("unfused", "onechar", "free")  # timed for --unfused-steps steps per repeat
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +198,17 @@ class PlainLM(nn.Module):
         return self.decoder(out), state  # (B, T, V)
 
 
+class OneCharLM(PlainLM):
+    """The same network fed one character per call, as spro/char-rnn.pytorch trains it."""
+
+    def forward(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        outs = []
+        for t in range(tokens.shape[1]):
+            out, state = self.rnn(self.embedding(tokens[:, t:t + 1]), state)  # (B, 1, H)
+            outs.append(self.decoder(out))  # (B, 1, V)
+        return torch.cat(outs, dim=1), state  # (B, T, V)
+
+
 def detach_plain(state: Any) -> Any:
     return tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
 
@@ -217,8 +232,7 @@ class Trainer:
         tokens = self.batches[self.i % len(self.batches)]  # (B, T+1)
         self.i += 1
         x, y = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
-        logits, new_state = self.model(x, self.state)  # (B, T, V)
-        loss = sequence_loss(logits, y)
+        loss, new_state = self.loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm))
@@ -226,6 +240,10 @@ class Trainer:
         self.optimizer.step()
         self.state = self.detach(new_state)
         return loss_v if math.isfinite(gnorm) else math.nan
+
+    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Any]:
+        logits, new_state = self.model(x, self.state)  # (B, T, V)
+        return sequence_loss(logits, y), new_state
 
     def run(self, n: int) -> float:
         """Seconds per step, averaged over ``n`` steps."""
@@ -235,6 +253,18 @@ class Trainer:
         return (time.perf_counter() - t0) / n
 
 
+class FeedTrainer(Trainer):
+    """The same step with the loss of a feeding strategy (:mod:`rnnlab.feeding`), as the trainer runs it."""
+
+    def __init__(self, *args: Any, feeding: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.feeding, self.generator = feeding, torch.Generator().manual_seed(0)
+
+    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Any]:
+        r = self.feeding.loss(self.model, x, y, self.state, step=self.i, generator=self.generator)
+        return r.loss, r.state
+
+
 def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor], seed: int,
                   with_unfused: bool) -> tuple[dict[str, Trainer], dict[str, int]]:
     optim_cfg = OptimConfig()  # Adam, lr 2e-3, clip norm 5: the training defaults
@@ -242,14 +272,18 @@ def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor]
     trainers: dict[str, Trainer] = {}
     params: dict[str, int] = {}
     for variant in VARIANTS:
-        if variant == "unfused" and not with_unfused:
+        if variant in SLOW and not with_unfused:
             continue
         torch.manual_seed(seed)
-        if variant == "plain":
+        if variant in ("plain", "onechar"):
             emb = ModelConfig().embedding_size
-            model: nn.Module = PlainLM(cell, VOCAB, emb, hidden, num_layers)
+            model: nn.Module = (PlainLM if variant == "plain" else OneCharLM)(cell, VOCAB, emb, hidden, num_layers)
             opt = torch.optim.Adam(model.parameters(), lr=optim_cfg.lr)
             trainers[variant] = Trainer(model, opt, None, detach_plain, batches, optim_cfg.clip_norm)
+        elif variant == "free":
+            lm = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers), VOCAB)
+            trainers[variant] = FeedTrainer(lm, make_optimizer(lm, optim_cfg), lm.initial_state(batch), detach_state,
+                                            batches, optim_cfg.clip_norm, feeding=make_feeding("free-sample"))
         else:
             cfg = ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers, fused=(variant == "rnnlab"))
             lm = RNNLanguageModel(cfg, VOCAB)
@@ -263,13 +297,13 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
     g = torch.Generator().manual_seed(args.seed)
     batches = [torch.randint(0, VOCAB, (args.batch_size, args.seq_len + 1), generator=g) for _ in range(4)]
     trainers, params = make_trainers(cell, hidden, args.num_layers, batches, args.seed, args.unfused_steps > 0)
-    steps = {"rnnlab": args.steps, "plain": args.steps, "unfused": args.unfused_steps}
+    steps = {"rnnlab": args.steps, "plain": args.steps, **{v: args.unfused_steps for v in SLOW}}
     flops = step_flops(cell, ModelConfig().embedding_size, hidden, args.num_layers, VOCAB, args.batch_size,
                        args.seq_len)
     times: dict[str, list[float]] = {v: [] for v in trainers}
     peaks: dict[str, float] = {v: 0.0 for v in trainers}
     for v, tr in trainers.items():  # warm-up: allocator, Adam state, oneDNN primitives
-        _, p = rss.measure(tr.run, max(1, args.warmup if v != "unfused" else min(args.warmup, 1)))
+        _, p = rss.measure(tr.run, max(1, args.warmup if v not in SLOW else min(args.warmup, 1)))
         peaks[v] = max(peaks[v], p)
     busy: dict[str, list[float]] = {v: [0.0, 0.0] for v in trainers}  # CPU seconds, wall seconds
     names = list(trainers)
@@ -300,6 +334,8 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
            "rnnlab_over_plain_runs": pair}
     if "unfused" in times:
         out["fused_over_unfused"] = variants["rnnlab"]["chars_per_sec"] / variants["unfused"]["chars_per_sec"]
+    if "free" in times:  # the goal: free running at least 0.6x the teacher-forced (fused) speed
+        out["free_over_teacher"] = variants["free"]["chars_per_sec"] / variants["rnnlab"]["chars_per_sec"]
     return out
 
 
@@ -309,7 +345,8 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
 
 def table(results: dict[str, Any]) -> list[str]:
     """The results as Markdown table lines (also printed to the terminal)."""
-    names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "unfused": "rnnlab unfused"}
+    names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "unfused": "rnnlab unfused",
+             "onechar": "one char per call", "free": "rnnlab free running"}
     lines = [("| cell | size | variant | ms/step | spread | chars/s | GFLOP/s | of mm peak | of 156 | vs plain "
               "| peak RSS MB | CPU share |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -435,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             v = c["variants"]
             print(f"  {cell:5} {args.num_layers}x{h:<4} rnnlab {v['rnnlab']['chars_per_sec']:9,.0f} chars/s  "
                   f"plain {v['plain']['chars_per_sec']:9,.0f}  ratio {c['rnnlab_over_plain']:.2f}"
-                  + (f"  unfused {v['unfused']['chars_per_sec']:9,.0f}" if "unfused" in v else "")
+                  + "".join(f"  {k} {v[k]['chars_per_sec']:9,.0f}" for k in SLOW if k in v)
                   + f"  ({time.perf_counter() - t0:.0f} s)")
             share = min(m["cpu_share"] for m in v.values())
             if share < 0.9:

@@ -112,3 +112,23 @@ def test_elman_initial_state_is_zero_and_initialisation_is_bounded():
     cell = CELL_TYPES["elman"](4, 100)
     assert all(p.abs().max() <= 0.1 + 1e-7 for p in cell.parameters())  # U(-1/sqrt(H), 1/sqrt(H))
     assert (cell.initial_state(3)[0] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_the_one_call_step_equals_the_projected_step_values_and_gradients(name):
+    """``Cell.step`` calls torch's cell function; the written-out equations are the oracle."""
+    from rnnlab.nn.cells import CELL_TYPES
+
+    torch.manual_seed(1)
+    cell = CELL_TYPES[name](5, 7).double()
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(3, 7, dtype=torch.float64, requires_grad=True) for _ in range(cell.state_tensors))
+    outs = []
+    for fn in (lambda: cell.step(x, state), lambda: cell.step_projected(cell.project_input(x), state)):
+        h, new = fn()
+        loss = sum((t * torch.linspace(-1, 1, 7, dtype=torch.float64)).sum() ** 2 for t in new)
+        grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+        outs.append((new, grads))
+        assert h is new[0]
+    for a, b in zip(outs[0][0] + outs[0][1], outs[1][0] + outs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

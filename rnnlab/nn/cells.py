@@ -13,7 +13,10 @@ and exposes the same small interface:
   all T steps at once (B, T, I): the unroller does this as one large matrix product;
 * ``step_projected(xp_t, state)`` -> ``(h_t, state)``, the recurrence given the
   projected input (B, G*H);
-* ``step(x_t, state)`` = ``step_projected(project_input(x_t), state)``.
+* ``step(x_t, state)`` = ``step_projected(project_input(x_t), state)``, computed in
+  one call of torch's own cell function (``torch.rnn_tanh_cell``, ``torch.lstm_cell``,
+  ``torch.gru_cell``: :attr:`Cell.fused_step`), which saves the Python overhead of
+  some ten operations on every step of sampling and of the stepped training paths.
 
 Because the layout matches, the same tensors also drive ``torch.nn.RNN/LSTM/GRU``
 (:attr:`Cell.fused_cls`), and the tests check each cell against
@@ -40,6 +43,8 @@ class Cell(nn.Module):
     state_tensors: int = 1  # tensors in the state tuple
     fused_cls: type[nn.RNNBase] = nn.RNN  # the torch module that computes the same function
     fused_kwargs: dict = {}
+    # torch's function for one step of this cell: (x, h or (h, c), w_ih, w_hh, b_ih, b_hh) -> h or (h, c)
+    fused_step: staticmethod | None = None
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
@@ -70,8 +75,14 @@ class Cell(nn.Module):
         raise NotImplementedError
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """One time step: x_t (B, I), state -> h_t (B, H), new state."""
-        return self.step_projected(self.project_input(x_t), state)
+        """One time step: x_t (B, I), state -> h_t (B, H), new state (one call of :attr:`fused_step`)."""
+        fn = type(self).fused_step
+        if fn is None:
+            return self.step_projected(self.project_input(x_t), state)
+        out = fn(x_t, state if self.state_tensors > 1 else state[0],
+                 self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        new = tuple(out) if self.state_tensors > 1 else (out,)
+        return new[0], new
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
@@ -89,6 +100,7 @@ class ElmanCell(Cell):
     gates, state_tensors = 1, 1
     fused_cls = nn.RNN
     fused_kwargs = {"nonlinearity": "tanh"}
+    fused_step = staticmethod(torch.rnn_tanh_cell)
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
@@ -114,6 +126,7 @@ class LSTMCell(Cell):
 
     gates, state_tensors = 4, 2
     fused_cls = nn.LSTM
+    fused_step = staticmethod(torch.lstm_cell)
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
@@ -141,6 +154,7 @@ class GRUCell(Cell):
 
     gates, state_tensors = 3, 1
     fused_cls = nn.GRU
+    fused_step = staticmethod(torch.gru_cell)
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state

@@ -69,8 +69,8 @@ class RecurrentStack(nn.Module):
             xp = cell.project_input(x)  # (B, T, G*H): all T input products at once
             s = state[k]
             outs = []
-            for t in range(x.shape[1]):
-                h, s = cell.step_projected(xp[:, t], s)  # h: (B, H)
+            for xp_t in xp.unbind(1):  # unbind, not xp[:, t]: one backward node instead of T slices
+                h, s = cell.step_projected(xp_t, s)  # h: (B, H)
                 outs.append(h)
             x = torch.stack(outs, dim=1)  # (B, T, H)
             if k < self.num_layers - 1 and self.dropout > 0:
@@ -92,8 +92,8 @@ class RecurrentStack(nn.Module):
         """:meth:`step` over every t: x (B, T, I) -> the top layer's h_1..h_T, each (B, H), as the
         recurrence ran through them (what a penalty on dh_{t+1}/dh_t needs), and the final state."""
         hs = []
-        for t in range(x.shape[1]):
-            h, state = self.step(x[:, t], state)  # (B, H)
+        for x_t in x.unbind(1):  # (B, I) each
+            h, state = self.step(x_t, state)  # (B, H)
             hs.append(h)
         return hs, state
 
