@@ -29,6 +29,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 @dataclass
 class DataConfig:
     """Where the text comes from and how it is cut into tokens."""
@@ -121,6 +123,8 @@ class OptimConfig:
             p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             p.append(f"lr must be a positive number, got {self.lr}")
+        elif self.lr > FLOAT32_MAX:  # the optimiser applies it to float32 weights
+            p.append(f"lr must be at most {FLOAT32_MAX:.4g} (float32's largest number), got {self.lr}")
         if not 0.0 <= self.momentum < 1.0:
             p.append(f"momentum must lie in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:

@@ -143,8 +143,6 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
 
 def plot_exposure(report: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> None:
     """Two panels against the distance from the prefix: bits per token, and the n-gram divergence."""
-    from pathlib import Path
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -167,6 +165,6 @@ def plot_exposure(report: dict[str, Any], path: str | os.PathLike[str], title: s
     if title:
         a.set_title(title)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    from rnnlab.plots import save_figure
+
+    save_figure(fig, path)

@@ -393,7 +393,7 @@ def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str], ti
     ax.legend()
     fig.tight_layout()
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out)
+    from rnnlab.plots import save_figure
+
+    save_figure(fig, out)
     return out

@@ -317,8 +317,10 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
 
     def checkpoint(best: bool) -> None:
         args = dict(train_state=asdict(state), optimizer=optimizer, rng=rng_state())
-        if best:  # best first: killed between the two, the old last resumes and redoes both (the other way
-            job.save(out / BEST, **args)  # round, last would record a best_val that best.safetensors never got)
+        # best first: killed between the two, the old last resumes and redoes both; the other way round,
+        # last would record a best_val that best.safetensors never received
+        if best:
+            job.save(out / BEST, **args)
         job.save(out / LAST, **args)
 
     def evaluate_and_save(scheduled: bool) -> dict[str, float]:

@@ -11,6 +11,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Write ``fig`` to ``path`` (PNG) atomically: a temporary file beside it, then a rename; the
+    temporary file is removed if writing fails (a full disk), and the old picture stays."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
     """The lines of a ``metrics.jsonl`` file; a partly written last line is ignored."""
     rows = []
@@ -58,9 +71,7 @@ def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike
         g.legend(handles=[*g.get_lines(), *c.get_lines()], loc="upper right", fontsize=8)
     axes[-1].set_xlabel("optimiser step")
     fig.tight_layout()
-    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str], top: int = 60) -> None:
@@ -76,9 +87,7 @@ def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str], t
     ax.set_ylabel("relative frequency")
     ax.set_title(f"unigram histogram ({len(symbols)} symbols, {int(total):,} tokens)")
     fig.tight_layout()
-    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str | os.PathLike[str],
@@ -109,6 +118,4 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str 
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
