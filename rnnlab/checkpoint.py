@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,53 @@ LANGUAGE_MODEL, CLASSIFIER = "language-model", "classifier"
 CONFIG_TYPES: dict[str, type] = {LANGUAGE_MODEL: RunConfig, CLASSIFIER: ClassifyRunConfig}
 
 
+_TEMP = re.compile(r"\.(.+)\.tmp-(\d+)")  # atomic_write's temporary files: .<name>.tmp-<pid>
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in ``folder``.
+
+    Only names of :func:`atomic_write`'s pattern whose process is gone are removed, so a
+    writer still at work keeps its file. A killed run's leftovers would otherwise pile up,
+    one checkpoint's size each, and fill the disk of a run that is killed and resumed often.
+    """
+    if os.name != "posix":  # os.kill(pid, 0) is the liveness probe only on POSIX
+        return
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = _TEMP.fullmatch(name)
+        if m is None or int(m[2]) == os.getpid():
+            continue
+        try:
+            os.kill(int(m[2]), 0)
+            continue  # the writer is alive (or another user's): leave its file alone
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue
+        try:
+            (folder / name).unlink()
+        except OSError:
+            pass
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its class name if it has none), for a one-line error."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     Whatever stops the write (a full disk, a signal, Ctrl-C), the temporary file is
-    removed and the previous ``path`` is left as it was.
+    removed and the previous ``path`` is left as it was. Only SIGKILL (or a crash of the
+    machine) can leave the temporary file behind; the next write into the folder removes it.
     """
     path = Path(path)
+    _remove_stale_temps(path.parent)  # first: on a full disk their space is what this write needs
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -154,39 +195,81 @@ class Checkpoint:
         """A classifier's class names, in the order of its outputs."""
         return list(self.extra.get("labels", []))
 
+    def _new_model(self) -> torch.nn.Module:
+        """The model the config describes, with fresh weights (on the current default device)."""
+        if self.kind == CLASSIFIER:
+            labels, feature_size = self.labels, self.extra.get("feature_size", 0)
+            if len(labels) < 2 or not isinstance(feature_size, int) or (self.vocab is None) == (feature_size == 0):
+                raise ValueError("class names or input size missing")
+            return RNNClassifier(self.config.model, len(labels), vocab_size=len(self.vocab) if self.vocab else 0,
+                                 feature_size=feature_size, bidirectional=self.config.classifier.bidirectional)
+        if self.vocab is None:
+            raise ValueError("no vocabulary")
+        return RNNLanguageModel(self.config.model, len(self.vocab))
+
     def build_model(self) -> Any:
-        """The model with these weights; a :class:`CheckpointError` if they do not fit the config."""
+        """The model with these weights; a :class:`CheckpointError` if they do not fit the config.
+
+        The shapes are compared on the meta device first, so a config that asks for a huge
+        model allocates nothing: the real model is built only once it matches the file's own
+        tensors (whose size the file bounds)."""
+        state = self.model_state()
+        layers = self.config.model.num_layers
+        if layers > len(state):  # every layer holds several tensors; a million layers would take minutes to refuse
+            raise CheckpointError(f"{self.path}: weights do not match its config and vocabulary (the config asks for "
+                                  f"{layers} layers, the file holds {len(state)} weight tensors)")
         try:
-            if self.kind == CLASSIFIER:
-                labels, feature_size = self.labels, self.extra.get("feature_size", 0)
-                if len(labels) < 2 or not isinstance(feature_size, int) or (self.vocab is None) == (feature_size == 0):
-                    raise ValueError("class names or input size missing")
-                model: torch.nn.Module = RNNClassifier(
-                    self.config.model, len(labels), vocab_size=len(self.vocab) if self.vocab else 0,
-                    feature_size=feature_size, bidirectional=self.config.classifier.bidirectional)
-            else:
-                if self.vocab is None:
-                    raise ValueError("no vocabulary")
-                model = RNNLanguageModel(self.config.model, len(self.vocab))
-        except (ValueError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{self.path}: cannot rebuild its model ({e})") from None
+            with torch.device("meta"):
+                shell = self._new_model()
+        except (ValueError, TypeError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{self.path}: cannot rebuild its model ({_first_line(e)})") from None
+        expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != got:
+            missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+            wrong = [f"{k}: {list(got[k])} in the file, {list(expected[k])} expected"
+                     for k in sorted(expected.keys() & got.keys()) if expected[k] != got[k]]
+            detail = "; ".join([f"missing {', '.join(missing[:3])}"] * bool(missing)
+                               + [f"unexpected {', '.join(unexpected[:3])}"] * bool(unexpected) + wrong[:2])
+            raise CheckpointError(f"{self.path}: weights do not match its config and vocabulary ({detail[:300]})")
+        for k, t in state.items():
+            if not t.is_floating_point():
+                raise CheckpointError(f"{self.path}: weight {k} is {t.dtype}, not floating point; the file is corrupt")
+            if not torch.isfinite(t).all():
+                raise CheckpointError(f"{self.path}: weight {k} holds NaN or infinite values; the file is corrupt "
+                                      "or its run diverged")
+        model = self._new_model()
         try:
-            model.load_state_dict(self.model_state(), strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
             detail = " ".join(line.strip() for line in first[:3])
-            raise CheckpointError(f"{self.path}: weights do not match its config and vocabulary ({detail[:300]})") from None
+            raise CheckpointError(
+                f"{self.path}: weights do not match its config and vocabulary ({detail[:300]})") from None
         return model
 
     def carry(self) -> StackState | None:
+        """The hidden state carried between batches, (B, H) per tensor, as the model's stack holds it;
+        a :class:`CheckpointError` if it does not fit the config (layers, tensors per layer, width)."""
         layers: dict[int, dict[int, torch.Tensor]] = {}
         for name, t in self.tensors.items():
             if name.startswith("carry."):
-                _, k, i = name.split(".")
+                _, k, i = name.split(".")  # the names were checked by load_checkpoint
                 layers.setdefault(int(k), {})[int(i)] = t
         if not layers:
             return None
-        return tuple(tuple(layers[k][i] for i in sorted(layers[k])) for k in sorted(layers))
+        m = self.config.model
+        per_layer = 2 if m.cell == "lstm" else 1  # an LSTM carries (h, c)
+        state = tuple(tuple(layers[k][i] for i in sorted(layers[k])) for k in sorted(layers))
+        fits = (sorted(layers) == list(range(m.num_layers))
+                and all(sorted(layers[k]) == list(range(per_layer)) for k in layers)
+                and all(t.dim() == 2 and t.shape == state[0][0].shape and t.shape[1] == m.hidden_size
+                        and t.is_floating_point() and bool(torch.isfinite(t).all()) for layer in state for t in layer))
+        if not fits:
+            shapes = [[list(t.shape) for t in layer] for layer in state]
+            raise CheckpointError(f"{self.path}: carried state {shapes} does not fit a {m.num_layers}-layer "
+                                  f"{m.cell} of width {m.hidden_size}; the file is corrupt")
+        return state
 
     def feeding_state(self) -> dict[str, Any] | None:
         """The feeding strategy's state as :meth:`rnnlab.feeding.Feeding.load_state_dict` takes it, if saved."""
@@ -196,7 +279,14 @@ class Checkpoint:
         return {"tensors": tensors, "meta": self.extra_meta["feeding"]}
 
     def rng(self) -> dict[str, torch.Tensor]:
-        return {k[len("rng."):]: v for k, v in self.tensors.items() if k.startswith("rng.")}
+        """The random generators' states (byte tensors, as ``torch.get_rng_state`` gives them)."""
+        rng = {k[len("rng."):]: v for k, v in self.tensors.items() if k.startswith("rng.")}
+        size = torch.get_rng_state().numel()
+        for name, t in rng.items():
+            if t.dtype != torch.uint8 or t.dim() != 1 or (name == "torch" and t.numel() != size):
+                raise CheckpointError(f"{self.path}: random generator state {name!r} is malformed "
+                                      f"({t.dtype}, shape {list(t.shape)}); the file is corrupt")
+        return rng
 
     def optimizer_state(self) -> dict[str, Any] | None:
         return None if self.optimizer is None else _join_optimizer(self.tensors, self.optimizer)
@@ -228,6 +318,9 @@ def _sniff(p: Path) -> None:
     size = p.stat().st_size
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27:
+        raise CheckpointError(f"{p} is truncated: its safetensors header says {int.from_bytes(head[:8], 'little')} "
+                              f"bytes, the file holds {size - 8} after the length")
     if (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head[:4] == b"PK\x03\x04":
         raise CheckpointError(
             f"{p} is a pickle or PyTorch zip file; rnnlab loads only its own safetensors checkpoints "
@@ -243,7 +336,7 @@ def _read_meta(p: Path) -> dict[str, str]:
     except (SafetensorError, OSError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise
-        raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{p} is corrupt or truncated ({_first_line(e)})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{p} is a safetensors file but not an rnnlab checkpoint (no format tag)")
     if meta.get("version") != str(VERSION):
@@ -257,8 +350,9 @@ def _parse(p: Path, meta: dict[str, str], key: str) -> Any:
         raise CheckpointError(f"{p}: metadata lacks {key!r}")
     try:
         return json.loads(meta[key])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: metadata {key!r} is not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an integer of 5,000 digits, [[[[...]]]] nested deep
+        why = e.msg if isinstance(e, json.JSONDecodeError) else _first_line(e, 100)
+        raise CheckpointError(f"{p}: metadata {key!r} is not valid JSON ({why})") from None
 
 
 def _kind(p: Path, meta: dict[str, str]) -> str:
@@ -268,9 +362,24 @@ def _kind(p: Path, meta: dict[str, str]) -> str:
     return kind
 
 
+def _loading_problems(cfg: Any) -> list[str]:
+    """What in a stored config would stop its model from being built or run: the model section's
+    problems and the batch sizes that scoring and resuming use. (A run's stop conditions and corpus
+    are the training run's business, not the loader's.)"""
+    problems = list(cfg.model.problems())
+    for name in ("batch_size", "seq_len", "eval_batch_size"):
+        if getattr(cfg.train, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(cfg.train, name)}")
+    return problems
+
+
 def _config(p: Path, meta: dict[str, str]) -> Any:
     try:
-        return from_dict(CONFIG_TYPES[_kind(p, meta)], _parse(p, meta, "config"))
+        cfg = from_dict(CONFIG_TYPES[_kind(p, meta)], _parse(p, meta, "config"))
+        problems = _loading_problems(cfg)
+        if problems:
+            raise ConfigError(problems)
+        return cfg
     except ConfigError as e:
         raise CheckpointError(f"{p}: stored config is invalid: {e}") from None
 
@@ -296,11 +405,14 @@ def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpo
         with safe_open(str(p), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{p} is corrupt or truncated ({_first_line(e)})") from None
     kind = _kind(p, meta)
     config = _config(p, meta)
     vocab_d = _parse(p, meta, "vocab")
-    vocab = Vocab.from_dict(vocab_d) if vocab_d is not None else None
+    try:
+        vocab = Vocab.from_dict(vocab_d) if vocab_d is not None else None
+    except CheckpointError as e:
+        raise CheckpointError(f"{p}: {e}") from None
     train_state = _parse(p, meta, "train_state") if "train_state" in meta else {}
     optimizer = _parse(p, meta, "optimizer") if "optimizer" in meta else None
     extra = _parse(p, meta, "extra") if "extra" in meta else {}
@@ -308,8 +420,42 @@ def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpo
         raise CheckpointError(f"{p}: training state is malformed")
     if not isinstance(extra, dict):
         raise CheckpointError(f"{p}: metadata 'extra' is malformed")
+    labels, feature_size = extra.get("labels", []), extra.get("feature_size", 0)
+    if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+            and isinstance(feature_size, int) and not isinstance(feature_size, bool) and feature_size >= 0):
+        raise CheckpointError(f"{p}: a classifier's class names or input size are malformed")
+    _check_layout(p, tensors, optimizer)
     extra_meta = {"feeding": _parse(p, meta, "feeding")} if "feeding" in meta else {}
     return Checkpoint(p, config, vocab, train_state, tensors, optimizer, kind, extra, extra_meta)
+
+
+def _index_name(s: str) -> bool:
+    return s.isascii() and s.isdigit()
+
+
+def _check_layout(p: Path, tensors: dict[str, torch.Tensor], optimizer: dict[str, Any] | None) -> None:
+    """Refuse tensor names and optimiser metadata that :meth:`Checkpoint.carry` and
+    :meth:`Checkpoint.optimizer_state` could not read (``carry.<layer>.<i>``, ``optim.<param>.<key>``)."""
+    for name in tensors:
+        parts = name.split(".")
+        if (parts[0] == "carry" and not (len(parts) == 3 and _index_name(parts[1]) and _index_name(parts[2]))) or \
+                (parts[0] == "optim" and not (len(parts) >= 3 and _index_name(parts[1]))):
+            raise CheckpointError(f"{p}: tensor name {name[:80]!r} is malformed; the file is corrupt")
+    if optimizer is None:
+        return
+    groups, scalars = optimizer.get("param_groups"), optimizer.get("scalars")
+
+    def number(v: Any) -> bool:
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    groups_ok = isinstance(groups, list) and all(
+        isinstance(g, dict) and isinstance(g.get("params"), list)
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in g["params"])
+        and all(number(v) or (isinstance(v, list) and all(map(number, v))) for k, v in g.items() if k != "params")
+        for g in groups)
+    scalars_ok = isinstance(scalars, dict) and all(_index_name(k) and isinstance(v, dict) for k, v in scalars.items())
+    if not (groups_ok and scalars_ok):
+        raise CheckpointError(f"{p}: optimiser state is malformed; the file is corrupt")
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[RNNLanguageModel, Vocab, Checkpoint]:

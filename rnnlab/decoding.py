@@ -39,20 +39,27 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """Probabilities (B, V) after temperature, top-k and top-p; each row sums to 1."""
-    z = np.atleast_2d(np.asarray(logits, dtype=np.float64)) / temperature  # (B, V)
+    x = np.atleast_2d(np.asarray(logits, dtype=np.float64))  # (B, V)
+    # shift before dividing, so the best token sits at 0: a huge spread of logits or a tiny
+    # temperature then sends far-off tokens to -inf (probability 0) instead of overflowing to NaN
+    with np.errstate(over="ignore"):
+        z = (x - x.max(axis=-1, keepdims=True)) / temperature  # (B, V), <= 0
     p = np.exp(log_softmax(z))
     v = p.shape[-1]
     if not (0 < top_k < v or top_p < 1.0):
         return p
-    # rank by the logits, not the probabilities: exp() can make near-ties exact ties
-    order = np.argsort(-z, axis=-1, kind="stable")  # (B, V), most probable first
+    # rank by the raw logits, not the probabilities nor z: exp() and a huge temperature can make
+    # near-ties exact ties, and the most probable token must stay first
+    order = np.argsort(-x, axis=-1, kind="stable")  # (B, V), most probable first
     if 0 < top_k < v:
         np.put_along_axis(p, order[:, top_k:], 0.0, axis=-1)
     if top_p < 1.0:
         sorted_p = np.take_along_axis(p, order, axis=-1)
         cum = np.cumsum(sorted_p, axis=-1)
-        # keep a token if the mass before it has not yet reached p (so the first is always kept)
+        # keep a token if the mass before it has not yet reached p; the first always (top_p * mass
+        # can underflow to 0)
         keep_sorted = (cum - sorted_p) < top_p * cum[:, -1:]
+        keep_sorted[:, 0] = True
         keep = np.zeros_like(keep_sorted)
         np.put_along_axis(keep, order, keep_sorted, axis=-1)
         p = np.where(keep, p, 0.0)

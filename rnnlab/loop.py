@@ -216,18 +216,77 @@ def open_run_folder(out: Path) -> None:
         raise CheckpointError(f"run folder {out} is not writable")
 
 
-def restore(ckpt: Any, optimizer: torch.optim.Optimizer, out: Path, write_log: bool = True) -> TrainState:
+def _check_train_state(values: Any, batches_per_epoch: int | None) -> list[str]:
+    """What is wrong with a stored training state (nothing: ``[]``), checked against :class:`TrainState`."""
+    if not isinstance(values, dict):
+        return ["it is not an object"]
+    fields = TrainState.__dataclass_fields__
+    problems = [f"unknown field {k!r}" for k in values if k not in fields]
+    for k, v in values.items():
+        if k not in fields:
+            continue
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if fields[k].type == "int" and not (isinstance(v, int) and not isinstance(v, bool)
+                                            and v >= (-1 if k == "last_eval_step" else 0)):
+            problems.append(f"{k} is {v!r}, not a count")
+        elif fields[k].type == "float" and not (number and not math.isnan(v) and
+                                                (v >= 0 and math.isfinite(v) if k != "best_val"
+                                                 and k != "plateau_best" else True)):
+            problems.append(f"{k} is {v!r}")
+    if batches_per_epoch is not None and isinstance(values.get("batch"), int) and values["batch"] > batches_per_epoch:
+        problems.append(f"batch {values['batch']} lies beyond the {batches_per_epoch} batches of an epoch")
+    return problems
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, stored: dict[str, Any]) -> list[str]:
+    """What keeps ``stored`` from fitting ``optimizer``: its groups' settings and state tensors' shapes."""
+    fresh = optimizer.state_dict()
+    groups = stored.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
+        return ["its parameter groups differ from the model's"]
+    problems = []
+    for g, f in zip(groups, fresh["param_groups"]):
+        for k, v in f.items():
+            w = g.get(k) if isinstance(g, dict) else None
+            if k == "params":
+                if not isinstance(w, list) or len(w) != len(v):
+                    problems.append("its parameter groups differ from the model's")
+            elif v is not None and (type(w) is not type(v) and not (isinstance(v, (int, float)) and
+                                                                    isinstance(w, (int, float)))
+                                    or isinstance(v, (tuple, list)) and len(w) != len(v)):
+                problems.append(f"setting {k} is {w!r}")
+    params = [p for grp in optimizer.param_groups for p in grp["params"]]
+    for i, st in (stored.get("state") or {}).items():
+        if not (isinstance(i, int) and 0 <= i < len(params)) or not isinstance(st, dict):
+            problems.append(f"state for parameter {i!r} has no parameter")
+            continue
+        for k, t in st.items():
+            if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape != params[i].shape:
+                problems.append(f"{k} of parameter {i} has shape {tuple(t.shape)}, the parameter "
+                                f"{tuple(params[i].shape)}")
+    return problems
+
+
+def restore(ckpt: Any, optimizer: torch.optim.Optimizer, out: Path, write_log: bool = True,
+            batches_per_epoch: int | None = None) -> TrainState:
     """Put the optimiser, the RNG and ``metrics.jsonl`` (unless not ``write_log``: a rank other
-    than 0) back where checkpoint ``ckpt`` left them."""
+    than 0) back where checkpoint ``ckpt`` left them. Everything is checked before anything
+    changes: a damaged training state or optimiser state is a :class:`CheckpointError`."""
+    problems = _check_train_state(ckpt.train_state, batches_per_epoch)
+    if problems:
+        raise CheckpointError(f"{ckpt.path}: training state is malformed ({'; '.join(problems[:3])}); "
+                              f"the file is corrupt")
     if ckpt.optimizer is not None:
+        stored = ckpt.optimizer_state()
+        problems = _check_optimizer(optimizer, stored)
+        if problems:
+            raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model "
+                                  f"({'; '.join(problems[:3])})")
         try:
-            optimizer.load_state_dict(ckpt.optimizer_state())
-        except (ValueError, KeyError, RuntimeError) as e:
+            optimizer.load_state_dict(stored)
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
             raise CheckpointError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
-    try:
-        state = TrainState(**ckpt.train_state)
-    except TypeError:
-        raise CheckpointError(f"{ckpt.path}: training state is malformed") from None
+    state = TrainState(**ckpt.train_state)
     set_rng_state(ckpt.rng())
     if not write_log:
         return state

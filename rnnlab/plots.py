@@ -25,16 +25,18 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
-    """The lines of a ``metrics.jsonl`` file; a partly written last line is ignored."""
+    """The rows of a ``metrics.jsonl`` file; a partly written or damaged line is skipped."""
     rows = []
     p = Path(path)
     if not p.exists():
         return rows
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except ValueError:  # a half-written or damaged line
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

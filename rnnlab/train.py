@@ -160,11 +160,18 @@ def _load_resume(out: Path, cfg: RunConfig) -> Checkpoint:
 
 
 def _recorded_split(out: Path) -> dict[str, Any] | None:
-    try:
-        stored = json.loads((out / "split.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    """The run's ``split.json`` (None if it has none); a damaged one is refused, as the corpus cannot be checked."""
+    p = out / "split.json"
+    if not p.exists():
         return None
-    return stored if isinstance(stored, dict) else None
+    try:
+        stored = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stored = None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{p} is damaged (not a JSON object), so the corpus cannot be checked against the "
+                              f"run; restore it or start a new run")
+    return stored
 
 
 def _check_same_corpus(out: Path, record: dict[str, Any]) -> None:
@@ -233,6 +240,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     carry = None
     if ckpt:
         c = ckpt.carry()  # the state of all B streams: this rank takes its own
+        if c and c[0][0].shape[0] != tc.batch_size:
+            raise CheckpointError(f"{ckpt.path}: the carried state is for {c[0][0].shape[0]} streams, the run has "
+                                  f"batch_size {tc.batch_size}; the file is corrupt")
         rows = dist.rows(tc.batch_size)
         carry = tuple(tuple(t[rows].to(device) for t in layer) for layer in c) if c else None
     job = LanguageModelJob(cfg, model, vocab, train_ids, val_ids, device, carry, dist)
@@ -240,7 +250,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     if ckpt and ckpt.feeding_state() is not None:
         job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
     if ckpt:
-        state = restore(ckpt, optimizer, out, write_log=dist.is_main)
+        state = restore(ckpt, optimizer, out, write_log=dist.is_main, batches_per_epoch=bpe)
         if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \
                 tc.max_steps and tc.max_steps != state.horizon:
             warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "

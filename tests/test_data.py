@@ -67,7 +67,7 @@ def test_gzip_files_are_read_and_a_broken_one_is_refused(tmp_path):
     (tmp_path / "t.txt.gz").write_bytes(gzip.compress(b"hello\n"))
     assert read_text(tmp_path / "t.txt.gz") == "hello\n"
     (tmp_path / "bad.gz").write_bytes(gzip.compress(b"hello world" * 100)[:30])
-    with pytest.raises(DataError, match="truncated gzip"):
+    with pytest.raises(DataError, match="truncated or corrupt gzip"):
         read_text(tmp_path / "bad.gz")
     (tmp_path / "notgz.gz").write_bytes(b"plain text")
     with pytest.raises(DataError, match="cannot read"):

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlab.errors import DataError
+from rnnlab.errors import ConfigError, DataError
+
+
+def _positive(**sizes: int) -> None:
+    bad = [f"{k} must be >= 1, got {v}" for k, v in sizes.items() if not (isinstance(v, int) and v >= 1)]
+    if bad:
+        raise ConfigError(bad)
 
 
 class StreamBatcher:
@@ -32,6 +38,7 @@ class StreamBatcher:
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, name: str = "training split"):
+        _positive(batch_size=batch_size, seq_len=seq_len)
         n = (len(tokens) - 1) // batch_size  # tokens per stream
         if n < seq_len:
             raise DataError(
@@ -69,6 +76,7 @@ class EvalStreams:
 
     @classmethod
     def from_tokens(cls, tokens: np.ndarray, batch_size: int, name: str = "validation split") -> EvalStreams:
+        _positive(batch_size=batch_size)
         m_total = len(tokens) - 1
         if m_total < 1:
             raise DataError(f"the {name} needs at least 2 tokens, got {len(tokens)}")

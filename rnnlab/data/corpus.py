@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import sysconfig
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,8 @@ def read_text(path: str | os.PathLike[str]) -> str:
             raw = gzip.decompress(raw)
     except OSError as e:
         raise DataError(f"cannot read {p}: {e.strerror or e}") from None
-    except EOFError:
-        raise DataError(f"{p} is a truncated gzip file") from None
+    except (EOFError, zlib.error):
+        raise DataError(f"{p} is a truncated or corrupt gzip file") from None
     return decode_text(raw, str(p))
 
 

@@ -72,6 +72,15 @@ def _key(x: Any) -> bytes:
     return repr(x.shape).encode() + np.ascontiguousarray(x, dtype=np.float32).tobytes()
 
 
+def _lone_surrogate(s: str) -> bool:
+    """Whether ``s`` holds a lone surrogate (JSON's ``"\\ud800"``, a non-UTF-8 file name): not text."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _finish(inputs: list[Any], labels: list[str], kind: str, source: str, feature_size: int = 0) -> LabelledData:
     if not inputs:
         raise DataError(f"{source} holds no examples")
@@ -89,6 +98,8 @@ def read_folder(folder: Path) -> LabelledData:
         raise DataError(f"{folder} holds no <label>.txt files (one file per class, one example a line)")
     inputs, labels = [], []
     for f in files:
+        if _lone_surrogate(f.stem):
+            raise DataError(f"{ascii(str(f))}: the file name is not valid UTF-8, so it cannot name a class; rename it")
         lines = read_text(f).split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the file's final newline
@@ -106,20 +117,23 @@ def read_table(path: Path, input_column: str, label_column: str) -> LabelledData
     text = read_text(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    header = reader.fieldnames or []
-    missing = [c for c in (input_column, label_column) if c not in header]
-    if missing:
-        raise DataError(f"{path} has no column {', '.join(map(repr, missing))} (its header: {', '.join(header) or 'none'}); "
-                        f"choose with --input-column and --label-column")
     inputs, labels = [], []
-    for i, row in enumerate(reader, start=2):
-        x, y = row.get(input_column), row.get(label_column)
-        if x is None or y is None:
-            raise DataError(f"{path} line {i} has fewer fields than the header")
-        if not x.strip() or not y.strip():
-            raise DataError(f"{path} line {i} has an empty {input_column if not x.strip() else label_column!r}")
-        inputs.append(x)
-        labels.append(y.strip())
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in (input_column, label_column) if c not in header]
+        if missing:
+            raise DataError(f"{path} has no column {', '.join(map(repr, missing))} (its header: "
+                            f"{', '.join(header) or 'none'}); choose with --input-column and --label-column")
+        for i, row in enumerate(reader, start=2):
+            x, y = row.get(input_column), row.get(label_column)
+            if x is None or y is None:
+                raise DataError(f"{path} line {i} has fewer fields than the header")
+            if not x.strip() or not y.strip():
+                raise DataError(f"{path} line {i} has an empty {input_column if not x.strip() else label_column!r}")
+            inputs.append(x)
+            labels.append(y.strip())
+    except csv.Error as e:  # e.g. a field over csv.field_size_limit() (an unclosed quote swallows the rest)
+        raise DataError(f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
     return _finish(inputs, labels, "text", str(path))
 
 
@@ -134,13 +148,16 @@ def read_jsonl(path: Path, input_column: str, label_column: str) -> LabelledData
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {i} is not JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, an integer of 5,000 digits, deep nesting
+            why = e.msg if isinstance(e, json.JSONDecodeError) else (str(e).splitlines() or [type(e).__name__])[0][:80]
+            raise DataError(f"{path} line {i} is not JSON ({why})") from None
         if not isinstance(obj, dict) or input_column not in obj or label_column not in obj:
             raise DataError(f"{path} line {i} lacks the key {input_column!r} or {label_column!r}")
         x, y = obj[input_column], obj[label_column]
         if not isinstance(y, (str, int)) or isinstance(y, bool) or str(y).strip() == "":
-            raise DataError(f"{path} line {i}: the label must be a non-empty string or an integer, got {y!r}")
+            raise DataError(f"{path} line {i}: the label must be a non-empty string or an integer, got {y!r}"[:300])
+        if any(isinstance(v, str) and _lone_surrogate(v) for v in (x, y)):
+            raise DataError(f"{path} line {i} holds a lone surrogate (such as \\ud800), which is not text")
         if isinstance(x, str):
             if not x.strip():
                 raise DataError(f"{path} line {i} has an empty input")
@@ -148,7 +165,7 @@ def read_jsonl(path: Path, input_column: str, label_column: str) -> LabelledData
         else:
             try:
                 arr = np.asarray(x, dtype=np.float32)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
                 arr = np.zeros((0,))
             if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1 or not np.isfinite(arr).all():
                 raise DataError(f"{path} line {i}: the input must be a string or a non-empty list of equally long "

@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,8 @@ def _chunks(p: Path, chunk_bytes: int) -> Iterator[str]:
                 offset += len(raw)
     except OSError as e:
         raise DataError(f"cannot read {p}: {e.strerror or e}") from None
-    except EOFError:
-        raise DataError(f"{p} is a truncated gzip file") from None
+    except (EOFError, zlib.error):
+        raise DataError(f"{p} is a truncated or corrupt gzip file") from None
 
 
 @dataclass

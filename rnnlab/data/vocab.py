@@ -20,6 +20,15 @@ UNK = "<unk>"
 _WORD_RE = re.compile(r"\n|[^\S\n]+|\S+")  # newline, other whitespace runs, words
 
 
+def _is_text(s: str) -> bool:
+    """Whether ``s`` can be written as UTF-8 (no lone surrogates)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def tokenize_words(text: str) -> list[str]:
     """Split ``text`` into words, keeping each newline as its own token ``"\\n"``."""
     return [t for t in _WORD_RE.findall(text) if t == "\n" or not t.isspace()]
@@ -38,6 +47,9 @@ class Vocab:
             raise VocabError("vocabulary has duplicate symbols")
         if level == "char" and any(len(s) != 1 for s in symbols):
             raise VocabError("a character vocabulary holds single characters only")
+        bad = [s for s in symbols if not _is_text(s)]
+        if bad:  # a lone surrogate (JSON allows "\ud800") can be neither written out nor read from a file
+            raise VocabError(f"vocabulary symbol {bad[0]!r} is not valid Unicode text (a lone surrogate)")
         if unk is not None and unk not in symbols:
             raise VocabError(f"unknown-word symbol {unk!r} is not in the vocabulary")
         self.symbols = list(symbols)
@@ -80,10 +92,12 @@ class Vocab:
         level); at word level they become ``<unk>``.
         """
         if self.level == "char":
-            cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+            # surrogatepass: a lone surrogate (a non-UTF-8 byte in a command line argument) is a code
+            # point like any other, and refused below as a character the model never saw
+            cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
             pos = np.searchsorted(self._sorted_cps, cps)
-            pos_c = np.minimum(pos, len(self._sorted_cps) - 1)
-            bad = self._sorted_cps[pos_c] != cps
+            pos_c = np.minimum(pos, max(len(self._sorted_cps) - 1, 0))
+            bad = self._sorted_cps[pos_c] != cps if len(self._sorted_cps) else np.ones(len(cps), dtype=bool)
             if bad.any():
                 missing = sorted({chr(c) for c in cps[bad]})
                 shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -131,8 +145,12 @@ class Vocab:
             level, unk, symbols = d["level"], d["unk"], d["symbols"]
             if level not in ("char", "word") or not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
                 raise TypeError
+            if unk is not None and not isinstance(unk, str):
+                raise TypeError
         except (KeyError, TypeError) as e:
             raise CheckpointError("vocabulary is malformed (expected level, unk and a list of symbols)") from e
+        if not symbols:
+            raise CheckpointError("vocabulary is malformed: it holds no symbols")
         try:
             return cls(symbols, level=level, unk=unk)
         except VocabError as e:
