@@ -62,12 +62,13 @@ def sample_steps(model: RNNLanguageModel, vocab: Vocab,
     sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
     rng = np.random.default_rng(cfg.seed)
     logits, state = _read_prime(model, ids, cfg.num_samples)  # (B, V)
+    step = model.stepper()  # weights packed once for the whole continuation
     for t in range(cfg.length):
         z = logits.double().cpu().numpy()  # (B, V)
         nxt = sampler.choose(z, rng)  # (B,)
         yield nxt, z
         if t + 1 < cfg.length:
-            logits, state = model.step(torch.as_tensor(nxt, dtype=torch.int64, device=_device(model)), state)
+            logits, state = step(torch.as_tensor(nxt, dtype=torch.int64, device=_device(model)), state)
 
 
 @torch.no_grad()
@@ -98,9 +99,10 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
 def _beam(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig) -> list[int]:
     logits, state = _read_prime(model, ids, 1)
     device = _device(model)
+    stepper = model.stepper()
 
     def step(tokens: np.ndarray, st: StackState) -> tuple[np.ndarray, StackState]:
-        lg, st = model.step(torch.as_tensor(tokens, dtype=torch.int64, device=device), st)
+        lg, st = stepper(torch.as_tensor(tokens, dtype=torch.int64, device=device), st)
         return log_softmax(lg.double().cpu().numpy()), st
 
     def reorder(st: StackState, idx: np.ndarray) -> StackState:

@@ -132,3 +132,24 @@ def test_the_one_call_step_equals_the_projected_step_values_and_gradients(name):
         assert h is new[0]
     for a, b in zip(outs[0][0] + outs[0][1], outs[1][0] + outs[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("inp", ["embedding", "onehot"])
+def test_the_inference_stepper_equals_the_model_step(name, inp):
+    """The packed weights (the first layer's projection folded into a table, [W_ih, W_hh] joined) compute
+    exactly ``model.step`` in eval mode, step after step."""
+    torch.manual_seed(2)
+    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=9, num_layers=3, embedding_size=5, input=inp,
+                                     dropout=0.3), 11).double().eval()
+    stepper = m.stepper()
+    s1 = s2 = m.initial_state(4)
+    s1 = s2 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in s1)
+    for _ in range(5):
+        tok = torch.randint(0, 11, (4,))
+        with torch.no_grad():
+            a, s1 = m.step(tok, s1)
+        b, s2 = stepper(tok, s2)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        for x, y in zip(sum(s1, ()), sum(s2, ())):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

@@ -45,6 +45,13 @@ class Cell(nn.Module):
     fused_kwargs: dict = {}
     # torch's function for one step of this cell: (x, h or (h, c), w_ih, w_hh, b_ih, b_hh) -> h or (h, c)
     fused_step: staticmethod | None = None
+    # whether the step is a function of the summed pre-activation alone (:meth:`activate`), so that inference
+    # may multiply [x, h] by one packed matrix (the GRU's reset gate needs W_hn h apart: it may not)
+    packs: bool = False
+
+    def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
+        """The step given ``z = W_ih x + b_ih + W_hh h + b_hh`` (B, G*H) (cells that ``pack``)."""
+        raise NotImplementedError
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
@@ -102,9 +109,13 @@ class ElmanCell(Cell):
     fused_kwargs = {"nonlinearity": "tanh"}
     fused_step = staticmethod(torch.rnn_tanh_cell)
 
+    packs = True
+
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
-        (h,) = state
-        h = torch.tanh(torch.addmm(xp_t + self.bias_hh, h, self.weight_hh.t()))  # (B, H)
+        return self.activate(torch.addmm(xp_t + self.bias_hh, state[0], self.weight_hh.t()), state)  # z: (B, H)
+
+    def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
+        h = torch.tanh(z)  # (B, H)
         return h, (h,)
 
 
@@ -128,9 +139,13 @@ class LSTMCell(Cell):
     fused_cls = nn.LSTM
     fused_step = staticmethod(torch.lstm_cell)
 
+    packs = True
+
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = state
-        z = torch.addmm(xp_t + self.bias_hh, h, self.weight_hh.t())  # (B, 4H)
+        return self.activate(torch.addmm(xp_t + self.bias_hh, state[0], self.weight_hh.t()), state)  # z: (B, 4H)
+
+    def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
+        c = state[1]
         i, f, g, o = z.chunk(4, dim=1)  # each (B, H)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)

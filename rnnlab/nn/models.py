@@ -15,6 +15,7 @@ feeding strategies that give the model its own output.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,8 +65,62 @@ class RNNLanguageModel(nn.Module):
         h = F.dropout(h, self.cfg.dropout, self.training)
         return self.decoder(h), state
 
+    def stepper(self) -> Stepper:
+        """A fast :meth:`step` for inference (sampling, beam search): see :class:`Stepper`."""
+        return Stepper(self)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class Stepper:
+    r""":meth:`RNNLanguageModel.step` in eval mode, with the weights packed once for inference.
+
+    The first layer's input projection is folded into a table,
+    :math:`T = e(v) W_{ih}^\top + b_{ih} + b_{hh}` for every symbol v (V, G*H), so a step
+    reads one row instead of multiplying; every later layer multiplies the joined
+    :math:`[x_t, h_{t-1}]` (B, I+H) by one contiguous matrix :math:`[W_{ih}, W_{hh}]^\top`,
+    and the cell's :meth:`~rnnlab.nn.cells.Cell.activate` applies the gates. Cells whose
+    step is not a function of that sum alone (the GRU: its reset gate multiplies
+    :math:`W_{hn} h + b_{hn}` apart) take their ordinary :meth:`~rnnlab.nn.cells.Cell.step`.
+    The same function as ``step`` up to float rounding; built from the weights as they
+    are now (build a new one after training on).
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: RNNLanguageModel):
+        self.model = model
+        cells = model.rnn.cells
+        self.cells = cells
+        first = cells[0]
+        self.table = None
+        if first.packs:  # (V, G*H): every symbol's input projection, biases included
+            ids = torch.arange(model.vocab_size, device=model.decoder.weight.device)
+            self.table = first.project_input(model.embed(ids[:, None])[:, 0]) + first.bias_hh
+            self.w_hh0 = first.weight_hh.t().contiguous()  # (H, G*H)
+        self.packed = [(torch.cat([c.weight_ih, c.weight_hh], 1).t().contiguous(), c.bias_ih + c.bias_hh)
+                       if c.packs and k > 0 else None for k, c in enumerate(cells)]  # (I+H, G*H), (G*H,)
+        self.dec_w = model.decoder.weight.t().contiguous()  # (H, V)
+        self.dec_b = model.decoder.bias
+
+    @torch.no_grad()
+    def __call__(self, tokens: Tensor, state: StackState) -> tuple[Tensor, StackState]:
+        """tokens (B,) ids -> logits (B, V), new state."""
+        new = []
+        x = None
+        for k, cell in enumerate(self.cells):
+            s = state[k]
+            if k == 0 and self.table is not None:
+                x, s = cell.activate(torch.addmm(self.table.index_select(0, tokens), s[0], self.w_hh0), s)
+            elif k == 0:
+                x, s = cell.step(self.model.embed(tokens[:, None])[:, 0], s)
+            elif self.packed[k] is not None:
+                w, b = self.packed[k]
+                x, s = cell.activate(torch.addmm(b, torch.cat([x, s[0]], 1), w), s)  # (B, H)
+            else:
+                x, s = cell.step(x, s)
+            new.append(s)
+        return torch.addmm(self.dec_b, x, self.dec_w), tuple(new)  # (B, V)
 
 
 def sequence_loss(logits: Tensor, targets: Tensor) -> Tensor:
