@@ -88,8 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     lm = RNNLanguageModel(ModelConfig(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
                                       dropout=0.0), VOCAB).eval()
     vocab = Vocab([chr(40 + i) for i in range(VOCAB)])
+    def unpacked(b: int, n: int) -> None:  # the same loop stepping model.step: what the packed Stepper gains
+        lm.stepper = lambda: lm.step  # an instance attribute shadows the method
+        try:
+            generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
+        finally:
+            del lm.stepper
+
     variants = {
         "rnnlab generate": lambda b, n: generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0)),
+        "rnnlab, model.step unpacked": unpacked,
         "plain nn.LSTM, oneDNN on": PlainSampler(lm, True).run,
         "plain nn.LSTM, oneDNN off": PlainSampler(lm, False).run,
     }
