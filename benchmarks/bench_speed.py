@@ -281,11 +281,12 @@ def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor]
             opt = torch.optim.Adam(model.parameters(), lr=optim_cfg.lr)
             trainers[variant] = Trainer(model, opt, None, detach_plain, batches, optim_cfg.clip_norm)
         elif variant == "free":
-            lm = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers), VOCAB)
+            lm = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers, dropout=0.0), VOCAB)
             trainers[variant] = FeedTrainer(lm, make_optimizer(lm, optim_cfg), lm.initial_state(batch), detach_state,
                                             batches, optim_cfg.clip_norm, feeding=make_feeding("free-sample"))
         else:
-            cfg = ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers, fused=(variant == "rnnlab"))
+            cfg = ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers, dropout=0.0,
+                              fused=(variant == "rnnlab"))  # no dropout: the same network as the plain one
             lm = RNNLanguageModel(cfg, VOCAB)
             trainers[variant] = Trainer(lm, make_optimizer(lm, optim_cfg), lm.initial_state(batch), detach_state,
                                         batches, optim_cfg.clip_norm)
@@ -369,7 +370,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 {m['cpu']}, {m['threads']} threads, torch {m['torch']} ({m['cpu_capability']}), Python {m['python']};
 commit {m['commit']}; {m['started']} to {m['finished']}; load average {m['loadavg_start']} -> {m['loadavg_end']}.
-Batch {m['batch_size']} x {m['seq_len']} characters, vocabulary {VOCAB}, embedding {m['embedding_size']}, Adam,
+Batch {m['batch_size']} x {m['seq_len']} characters, vocabulary {VOCAB}, embedding {m['embedding_size']}, no dropout (both networks the same), Adam,
 clip norm 5, random tokens. Median of {m['repeats']} interleaved repeats of {m['steps']} steps
 ({m['unfused_steps']} for the unfused unroller), after {m['warmup']} warm-up step(s) per variant.
 
