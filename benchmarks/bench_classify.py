@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import split_rnnlab_options  # noqa: E402
+from _common import split_rnnlab_options, write_results  # noqa: E402
 
 from rnnlab.classify import train_classifier  # noqa: E402
 from rnnlab.cli import build_parser, classify_config_from_args  # noqa: E402
@@ -99,12 +99,7 @@ def main() -> int:
             budget = args.names_budget if part == "names" else args.digits_budget
             res[part] = [run(data, cell, budget, extra, Path(tmp) / f"{part}-{cell}") for cell in args.cells]
     res["config"]["load_average_at_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"written to {args.out}")
+    write_results(args.out, res, markdown)
     return 0
 
 

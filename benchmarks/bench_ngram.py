@@ -45,6 +45,9 @@ from rnnlab.data import Vocab, load_corpus
 from rnnlab.metrics import token_metrics
 from rnnlab.ngram import NGramLM
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KENLM_BPC = {5: 1.69, 7: 1.48, 9: 1.43}  # the lmplz figures on PTB test
 
@@ -195,12 +198,7 @@ def main() -> int:
         res["nltk"] = against_nltk(args)
     if 3 in args.parts:
         res["shakespeare"] = shakespeare(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    md = markdown(res)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"written to {args.out}")
+    write_results(args.out, res, markdown)
     return 0
 
 
