@@ -36,31 +36,18 @@ from rnnlab.errors import CheckpointError, DataError, VocabError
 from rnnlab.sampling import encode_prime
 from rnnlab.serve import Registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_hostile import armed  # noqa: E402  (one armed pickle for the tests and the benchmark)
+
 Snapshot = dict[str, tuple[bytes, int] | str]
 
 
 # the armed pickle ----------------------------------------------------------------------------
 
-class Armed:
-    """Unpickling this calls ``open(marker, "w")``: the marker file appears only if someone unpickles it."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (self.marker, "w"))
-
-
 def armed_pickle(path: Path, marker: Path, kind: str = "torch") -> Path:
-    """A file whose loading with ``pickle``/``torch.load`` would create ``marker``:
-    ``torch`` (torch.save's zip), ``legacy`` (torch.save's old format) or ``rawN`` (pickle protocol N)."""
-    payload = {"model.decoder.weight": torch.zeros(2, 2), "hook": Armed(marker)}
-    if kind == "torch":
-        torch.save(payload, path)
-    elif kind == "legacy":
-        torch.save(payload, path, _use_new_zipfile_serialization=False)
-    else:
-        path.write_bytes(pickle.dumps(Armed(marker), protocol=int(kind[3:])))
+    """A file whose loading with ``pickle``/``torch.load`` would create ``marker`` (benchmarks/bench_hostile.py's
+    ``armed``: ``torch``, ``legacy`` or ``rawN``); making it runs nothing."""
+    armed(path, marker, kind)
     assert not marker.exists()
     return path
 
