@@ -222,16 +222,17 @@ def _check_train_state(values: Any, batches_per_epoch: int | None) -> list[str]:
         return ["it is not an object"]
     fields = TrainState.__dataclass_fields__
     problems = [f"unknown field {k!r}" for k in values if k not in fields]
+    unbounded = ("best_val", "plateau_best")  # infinite until a first evaluation
     for k, v in values.items():
-        if k not in fields:
+        if k not in fields or isinstance(v, bool):
+            if isinstance(v, bool):
+                problems.append(f"{k} is {v!r}")
             continue
-        number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if fields[k].type == "int" and not (isinstance(v, int) and not isinstance(v, bool)
-                                            and v >= (-1 if k == "last_eval_step" else 0)):
-            problems.append(f"{k} is {v!r}, not a count")
-        elif fields[k].type == "float" and not (number and not math.isnan(v) and
-                                                (v >= 0 and math.isfinite(v) if k != "best_val"
-                                                 and k != "plateau_best" else True)):
+        if fields[k].type == "int":
+            if not (isinstance(v, int) and v >= (-1 if k == "last_eval_step" else 0)):
+                problems.append(f"{k} is {v!r}, not a count")
+        elif not isinstance(v, (int, float)) or math.isnan(v) or \
+                (k not in unbounded and not (math.isfinite(v) and v >= 0)):
             problems.append(f"{k} is {v!r}")
     if batches_per_epoch is not None and isinstance(values.get("batch"), int) and values["batch"] > batches_per_epoch:
         problems.append(f"batch {values['batch']} lies beyond the {batches_per_epoch} batches of an epoch")
