@@ -17,8 +17,11 @@ reported against the distance d = 1..L from the prefix (in ``buckets`` equal ban
 
   .. math:: \mathrm{JS}(P, Q) = \tfrac12 \mathrm{KL}(P \,\|\, M) + \tfrac12 \mathrm{KL}(Q \,\|\, M), \quad M = \tfrac12 (P + Q)
 
-  (with few samples per band this has a positive floor even between two real texts;
-  ``real_divergence`` gives that floor: two disjoint sets of true continuations).
+  With few samples per band this has a positive floor even between two real texts;
+  ``real_divergence`` gives that floor on equal terms: the same statistic between the K
+  true continuations and K *other* true stretches of the validation text, of the same
+  length (each starting ``prefix_len + length`` tokens after its prefix, wrapping at the
+  end of the text), so both figures pool the same number of n-grams per band.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
     model.eval()
     ref = NGramLM(order=ref_order).fit(train, len(vocab))
     starts = np.linspace(0, len(val) - span - 1, prefixes).astype(np.int64)
-    teacher, gen_ref, real_ref, generated, real = [], [], [], [], []
+    teacher, gen_ref, real_ref, generated, real, other = [], [], [], [], [], []
     for k, s in enumerate(starts):
         window = val[s:s + span]  # (P + L,)
         teacher.append(_teacher_nats(model, window, prefix_len))  # (L,)
@@ -117,9 +120,10 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
         real_ref.append(-ref.log_prob(window)[prefix_len - 1:])
         generated.append(gen)
         real.append(window[prefix_len:])
+        o = (int(s) + span) % (len(val) - length + 1)
+        other.append(val[o:o + length])  # (L,) another true stretch, for the floor
     to_bits = 1.0 / LN2
     bounds = [int(b[0]) for b in np.array_split(np.arange(length), buckets)] + [length]
-    half = max(1, prefixes // 2)
     report: dict[str, Any] = {
         "config": {"prefixes": prefixes, "prefix_len": prefix_len, "length": length, "buckets": buckets,
                    "ref_order": ref_order, "stat_order": stat_order, "temperature": temperature, "seed": seed},
@@ -129,8 +133,8 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
         "real_ref_bits": _bands(np.stack(real_ref) * to_bits, buckets),
         "divergence": [js_divergence(_grams(generated, bounds[i], bounds[i + 1], stat_order),
                                      _grams(real, bounds[i], bounds[i + 1], stat_order)) for i in range(buckets)],
-        "real_divergence": [js_divergence(_grams(real[:half], bounds[i], bounds[i + 1], stat_order),
-                                          _grams(real[half:], bounds[i], bounds[i + 1], stat_order))
+        "real_divergence": [js_divergence(_grams(other, bounds[i], bounds[i + 1], stat_order),
+                                          _grams(real, bounds[i], bounds[i + 1], stat_order))
                             for i in range(buckets)],
     }
     report["summary"] = {k: float(np.mean(report[k])) for k in

@@ -21,9 +21,17 @@ At t = 0 every strategy feeds the true ``x[:, 0]``; at t > 0 the strategy decide
 Whatever is fed, the loss is scored against the true targets ``y``: the mean cross
 entropy in nats per token over (B, T) (plus the adversarial term for professor forcing).
 
-Every step that is not teacher-forced goes through the one cell interface:
-``model.step`` (or ``model.rnn.step``, the stack's step, where the hidden state is
-needed), so any cell the stack drives can be fed any way.
+Where no gradient flows through what is fed (a drawn or argmax token, as in scheduled
+sampling, professor forcing and ``free-sample``/``free-argmax`` by default), training on
+the model's own tokens *is* teacher forcing on the sequence it fed itself: the choice of
+the tokens is a constant of the loss. Such a strategy runs in two passes
+(:func:`own_inputs`): first a pass without gradient through the packed inference step
+(:meth:`~rnnlab.nn.models.RNNLanguageModel.stepper`, as at generation: no dropout)
+decides the inputs (B, T) step by step; then one ordinary call of the model on those
+inputs (the fused fast path) gives the loss and gradient. The step-by-step pass costs a
+forward pass without a graph, not a stepped forward and backward pass. Strategies whose
+fed value carries a gradient (``free-raw``, straight-through one-hots) step the model
+with its graph (``model.step``), so any cell the stack drives can be fed any way.
 
 A one-hot that carries no gradient is fed as its index: the embedding of an index is
 the embedding of its one-hot (``E[k] = \mathrm{onehot}(k)\,E``, exactly), and the index
@@ -55,7 +63,7 @@ from rnnlab.nn.stack import RecurrentStack, StackState
 
 __all__ = ["FEEDINGS", "SCHEDULES", "Discriminator", "FeedResult", "Feeding", "FreeRunning", "ProfessorForcing",
            "ScheduledSampling", "TeacherForcing", "exponential", "inverse_sigmoid", "linear", "make_feeding",
-           "make_schedule"]
+           "make_schedule", "own_inputs"]
 
 FEEDINGS = ("teacher", "free-raw", "free-sample", "free-argmax", "scheduled", "professor")
 
@@ -212,6 +220,27 @@ def _model_token(logits: Tensor, mode: str, generator: torch.Generator | None) -
     return torch.multinomial(p, 1, generator=generator).squeeze(1)  # (B,)
 
 
+@torch.no_grad()
+def own_inputs(model: RNNLanguageModel, x: Tensor, state: StackState, mode: str,
+               generator: torch.Generator | None = None, truth: Tensor | None = None) -> Tensor:
+    r"""The inputs (B, T) of a run that feeds the model its own tokens, decided without gradient.
+
+    ``fed[:, 0] = x[:, 0]``; for t >= 1, with :math:`z_{t-1}` the model's prediction after
+    reading ``fed[:, :t]`` from ``state``, ``fed[:, t]`` is its own token (``mode``: a draw
+    :math:`k \sim \operatorname{softmax}(z_{t-1})` from ``generator``, or the argmax) --
+    or the true ``x[:, t]`` where ``truth[:, t - 1]`` (B, T - 1) bool says so. Computed by
+    the packed inference step (eval mode: no dropout), one draw per step in order t = 1..T-1.
+    """
+    step = model.stepper()
+    fed = [x[:, 0]]  # (B,) each
+    s = state
+    for t in range(1, x.shape[1]):
+        logits, s = step(fed[-1], s)  # (B, V): the prediction for position t
+        own = _model_token(logits, mode, generator)  # (B,)
+        fed.append(own if truth is None else torch.where(truth[:, t - 1], x[:, t], own))
+    return torch.stack(fed, dim=1)  # (B, T)
+
+
 def _carry(model: RNNLanguageModel, x: Tensor, state: StackState, fed_state: StackState, carry: str) -> StackState:
     """The state handed to the next batch: the fed run's, or a teacher-forced pass's (no gradient)."""
     if carry == "fed":
@@ -262,6 +291,10 @@ class FreeRunning(Feeding):
       one-hot, the backward pass treats it as :math:`p_t`
       (:math:`\mathrm{onehot} + (p_t - \mathrm{sg}(p_t))`, sg = stop-gradient).
 
+    A token without gradient is a constant of the loss: that run is two passes
+    (:func:`own_inputs` decides the tokens, one fused call of the model scores them); the
+    others step the model with its graph.
+
     ``carry`` picks the state handed to the next batch: ``fed`` (the free run's own
     final state, free) or ``teacher`` (one extra teacher-forced pass without gradient, so
     the next batch starts from the true context). Logs ``fed_true``: the mean fraction of
@@ -292,6 +325,12 @@ class FreeRunning(Feeding):
              generator: torch.Generator | None = None) -> FeedResult:
         _check_batch(x, y, generator)
         B, T = x.shape
+        if self.mode != "raw" and not self.grad:  # tokens as constants: decide, then one teacher-forced call
+            fed = own_inputs(model, x, state, self.mode, generator)  # (B, T)
+            logits, s = model(fed, state)  # (B, T, V)
+            loss = sequence_loss(logits, y)
+            hit = (fed[:, 1:] == x[:, 1:]).double().mean().item() if T > 1 else 1.0
+            return FeedResult(loss, _carry(model, x, state, s, self.carry), loss.item(), {"fed_true": hit})
         true_fed = x.new_zeros((), dtype=torch.float64)
         inp: Tensor = x[:, 0]  # (B,) the true first input
         s = state
@@ -324,9 +363,11 @@ class ScheduledSampling(Feeding):
     (:func:`linear`, :func:`exponential`, :func:`inverse_sigmoid`).
 
     As in the paper, no gradient flows through the model's own token (it is fed as an
-    index). Coins are drawn once per batch, before the steps, from ``generator``; when
+    index), so a batch is two passes: :func:`own_inputs` decides the inputs without a
+    graph, and one teacher-forced call of the model on them gives the loss. Coins are
+    drawn once per batch, before the steps, from ``generator``; when
     :math:`\epsilon_i` is 0 or 1 the outcome is certain and no coin is drawn, so
-    :math:`\epsilon = 1` is exactly teacher forcing (stepped) and :math:`\epsilon = 0`
+    :math:`\epsilon = 1` is exactly teacher forcing (the same call) and :math:`\epsilon = 0`
     draws exactly what :class:`FreeRunning` with the same ``model_token`` draws.
     ``carry`` as in :class:`FreeRunning`. Logs ``eps`` and ``teacher_frac``, the
     fraction of inputs t > 0 that the coins gave the true token.
@@ -356,19 +397,8 @@ class ScheduledSampling(Feeding):
             shape = (B, 1) if self.per == "sequence" else (B, T - 1)
             coins = (torch.rand(shape, generator=generator, device=x.device, dtype=torch.float64) < eps)
             coins = coins.expand(B, T - 1)
-        inp: Tensor = x[:, 0]  # (B,)
-        s = state
-        outs = []
-        for t in range(T):
-            logits, s = model.step(inp, s)  # (B, V)
-            outs.append(logits)
-            if t + 1 < T:
-                if eps >= 1.0:
-                    inp = x[:, t + 1]
-                else:
-                    own = _model_token(logits, self.model_token, generator)  # (B,)
-                    inp = own if coins is None else torch.where(coins[:, t], x[:, t + 1], own)
-        logits = torch.stack(outs, dim=1)  # (B, T, V)
+        fed = x if eps >= 1.0 or T == 1 else own_inputs(model, x, state, self.model_token, generator, coins)
+        logits, s = model(fed, state)  # (B, T, V): teacher forcing on what was fed
         loss = sequence_loss(logits, y)
         frac = coins.double().mean().item() if coins is not None else (1.0 if eps >= 1.0 else 0.0)
         return FeedResult(loss, _carry(model, x, state, s, self.carry), loss.item(),
@@ -461,9 +491,10 @@ class ProfessorForcing(Feeding):
 
     * teacher-forced (the fused path): hidden states :math:`h^{tf}` (B, T, H) of the top
       layer and predictions :math:`p^{tf}`; its NLL is the model's fit;
-    * free-running through the stack's step: after the true ``x[:, 0]`` each input is
-      the model's own token (``model_token``: a draw from its softmax, as in the paper,
-      or the argmax; no gradient through the choice), giving :math:`h^{fr}`, :math:`p^{fr}`.
+    * free-running: after the true ``x[:, 0]`` each input is the model's own token
+      (``model_token``: a draw from its softmax, as in the paper, or the argmax; no
+      gradient through the choice, so the tokens are decided first by :func:`own_inputs`
+      and the run over them is one fused call), giving :math:`h^{fr}`, :math:`p^{fr}`.
 
     The *behaviour* of a run is :math:`b = h` or, with ``use_outputs``,
     :math:`b = [h; p]` (B, T, H + V). The :class:`Discriminator` D is trained with its
@@ -592,19 +623,13 @@ class ProfessorForcing(Feeding):
 
     def _free_run(self, model: RNNLanguageModel, x: Tensor, state: StackState,
                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """The model on its own after x[:, 0]: top-layer h (B, T, H) and logits (B, T, V)."""
-        p = model.cfg.dropout
-        inp: Tensor = x[:, 0]  # (B,)
-        hs, outs = [], []
-        for t in range(x.shape[1]):
-            e = model.embed(inp.unsqueeze(1))[:, 0]  # (B, I)
-            h, state = model.rnn.step(e, state)  # (B, H), the stack's step
-            logits = model.decoder(F.dropout(h, p, model.training))  # (B, V), as model.step
-            hs.append(h)
-            outs.append(logits)
-            if t + 1 < x.shape[1]:
-                inp = _model_token(logits, self.model_token, generator)  # (B,)
-        return torch.stack(hs, dim=1), torch.stack(outs, dim=1)
+        """The model on its own after x[:, 0]: top-layer h (B, T, H) and logits (B, T, V).
+
+        Its tokens are decided without gradient (:func:`own_inputs`); the run over them is
+        one call of the stack (the fused path), with a graph where the caller enables one."""
+        fed = own_inputs(model, x, state, self.model_token, generator)  # (B, T)
+        h, _ = model.rnn(model.embed(fed), state, fused=model.cfg.fused)  # (B, T, H)
+        return h, model.decoder(F.dropout(h, model.cfg.dropout, model.training))  # (B, T, V)
 
     def loss(self, model: RNNLanguageModel, x: Tensor, y: Tensor, state: StackState, step: int,
              generator: torch.Generator | None = None) -> FeedResult:

@@ -40,6 +40,8 @@ def test_an_untrained_model_drifts_and_a_trained_one_less(tmp_path, corpus_file,
     assert raw["summary"]["ref_gap_bits"] > 1.0
     assert trained["summary"]["ref_gap_bits"] < raw["summary"]["ref_gap_bits"]
     assert trained["summary"]["divergence"] < raw["summary"]["divergence"]
+    # the floor (true vs other true text, the same number of n-grams) lies below an untrained model's drift
+    assert raw["summary"]["real_divergence"] < raw["summary"]["divergence"]
     assert trained["summary"]["teacher_bits"] < raw["summary"]["teacher_bits"]
     assert (tmp_path / "trained.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -27,6 +27,7 @@ from rnnlab.feeding import (
     linear,
     make_feeding,
     make_schedule,
+    own_inputs,
 )
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import detach_state
@@ -84,6 +85,50 @@ def _record(monkeypatch, model: RNNLanguageModel) -> list[tuple[torch.Tensor, to
     return calls
 
 
+def _replay(model: RNNLanguageModel, x: torch.Tensor, state, mode: str, gen: torch.Generator | None = None,
+            truth: torch.Tensor | None = None) -> torch.Tensor:
+    """The oracle: the inputs (B, T) a self-fed run reads, by hand, one ``model.step`` at a time."""
+    fed, s = [x[:, 0]], state
+    with torch.no_grad():
+        for t in range(1, x.shape[1]):
+            logits, s = model.step(fed[-1], s)  # (B, V)
+            if mode == "argmax":
+                own = logits.argmax(-1)
+            else:
+                own = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
+            fed.append(own if truth is None else torch.where(truth[:, t - 1], x[:, t], own))
+    return torch.stack(fed, dim=1)
+
+
+def _teacher_on(model: RNNLanguageModel, fed: torch.Tensor, y: torch.Tensor, state) -> torch.Tensor:
+    logits, _ = model(fed, state)
+    return sequence_loss(logits, y)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("input", ["embedding", "onehot"])
+@pytest.mark.parametrize("mode", ["argmax", "sample"])
+def test_own_inputs_are_what_a_hand_loop_of_steps_feeds(cell, input, mode):
+    model = _model(cell, input)
+    x, _, state = _batch(model, t=15)
+    fed = own_inputs(model, x, state, mode, _gen(4))
+    assert fed.shape == x.shape and torch.equal(fed[:, 0], x[:, 0]) and not torch.equal(fed, x)
+    assert torch.equal(fed, _replay(model, x, state, mode, _gen(4)))
+    truth = torch.rand(B, x.shape[1] - 1, generator=_gen(8)) < 0.5
+    assert torch.equal(own_inputs(model, x, state, mode, _gen(4), truth), _replay(model, x, state, mode, _gen(4), truth))
+
+
+def test_own_inputs_are_decided_without_dropout():
+    """The tokens come from the model as it generates (eval mode), whatever mode it trains in."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="lstm", hidden_size=16, num_layers=2, dropout=0.5, embedding_size=5)
+    model = RNNLanguageModel(cfg, V).to(D).train()
+    x, _, state = _batch(model, t=20)
+    fed = own_inputs(model, x, state, "argmax")
+    assert model.training  # left as it was
+    assert torch.equal(fed, _replay(model.eval(), x, state, "argmax"))
+
+
 # teacher forcing and scheduled sampling at its ends ------------------------------------------------
 
 def test_teacher_forcing_is_the_language_model_jobs_loss():
@@ -124,19 +169,23 @@ def test_scheduled_sampling_at_eps_zero_is_free_running(token, per):
 
 
 @pytest.mark.parametrize("per", ["token", "sequence"])
-def test_scheduled_sampling_feeds_the_truth_where_its_coin_says(monkeypatch, per):
+@pytest.mark.parametrize("token", ["argmax", "sample"])
+def test_scheduled_sampling_feeds_the_truth_where_its_coin_says(per, token):
+    """Its loss and gradient are teacher forcing's on the inputs a hand loop feeds: the truth where the
+    coin (drawn first from the generator) fell 1, else the model's own token."""
     model = _model()
     x, y, state = _batch(model, t=12)
-    calls = _record(monkeypatch, model)
     eps = 0.5
-    r = ScheduledSampling(make_schedule("linear", k=eps, c=0.0), model_token="argmax", per=per).loss(
+    r = ScheduledSampling(make_schedule("linear", k=eps, c=0.0), model_token=token, per=per).loss(
         model, x, y, state, step=40, generator=_gen(3))
     shape = (B, 1) if per == "sequence" else (B, x.shape[1] - 1)
-    coins = (torch.rand(shape, generator=_gen(3), dtype=D) < eps).expand(B, x.shape[1] - 1)
-    assert torch.equal(calls[0][0], x[:, 0])
-    for t in range(1, x.shape[1]):
-        fed, own = calls[t][0], calls[t - 1][1].argmax(-1)
-        assert torch.equal(fed, torch.where(coins[:, t - 1], x[:, t], own))
+    replay = _gen(3)
+    coins = (torch.rand(shape, generator=replay, dtype=D) < eps).expand(B, x.shape[1] - 1)
+    fed = _replay(model, x, state, token, replay, coins)
+    assert not torch.equal(fed, x) and not torch.equal(fed, _replay(model, x, state, token, _gen(3)))
+    ref = _teacher_on(model, fed, y, state)
+    assert abs(r.loss.item() - ref.item()) < 1e-12
+    assert _close(_grads(model, r.loss), _grads(model, ref))
     assert 0.0 < r.logs["teacher_frac"] < 1.0 and r.logs["teacher_frac"] == coins.double().mean().item()
     assert r.logs["eps"] == eps
 
@@ -193,31 +242,28 @@ def test_free_running_raw_feeds_the_previous_softmax(monkeypatch):
         assert fed.shape == (B, V) and torch.equal(fed, F.softmax(prev, dim=-1))
 
 
-def test_free_running_argmax_feeds_the_one_hot_of_the_argmax(monkeypatch):
-    model = _model()
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_free_running_argmax_feeds_the_one_hot_of_the_argmax(cell):
+    model = _model(cell)
     x, y, state = _batch(model)
-    calls = _record(monkeypatch, model)
-    FreeRunning("argmax").loss(model, x, y, state, step=0)
-    for t in range(1, T):
-        assert torch.equal(calls[t][0], calls[t - 1][1].argmax(-1))  # an index: the one-hot's embedding
+    r = FreeRunning("argmax").loss(model, x, y, state, step=0)
+    fed = _replay(model, x, state, "argmax")  # an index at every step: the one-hot's embedding
+    ref = _teacher_on(model, fed, y, state)
+    assert abs(r.loss.item() - ref.item()) < 1e-12 and _close(_grads(model, r.loss), _grads(model, ref))
+    assert r.logs["fed_true"] == (fed[:, 1:] == x[:, 1:]).double().mean().item()
 
 
-def test_free_running_sample_draws_from_the_softmax_with_the_seeded_generator(monkeypatch):
+def test_free_running_sample_draws_from_the_softmax_with_the_seeded_generator():
     model = _model()
     x, y, state = _batch(model, t=20)
-    calls = _record(monkeypatch, model)
-    FreeRunning("sample").loss(model, x, y, state, step=0, generator=_gen(11))
-    first = [c[0] for c in calls]
-    replay = _gen(11)  # the same draws, made by hand from the recorded softmaxes
-    for t in range(1, x.shape[1]):
-        p = F.softmax(calls[t - 1][1].detach(), dim=-1)
-        assert torch.equal(first[t], torch.multinomial(p, 1, generator=replay).squeeze(1))
-    calls.clear()
-    FreeRunning("sample").loss(model, x, y, state, step=0, generator=_gen(11))
-    assert all(torch.equal(a, b[0]) for a, b in zip(first, calls))
-    calls.clear()
-    FreeRunning("sample").loss(model, x, y, state, step=0, generator=_gen(12))
-    assert not all(torch.equal(a, b[0]) for a, b in zip(first, calls))
+    r = FreeRunning("sample").loss(model, x, y, state, step=0, generator=_gen(11))
+    fed = _replay(model, x, state, "sample", _gen(11))  # the same draws, made by hand from the softmaxes
+    assert abs(r.loss.item() - _teacher_on(model, fed, y, state).item()) < 1e-12
+    again = FreeRunning("sample").loss(model, x, y, state, step=0, generator=_gen(11))
+    assert torch.equal(again.loss, r.loss)
+    other = FreeRunning("sample").loss(model, x, y, state, step=0, generator=_gen(12))
+    assert not torch.equal(other.loss, r.loss)
+    assert not torch.equal(_replay(model, x, state, "sample", _gen(12)), fed)
 
 
 def test_free_running_without_gradient_is_teacher_forcing_on_what_it_fed(monkeypatch):
@@ -228,8 +274,12 @@ def test_free_running_without_gradient_is_teacher_forcing_on_what_it_fed(monkeyp
         x, y, state = _batch(model)
         calls = _record(monkeypatch, model)
         off = FreeRunning(mode, grad=False).loss(model, x, y, state, step=0, generator=_gen(2))
-        fed = [c[0] for c in calls]
-        assert not any(f.requires_grad for f in fed)
+        if mode == "raw":  # stepped: the recorded inputs
+            fed = [c[0] for c in calls]
+            assert not any(f.requires_grad for f in fed)
+        else:  # two passes: no graph through a step, the inputs a hand loop feeds
+            assert not calls
+            fed = list(_replay(model, x, state, mode, _gen(2)).unbind(1))
         soft = torch.stack([F.one_hot(f, V).to(D) if f.dim() == 1 else f for f in fed], dim=1)  # (B, T, V)
         logits, _ = model(soft, state)  # the fused path on the same inputs
         ref = sequence_loss(logits, y)
