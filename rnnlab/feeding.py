@@ -63,7 +63,7 @@ from rnnlab.nn.stack import RecurrentStack, StackState
 
 __all__ = ["FEEDINGS", "SCHEDULES", "Discriminator", "FeedResult", "Feeding", "FreeRunning", "ProfessorForcing",
            "ScheduledSampling", "TeacherForcing", "exponential", "inverse_sigmoid", "linear", "make_feeding",
-           "make_schedule", "own_inputs"]
+           "make_schedule", "own_inputs", "uniforms"]
 
 FEEDINGS = ("teacher", "free-raw", "free-sample", "free-argmax", "scheduled", "professor")
 
@@ -212,12 +212,26 @@ def _flag(value: Any, name: str) -> None:
         raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
-def _model_token(logits: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
-    """The model's own token from its logits (B, V): ids (B,), drawn or at the argmax; no gradient."""
+def uniforms(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """The uniform numbers (T - 1, B) float64 in [0, 1) a self-fed run of the batch x (B, T) draws with:
+    one per row for each step t >= 1, drawn at once (row t - 1 serves step t)."""
+    B, T = x.shape
+    return torch.rand((max(T - 1, 0), B), generator=generator, device=x.device, dtype=torch.float64)
+
+
+def _model_token(logits: Tensor, mode: str, u: Tensor) -> Tensor:
+    r"""The model's own token from its logits (B, V): ids (B,), no gradient.
+
+    ``argmax``: :math:`\arg\max_k z_k`. ``sample``: a draw from :math:`p = \operatorname{softmax}(z)`
+    by the inverse of its distribution function at the uniform ``u`` (B,): the first k with
+    :math:`\sum_{j \le k} p_j > u`, so :math:`P(k) = p_k` (float64; a token of probability 0 is never drawn
+    but at the last, for ``u`` within rounding of 1).
+    """
     if mode == "argmax":
         return logits.detach().argmax(dim=-1)  # (B,)
-    p = F.softmax(logits.detach(), dim=-1)  # (B, V)
-    return torch.multinomial(p, 1, generator=generator).squeeze(1)  # (B,)
+    cdf = F.softmax(logits.detach().double(), dim=-1).cumsum_(-1)  # (B, V)
+    k = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)  # (B,)
+    return k.clamp_(max=logits.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -227,16 +241,17 @@ def own_inputs(model: RNNLanguageModel, x: Tensor, state: StackState, mode: str,
 
     ``fed[:, 0] = x[:, 0]``; for t >= 1, with :math:`z_{t-1}` the model's prediction after
     reading ``fed[:, :t]`` from ``state``, ``fed[:, t]`` is its own token (``mode``: a draw
-    :math:`k \sim \operatorname{softmax}(z_{t-1})` from ``generator``, or the argmax) --
-    or the true ``x[:, t]`` where ``truth[:, t - 1]`` (B, T - 1) bool says so. Computed by
-    the packed inference step (eval mode: no dropout), one draw per step in order t = 1..T-1.
+    :math:`k \sim \operatorname{softmax}(z_{t-1})` with the :func:`uniforms` of ``generator``,
+    or the argmax) -- or the true ``x[:, t]`` where ``truth[:, t - 1]`` (B, T - 1) bool says so.
+    Computed by the packed inference step (eval mode: no dropout).
     """
     step = model.stepper()
+    u = uniforms(x, generator) if mode == "sample" else None  # (T - 1, B)
     fed = [x[:, 0]]  # (B,) each
     s = state
     for t in range(1, x.shape[1]):
         logits, s = step(fed[-1], s)  # (B, V): the prediction for position t
-        own = _model_token(logits, mode, generator)  # (B,)
+        own = _model_token(logits, mode, u[t - 1] if u is not None else None)  # (B,)
         fed.append(own if truth is None else torch.where(truth[:, t - 1], x[:, t], own))
     return torch.stack(fed, dim=1)  # (B, T)
 
@@ -280,7 +295,8 @@ class FreeRunning(Feeding):
 
     * ``raw``: :math:`p_t` itself, a soft one-hot through the input layer
       (:math:`e = p_t E`, or :math:`p_t` for a one-hot input layer);
-    * ``sample``: :math:`\mathrm{onehot}(k)`, :math:`k \sim p_t` drawn with ``generator``;
+    * ``sample``: :math:`\mathrm{onehot}(k)`, :math:`k \sim p_t` drawn with ``generator``
+      (the :func:`uniforms` of the batch, one per step and row, by the inverse distribution function);
     * ``argmax``: :math:`\mathrm{onehot}(\arg\max_k p_{t,k})`.
 
     ``grad`` says whether the gradient flows back through the fed value into step t:
@@ -310,12 +326,13 @@ class FreeRunning(Feeding):
         self.mode, self.grad, self.carry = mode, grad, carry
         self.name = f"free-{mode}"
 
-    def feed(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:
-        """The next input from the logits (B, V) of this step: ids (B,) or vectors (B, V)."""
+    def feed(self, logits: Tensor, u: Tensor | None) -> Tensor:
+        """The next input from the logits (B, V) of this step (and its uniforms (B,) for a draw): ids (B,)
+        or vectors (B, V)."""
         if self.mode == "raw":
             p = F.softmax(logits, dim=-1)  # (B, V)
             return p if self.grad else p.detach()
-        k = _model_token(logits, self.mode, generator)  # (B,)
+        k = _model_token(logits, self.mode, u)  # (B,)
         if not self.grad:
             return k
         p = F.softmax(logits, dim=-1)  # (B, V)
@@ -331,6 +348,7 @@ class FreeRunning(Feeding):
             loss = sequence_loss(logits, y)
             hit = (fed[:, 1:] == x[:, 1:]).double().mean().item() if T > 1 else 1.0
             return FeedResult(loss, _carry(model, x, state, s, self.carry), loss.item(), {"fed_true": hit})
+        u = uniforms(x, generator) if self.mode == "sample" else None  # (T - 1, B): the same draws as above
         true_fed = x.new_zeros((), dtype=torch.float64)
         inp: Tensor = x[:, 0]  # (B,) the true first input
         s = state
@@ -339,7 +357,7 @@ class FreeRunning(Feeding):
             logits, s = model.step(inp, s)  # (B, V)
             outs.append(logits)
             if t + 1 < T:
-                inp = self.feed(logits, generator)
+                inp = self.feed(logits, u[t] if u is not None else None)
                 with torch.no_grad():
                     hit = inp.gather(1, x[:, t + 1, None]).sum() if inp.dim() == 2 else (inp == x[:, t + 1]).sum()
                     true_fed += hit

@@ -29,6 +29,7 @@ from rnnlab.feeding import (
     make_schedule,
     own_inputs,
 )
+from rnnlab.feeding import _model_token
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import detach_state
 
@@ -89,15 +90,33 @@ def _replay(model: RNNLanguageModel, x: torch.Tensor, state, mode: str, gen: tor
             truth: torch.Tensor | None = None) -> torch.Tensor:
     """The oracle: the inputs (B, T) a self-fed run reads, by hand, one ``model.step`` at a time."""
     fed, s = [x[:, 0]], state
+    u = torch.rand((x.shape[1] - 1, x.shape[0]), generator=gen, dtype=D) if mode == "sample" else None
     with torch.no_grad():
         for t in range(1, x.shape[1]):
             logits, s = model.step(fed[-1], s)  # (B, V)
             if mode == "argmax":
                 own = logits.argmax(-1)
-            else:
-                own = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
+            else:  # the first k whose cumulative probability exceeds u, row by row
+                p = F.softmax(logits.double(), dim=-1).tolist()
+                own = torch.tensor([next(k for k in range(V) if sum(row[:k + 1]) > ub * sum(row))
+                                    for row, ub in zip(p, u[t - 1].tolist())])
             fed.append(own if truth is None else torch.where(truth[:, t - 1], x[:, t], own))
     return torch.stack(fed, dim=1)
+
+
+def test_a_draw_follows_the_softmax():
+    """Inverse-CDF draws from fixed logits: frequencies within 5 standard errors of softmax, and a token
+    of probability 0 never drawn."""
+    logits = torch.tensor([2.0, -1.0, 0.5, float("-inf"), 1.0, -3.0, 0.0])
+    p = F.softmax(logits.double(), dim=-1)
+    n = 200_000
+    u = torch.rand(n, generator=_gen(0), dtype=D)
+    k = _model_token(logits.expand(n, V), "sample", u)
+    freq = torch.bincount(k, minlength=V).double() / n
+    assert freq[3] == 0.0
+    assert torch.all((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-12)
+    edge = _model_token(logits.expand(3, V), "sample", torch.tensor([0.0, 0.5, 1 - 2**-53], dtype=D))
+    assert edge.tolist() == [0, int(torch.searchsorted(p.cumsum(0), torch.tensor(0.5, dtype=D), right=True)), 6]
 
 
 def _teacher_on(model: RNNLanguageModel, fed: torch.Tensor, y: torch.Tensor, state) -> torch.Tensor:
