@@ -65,7 +65,10 @@ def markdown(res: dict[str, Any]) -> str:
         if part not in res:
             continue
         rows = res[part]
-        md += [f"## {title}\n", f"{goal}; command of each row in classify.json\n",
+        when = res.get(f"{part}_run", {})
+        load = when.get("load_average_at_start")
+        md += [f"## {title}\n", f"{goal}; command of each row in classify.json; run {when.get('date', '?')}"
+               + (f", load average at its start {load[0]:.2f}" if load else "") + "\n",
                "| cell | budget (s) | steps | epochs | seqs/s | test acc | test balanced acc | test macro F1 |",
                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         md += [f"| {r['cell']} | {r['budget_s']:.0f} | {r['steps']} | {r['epochs']:.1f} | {r['seqs_per_sec']:,.0f} | "
@@ -97,8 +100,21 @@ def main() -> int:
         for part in args.parts:
             data = ["--data", str(args.names)] if part == "names" else ["--builtin", "digits"]
             budget = args.names_budget if part == "names" else args.digits_budget
+            start = {"date": dt.datetime.now().isoformat(timespec="seconds"), "load_average_at_start": os.getloadavg()}
             res[part] = [run(data, cell, budget, extra, Path(tmp) / f"{part}-{cell}") for cell in args.cells]
+            res[f"{part}_run"] = {**start, "load_average_at_end": os.getloadavg()}
     res["config"]["load_average_at_end"] = os.getloadavg()
+    if args.out.exists():  # a part not run now keeps its rows from the file, marked with their own date
+        try:
+            old = json.loads(args.out.read_text())
+        except (OSError, ValueError):
+            old = {}
+        for part in ("names", "digits"):
+            if part not in res and part in old:
+                res[part] = old[part]
+                res[f"{part}_run"] = old.get(f"{part}_run", {"date": old.get("config", {}).get("date"),
+                                                             "load_average_at_start":
+                                                                 old.get("config", {}).get("load_average_at_start")})
     write_results(args.out, res, markdown)
     return 0
 
