@@ -136,17 +136,18 @@ def test_the_one_call_step_equals_the_projected_step_values_and_gradients(name):
 
 @pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
 @pytest.mark.parametrize("inp", ["embedding", "onehot"])
-def test_the_inference_stepper_equals_the_model_step(name, inp):
-    """The packed weights (the first layer's projection folded into a table, [W_ih, W_hh] joined) compute
-    exactly ``model.step`` in eval mode, step after step."""
+@pytest.mark.parametrize("hidden, batch", [(9, 4), (10, 1)])  # odd G*H: one block; even: two column halves
+def test_the_inference_stepper_equals_the_model_step(name, inp, hidden, batch):
+    """The packed weights (the first layer's projection folded into a table, [W_ih, W_hh] joined, kept as
+    column halves) compute exactly ``model.step`` in eval mode, step after step."""
     torch.manual_seed(2)
-    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=9, num_layers=3, embedding_size=5, input=inp,
+    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=hidden, num_layers=3, embedding_size=5, input=inp,
                                      dropout=0.3), 11).double().eval()
     stepper = m.stepper()
-    s1 = s2 = m.initial_state(4)
+    s1 = s2 = m.initial_state(batch)
     s1 = s2 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in s1)
     for _ in range(5):
-        tok = torch.randint(0, 11, (4,))
+        tok = torch.randint(0, 11, (batch,))
         with torch.no_grad():
             a, s1 = m.step(tok, s1)
         b, s2 = stepper(tok, s2)
