@@ -44,7 +44,8 @@ def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, t
     # temperature then sends far-off tokens to -inf (probability 0) instead of overflowing to NaN
     with np.errstate(over="ignore"):
         z = (x - x.max(axis=-1, keepdims=True)) / temperature  # (B, V), <= 0
-    p = np.exp(log_softmax(z))
+    p = np.exp(z)  # the best token's z is exactly 0: its term is 1, so the row sums to >= 1 (no underflow)
+    p /= p.sum(axis=-1, keepdims=True)
     v = p.shape[-1]
     if not (0 < top_k < v or top_p < 1.0):
         return p
