@@ -25,6 +25,7 @@ The contract, for a language model with global batch B on W ranks:
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,12 @@ def from_env(device: torch.device) -> tuple[Dist, torch.device]:
 
 
 def shutdown(d: Dist) -> None:
-    """Leave the process group (after the last collective)."""
+    """Leave the process group (after the last collective).
+
+    The DistributedDataParallel wrapper and its reducer sit in reference cycles; collected
+    only at interpreter exit, after the group is gone, gloo's worker threads can still hold
+    their work and abort the process ("terminate called without an active exception", seen
+    once in CI). So they are collected first, while the group is alive."""
     if d.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
