@@ -20,8 +20,8 @@ reported against the distance d = 1..L from the prefix (in ``buckets`` equal ban
   With few samples per band this has a positive floor even between two real texts;
   ``real_divergence`` gives that floor on equal terms: the same statistic between the K
   true continuations and K *other* true stretches of the validation text, of the same
-  length (each starting ``prefix_len + length`` tokens after its prefix, wrapping at the
-  end of the text), so both figures pool the same number of n-grams per band.
+  length (the L tokens just before each prefix; after the continuation for a prefix at
+  the very start), so both figures pool the same number of n-grams per band.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
         real_ref.append(-ref.log_prob(window)[prefix_len - 1:])
         generated.append(gen)
         real.append(window[prefix_len:])
-        o = (int(s) + span) % (len(val) - length + 1)
+        o = int(s) - length if s >= length else min(int(s) + span, len(val) - length)
         other.append(val[o:o + length])  # (L,) another true stretch, for the floor
     to_bits = 1.0 / LN2
     bounds = [int(b[0]) for b in np.array_split(np.arange(length), buckets)] + [length]

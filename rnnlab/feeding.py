@@ -348,7 +348,7 @@ class FreeRunning(Feeding):
             loss = sequence_loss(logits, y)
             hit = (fed[:, 1:] == x[:, 1:]).double().mean().item() if T > 1 else 1.0
             return FeedResult(loss, _carry(model, x, state, s, self.carry), loss.item(), {"fed_true": hit})
-        u = uniforms(x, generator) if self.mode == "sample" else None  # (T - 1, B): the same draws as above
+        u = uniforms(x, generator) if self.mode == "sample" else None  # (T - 1, B): the uniforms own_inputs draws
         true_fed = x.new_zeros((), dtype=torch.float64)
         inp: Tensor = x[:, 0]  # (B,) the true first input
         s = state
