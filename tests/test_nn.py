@@ -43,28 +43,90 @@ def test_cell_matches_torch_cell_outputs_and_gradients(name):
         torch.testing.assert_close(getattr(ours, p).grad, getattr(ref, p).grad, rtol=1e-10, atol=1e-12)
 
 
+def _paths(stack):
+    """Every way the stack can run a whole sequence: the unroller, torch's module, the hand-written recurrences."""
+    paths = {"unroll": stack.unroll, "torch": stack.torch_fused, "fused": lambda x, s: stack(x, s, fused=True)}
+    if all(c.has_sequence for c in stack.cells):
+        paths["sequences"] = stack.sequences
+    return paths
+
+
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("layers", [1, 3])
-def test_unroller_and_fused_path_agree(name, layers):
+@pytest.mark.parametrize("chunk_floats", [None, 100])
+def test_unroller_and_fused_paths_agree(name, layers, chunk_floats, monkeypatch):
+    from rnnlab.nn import sequence
+
+    if chunk_floats is not None:  # the backward's scratch in chunks of 1-4 steps (9 in all: a short first chunk)
+        monkeypatch.setattr(sequence, "CHUNK_FLOATS", chunk_floats)
     torch.manual_seed(2)
     stack = RecurrentStack(name, 6, 8, num_layers=layers, dropout=0.3).double().eval()
     x = torch.randn(4, 9, 6, dtype=torch.float64, requires_grad=True)
-    s0 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in stack.initial_state(4))
-    outs, grads = [], []
-    for fused in (True, False):
+    s0 = tuple(tuple(torch.randn_like(t).requires_grad_() for t in layer) for layer in stack.initial_state(4))
+    w_out = torch.randn(4, 9, 8, dtype=torch.float64)  # a loss that weighs every output differently
+    w_state = [[torch.randn_like(t) for t in layer] for layer in s0]
+    results = {}
+    for path, run in _paths(stack).items():
         stack.zero_grad()
         x.grad = None
-        out, s = stack(x, s0, fused=fused)
+        for layer in s0:
+            for t in layer:
+                t.grad = None
+        out, s = run(x, s0)
         assert out.shape == (4, 9, 8) and len(s) == layers
-        (out.sum() + sum(t.sum() for layer in s for t in layer)).backward()
-        outs.append((out.detach(), s))
-        grads.append([p.grad.clone() for p in stack.parameters()] + [x.grad.clone()])
-    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=1e-12)
-    for la, lb in zip(outs[0][1], outs[1][1]):
-        for a, b in zip(la, lb):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        loss = (out * w_out).sum() + sum((t * w).sum() for layer, wl in zip(s, w_state) for t, w in zip(layer, wl))
+        loss.backward()
+        grads = [p.grad.clone() for p in stack.parameters()] + [x.grad.clone()]
+        grads += [t.grad.clone() for layer in s0 for t in layer]
+        results[path] = (out.detach(), [t.detach() for layer in s for t in layer], grads)
+    ref_out, ref_state, ref_grads = results.pop("unroll")
+    assert len(results) == (3 if name in ("elman", "gru") else 2)
+    for path, (out, state, grads) in results.items():
+        torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12, msg=path)
+        for a, b in zip(state, ref_state, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=path)
+        for a, b in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=path)
+
+
+@pytest.mark.parametrize("name", ["elman", "gru"])
+@pytest.mark.parametrize("chunk_floats", [None, 1])
+def test_the_hand_written_backward_passes_gradcheck(name, chunk_floats, monkeypatch):
+    """Finite differences against the analytic backward of each whole-sequence recurrence, with the backward's
+    scratch holding every step at once, and one step at a time (CHUNK_FLOATS=1)."""
+    from rnnlab.nn import sequence
+    from rnnlab.nn.sequence import elman_sequence, gru_sequence
+
+    if chunk_floats is not None:
+        monkeypatch.setattr(sequence, "CHUNK_FLOATS", chunk_floats)
+    torch.manual_seed(3)
+    t, b, h = 5, 3, 4
+    g = 1 if name == "elman" else 3
+    xp = torch.randn(t, b, g * h, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(b, h, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(g * h, h, dtype=torch.float64) * 0.7).requires_grad_()
+    if name == "elman":
+        assert torch.autograd.gradcheck(elman_sequence, (xp, h0, w))
+    else:
+        bias = torch.randn(g * h, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(gru_sequence, (xp, h0, w, bias))
+        assert torch.autograd.gradcheck(lambda a, b_: gru_sequence(a, b_, w.detach(), bias.detach()), (xp, h0))
+
+
+@pytest.mark.parametrize("name", ["elman", "gru"])
+def test_frozen_weights_still_pass_gradients_to_the_inputs(name):
+    """Professor forcing's discriminator is run with its weights frozen: the inputs' gradient is unchanged."""
+    torch.manual_seed(4)
+    stack = RecurrentStack(name, 5, 6, num_layers=2).double()
+    x = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    w_out = torch.randn(3, 7, 6, dtype=torch.float64)
+    (stack.unroll(x, stack.initial_state(3))[0] * w_out).sum().backward()
+    expected = x.grad.clone()
+    x.grad = None
+    for p in stack.parameters():
+        p.requires_grad_(False)
+    (stack.sequences(x, stack.initial_state(3))[0] * w_out).sum().backward()
+    torch.testing.assert_close(x.grad, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_the_fused_template_adds_no_parameters():

@@ -13,6 +13,11 @@ and exposes the same small interface:
   all T steps at once (B, T, I): the unroller does this as one large matrix product;
 * ``step_projected(xp_t, state)`` -> ``(h_t, state)``, the recurrence given the
   projected input (B, G*H);
+* ``sequence(x, state)`` (cells with ``has_sequence``: Elman, GRU) -> the whole time-major
+  sequence (T, B, H) and the final state by one hand-written recurrence with its own
+  backward (:mod:`rnnlab.nn.sequence`), the CPU fast path; the LSTM has none, since
+  oneDNN's fused LSTM behind ``torch.nn.LSTM`` was faster than a hand-written one at
+  every size measured (2x128 to 2x512);
 * ``step(x_t, state)`` = ``step_projected(project_input(x_t), state)``, computed in
   one call of torch's own cell function (``torch.rnn_tanh_cell``, ``torch.lstm_cell``,
   ``torch.gru_cell``: :attr:`Cell.fused_step`), which saves the Python overhead of
@@ -31,7 +36,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rnnlab.nn.sequence import elman_sequence, gru_sequence
 
 State = tuple[Tensor, ...]  # one layer's state: (h,) or (h, c), each (B, H)
 
@@ -48,6 +56,8 @@ class Cell(nn.Module):
     # whether the step is a function of the summed pre-activation alone (:meth:`activate`), so that inference
     # may multiply [x, h] by one packed matrix (the GRU's reset gate needs W_hn h apart: it may not)
     packs: bool = False
+    # whether :meth:`sequence` runs a whole sequence by a hand-written recurrence (:mod:`rnnlab.nn.sequence`)
+    has_sequence: bool = False
 
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """The step given ``z = W_ih x + b_ih + W_hh h + b_hh`` (B, G*H) (cells that ``pack``)."""
@@ -79,6 +89,11 @@ class Cell(nn.Module):
         return torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Time-major x (T, B, I) -> h_1..h_T (T, B, H), final state, by one hand-written recurrence
+        (cells with :attr:`has_sequence`): the same function as ``step_projected`` over every t."""
         raise NotImplementedError
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
@@ -113,6 +128,13 @@ class ElmanCell(Cell):
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         return self.activate(torch.addmm(xp_t + self.bias_hh, state[0], self.weight_hh.t()), state)  # z: (B, H)
+
+    has_sequence = True
+
+    def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        xp = F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)  # (T, B, H)
+        out = elman_sequence(xp, state[0], self.weight_hh)  # (T, B, H)
+        return out, (out[-1],)
 
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         h = torch.tanh(z)  # (B, H)
@@ -181,6 +203,13 @@ class GRUCell(Cell):
         n = torch.tanh(xn + r * hn)
         h = (1.0 - z) * n + z * h  # (B, H)
         return h, (h,)
+
+    has_sequence = True
+
+    def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        xp = F.linear(x, self.weight_ih, self.bias_ih)  # (T, B, 3H)
+        out = gru_sequence(xp, state[0], self.weight_hh, self.bias_hh)  # (T, B, H)
+        return out, (out[-1],)
 
 
 CELL_TYPES: dict[str, type[Cell]] = {"elman": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}

@@ -6,9 +6,12 @@ that compute the same function on the same parameters:
 * :meth:`unroll` -- the generic loop: for each layer, the input projection of all T
   steps as one matrix product, then ``cell.step_projected`` once per step. Works for
   any :class:`~rnnlab.nn.cells.Cell` and never asks which kind it is.
-* :meth:`fused` -- ``torch.nn.RNN/LSTM/GRU`` called through
-  :func:`torch.func.functional_call` with this stack's own parameters, so the fast
-  kernels train exactly the weights the unroller and the samplers use.
+* :meth:`fused` -- the fastest path for the cell and device: on the CPU, Elman and GRU
+  layers run :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one ``addmm`` per
+  step forwards and backwards, the weight gradient as one product over all steps);
+  otherwise ``torch.nn.RNN/LSTM/GRU`` (oneDNN's LSTM on the CPU, cuDNN on a GPU) called
+  through :func:`torch.func.functional_call` with this stack's own parameters. Either
+  way the fast path trains exactly the weights the unroller and the samplers use.
 
 Dropout with probability p acts on the output of every layer but the last (as
 ``torch.nn.LSTM(dropout=p)``); the language model adds one more before its softmax.
@@ -106,6 +109,25 @@ class RecurrentStack(nn.Module):
         return params
 
     def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
+        """The same function as :meth:`unroll`, by the fastest path there is: on the CPU, for cells
+        with a hand-written whole-sequence recurrence (Elman, GRU), :meth:`sequences`; else
+        (the LSTM, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`."""
+        if x.device.type == "cpu" and x.shape[1] > 0 and all(c.has_sequence for c in self.cells):
+            return self.sequences(x, state)
+        return self.torch_fused(x, state)
+
+    def sequences(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
+        """Layer by layer, each by its cell's :meth:`~rnnlab.nn.cells.Cell.sequence` (time-major inside)."""
+        x = x.transpose(0, 1)  # (T, B, I)
+        new_state = []
+        for k, cell in enumerate(self.cells):
+            x, s = cell.sequence(x, state[k])  # (T, B, H)
+            if k < self.num_layers - 1 and self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            new_state.append(s)
+        return x.transpose(0, 1), tuple(new_state)  # (B, T, H)
+
+    def torch_fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """The same function as :meth:`unroll`, computed by torch's fused module."""
         template = self._template[0]
         template.train(self.training)
