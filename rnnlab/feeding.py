@@ -245,7 +245,7 @@ def own_inputs(model: RNNLanguageModel, x: Tensor, state: StackState, mode: str,
     or the argmax) -- or the true ``x[:, t]`` where ``truth[:, t - 1]`` (B, T - 1) bool says so.
     Computed by the packed inference step (eval mode: no dropout).
     """
-    step = model.stepper()
+    step = model.stepper(x.shape[0])
     u = uniforms(x, generator) if mode == "sample" else None  # (T - 1, B)
     fed = [x[:, 0]]  # (B,) each
     s = state

@@ -62,7 +62,7 @@ def sample_steps(model: RNNLanguageModel, vocab: Vocab,
     sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
     rng = np.random.default_rng(cfg.seed)
     logits, state = _read_prime(model, ids, cfg.num_samples)  # (B, V)
-    step = model.stepper()  # weights packed once for the whole continuation
+    step = model.stepper(cfg.num_samples)  # weights packed once for the whole continuation
     for t in range(cfg.length):
         z = logits.double().cpu().numpy()  # (B, V)
         nxt = sampler.choose(z, rng)  # (B,)

@@ -198,14 +198,18 @@ def test_the_one_call_step_equals_the_projected_step_values_and_gradients(name):
 
 @pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
 @pytest.mark.parametrize("inp", ["embedding", "onehot"])
-@pytest.mark.parametrize("hidden, batch", [(9, 4), (10, 1)])  # odd G*H: one block; even: two column halves
-def test_the_inference_stepper_equals_the_model_step(name, inp, hidden, batch):
+@pytest.mark.parametrize("hidden, batch", [(9, 4), (10, 1), (9, 8), (10, 16)])  # odd G*H: one block; even: two column
+def test_the_inference_stepper_equals_the_model_step(name, inp, hidden, batch):  # halves; 16 streams: whole
     """The packed weights (the first layer's projection folded into a table, [W_ih, W_hh] joined, kept as
-    column halves) compute exactly ``model.step`` in eval mode, step after step."""
+    column halves for few streams and whole for many) compute exactly ``model.step`` in eval mode, step after
+    step."""
     torch.manual_seed(2)
     m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=hidden, num_layers=3, embedding_size=5, input=inp,
                                      dropout=0.3), 11).double().eval()
-    stepper = m.stepper()
+    stepper = m.stepper(batch)
+    if name != "gru":  # the GRU steps by its own cell (it cannot pack)
+        whole = [w.dim() == 2 for w, _ in filter(None, stepper.packed)] + [stepper.w_hh0.dim() == 2]
+        assert len(whole) == 3 and all(whole) == (batch >= 16) and any(whole) == (batch >= 16)
     s1 = s2 = m.initial_state(batch)
     s1 = s2 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in s1)
     for _ in range(5):

@@ -65,9 +65,10 @@ class RNNLanguageModel(nn.Module):
         h = F.dropout(h, self.cfg.dropout, self.training)
         return self.decoder(h), state
 
-    def stepper(self) -> Stepper:
-        """A fast :meth:`step` for inference (sampling, beam search): see :class:`Stepper`."""
-        return Stepper(self)
+    def stepper(self, streams: int = 1) -> Stepper:
+        """A fast :meth:`step` for inference (sampling, beam search, deciding a self-fed run's inputs) of
+        about ``streams`` streams at once: see :class:`Stepper`."""
+        return Stepper(self, streams)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -80,22 +81,25 @@ class Stepper:
     :math:`T = e(v) W_{ih}^\top + b_{ih} + b_{hh}` for every symbol v (V, G*H), so a step
     reads one row instead of multiplying; every later layer multiplies the joined
     :math:`[x_t, h_{t-1}]` (B, I+H) by one contiguous matrix :math:`[W_{ih}, W_{hh}]^\top`,
-    and the cell's :meth:`~rnnlab.nn.cells.Cell.activate` applies the gates. Cells whose
+    and the cell's :meth:`~rnnlab.nn.cells.Cell.activate_` applies the gates (in place). Cells whose
     step is not a function of that sum alone (the GRU: its reset gate multiplies
     :math:`W_{hn} h + b_{hn}` apart) take their ordinary :meth:`~rnnlab.nn.cells.Cell.step`.
     The same function as ``step`` up to float rounding; built from the weights as they
     are now (build a new one after training on).
 
-    Each packed matrix is kept as two halves of its columns, (2, K, N/2), and multiplied
-    by one batched product (``baddbmm``): with few streams a single (B, K) x (K, N)
-    product runs as a matrix-vector product on one core, while the two halves of a
-    batched one run on two (measured here: 1.6x faster for one stream, 2x for four, and
-    no slower for 64).
+    For few streams (``streams`` < :data:`WHOLE_FROM`) each packed matrix is kept as two
+    halves of its columns, (2, K, N/2), and multiplied by one batched product
+    (``baddbmm``): a single (B, K) x (K, N) product with few rows runs as a
+    matrix-vector product on one core, while the two halves of a batched one run on two
+    (measured here: 1.6x faster for one stream, 2x for four). For many streams the
+    matrix stays whole and one ``addmm`` multiplies it, which the BLAS already spreads
+    over the cores, and saves the halves' three extra operations per layer and step.
     """
 
     @torch.no_grad()
-    def __init__(self, model: RNNLanguageModel):
+    def __init__(self, model: RNNLanguageModel, streams: int = 1):
         self.model = model
+        pack = _halves if streams < WHOLE_FROM else _whole
         cells = model.rnn.cells
         self.cells = cells
         first = cells[0]
@@ -103,8 +107,8 @@ class Stepper:
         if first.packs:  # (V, G*H): every symbol's input projection, biases included
             ids = torch.arange(model.vocab_size, device=model.decoder.weight.device)
             self.table = first.project_input(model.embed(ids[:, None])[:, 0]) + first.bias_hh
-            self.w_hh0 = _halves(first.weight_hh.t())  # (S, H, G*H/S)
-        self.packed = [(_halves(torch.cat([c.weight_ih, c.weight_hh], 1).t()), c.bias_ih + c.bias_hh)
+            self.w_hh0 = pack(first.weight_hh.t())  # (S, H, G*H/S) or (H, G*H)
+        self.packed = [(pack(torch.cat([c.weight_ih, c.weight_hh], 1).t()), c.bias_ih + c.bias_hh)
                        if c.packs and k > 0 else None for k, c in enumerate(cells)]  # (S, I+H, G*H/S), (G*H,)
         self.dec_w = model.decoder.weight.t().contiguous()  # (H, V)
         self.dec_b = model.decoder.bias
@@ -117,16 +121,24 @@ class Stepper:
         for k, cell in enumerate(self.cells):
             s = state[k]
             if k == 0 and self.table is not None:
-                x, s = cell.activate(_split_mm(self.table.index_select(0, tokens), s[0], self.w_hh0), s)
+                x, s = cell.activate_(_split_mm(self.table.index_select(0, tokens), s[0], self.w_hh0), s)
             elif k == 0:
                 x, s = cell.step(self.model.embed(tokens[:, None])[:, 0], s)
             elif self.packed[k] is not None:
                 w, b = self.packed[k]
-                x, s = cell.activate(_split_mm(b, torch.cat([x, s[0]], 1), w), s)  # (B, H)
+                x, s = cell.activate_(_split_mm(b, torch.cat([x, s[0]], 1), w), s)  # (B, H)
             else:
                 x, s = cell.step(x, s)
             new.append(s)
         return torch.addmm(self.dec_b, x, self.dec_w), tuple(new)  # (B, V)
+
+
+WHOLE_FROM = 16  # streams from which the Stepper keeps each packed matrix whole
+
+
+def _whole(w: Tensor) -> Tensor:
+    """(K, N) -> (K, N), contiguous."""
+    return w.contiguous()
 
 
 def _halves(w: Tensor) -> Tensor:
@@ -137,7 +149,10 @@ def _halves(w: Tensor) -> Tensor:
 
 
 def _split_mm(bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
-    """``bias + x @ W`` with W given as its column blocks w (S, K, N/S): x (B, K), bias (N,) or (B, N) -> (B, N)."""
+    """``bias + x @ W`` with W given whole (K, N) or as its column blocks w (S, K, N/S): x (B, K),
+    bias (N,) or (B, N) -> (B, N)."""
+    if w.dim() == 2:
+        return torch.addmm(bias, x, w)
     s, k, n = w.shape
     b = x.shape[0]
     bias = bias.view(s, 1, n) if bias.dim() == 1 else bias.view(b, s, n).transpose(0, 1)  # (S, 1 or B, N/S)
