@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                                       dropout=0.0), VOCAB).eval()
     vocab = Vocab([chr(40 + i) for i in range(VOCAB)])
     def unpacked(b: int, n: int) -> None:  # the same loop stepping model.step: what the packed Stepper gains
-        lm.stepper = lambda: lm.step  # an instance attribute shadows the method
+        lm.stepper = lambda streams=1: lm.step  # an instance attribute shadows the method
         try:
             generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
         finally:
