@@ -36,9 +36,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False) -> None:
+def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False, cell: str = "lstm") -> None:
+    args = [cell if a == "lstm" else a for a in ARGS]
     cmd = [sys.executable, "-m", "rnnlab", "train", "--data", str(corpus), "--out", str(out),
-           "--max-steps", str(steps), *ARGS, *(["--resume"] if resume else [])]
+           "--max-steps", str(steps), *args, *(["--resume"] if resume else [])]
     if nproc > 1:
         cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnlab"]
     else:
@@ -76,6 +77,15 @@ def test_two_processes_train_as_one_with_the_same_global_batch(corpus, one_proce
         len((one_process / "metrics.jsonl").read_text().splitlines())
     # the carried state of all 8 streams is in the checkpoint, not just rank 0's 4
     assert load_file(str(two / "last.safetensors"))["carry.0.0"].shape == (8, 32)
+
+
+def test_two_processes_train_as_one_through_the_hand_written_gru(corpus, tmp_path):
+    """DistributedDataParallel's gradient hooks see the hand-written recurrence's gradients as any other."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(corpus, one, 20, cell="gru")
+    train(corpus, two, 20, nproc=2, cell="gru")
+    assert json.loads((one / "config.json").read_text())["model"]["cell"] == "gru"
+    assert_same_run(one, two)
 
 
 def test_a_two_process_run_resumes_in_one_process(corpus, one_process, tmp_path):
