@@ -6,7 +6,7 @@ every time step pays for the weight gradient as its own small matrix product and
 dozen autograd nodes. Here the recurrence over one layer is one ``autograd.Function``:
 
 * forward: the input projections :math:`x^p_t` of all T steps are given (one large
-  product, done by the caller); the loop makes one ``addmm`` and a few in-place
+  product, done by the caller); the loop makes one matrix product and a few in-place
   element-wise operations per step into preallocated (T, B, .) buffers;
 * backward: one loop of the same size carries :math:`\partial L / \partial h_t` back
   through time with one ``addmm`` per step, writing the gradient of every pre-activation
@@ -14,10 +14,17 @@ dozen autograd nodes. Here the recurrence over one layer is one ``autograd.Funct
   :math:`\sum_t \delta_t^\top h_{t-1}` over all T steps, and the gradient of the
   projections goes back to the caller's input product (one more large product).
 
-Elementwise factors that depend only on forward values (gate derivatives) are computed
-for all T steps at once before the loop. The functions compute exactly what the cells'
-``step_projected`` compute (the tests compare them with the unroller in float64, values
-and gradients, and with finite differences).
+Element-wise factors that depend only on forward values (gate derivatives) are computed
+a chunk of steps at a time (:data:`CHUNK_FLOATS`), in bulk but in scratch that stays in
+cache. Products write in place (``addmm_``) where ``addmm(out=)`` would first copy its
+input, once per step. The functions compute exactly what the cells' ``step_projected``
+compute (the tests compare them with the unroller and with torch's modules in float64,
+values and gradients, and with finite differences).
+
+Measured on 2 cores (issue 6, ``benchmarks/bench_speed.py``): a whole training step
+1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop. An LSTM of the same design lost to
+oneDNN's fused LSTM at every size tried, and a gate-major GRU layout (contiguous gate
+blocks for the element-wise calls) was no faster overall: neither is kept.
 
 Layout is time-major: xp (T, B, G*H) -> out (T, B, H); the final state is ``out[-1]``, so
 its gradient reaches the loop through ``out``'s. Not twice differentiable.
