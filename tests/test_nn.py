@@ -220,3 +220,16 @@ def test_the_inference_stepper_equals_the_model_step(name, inp, hidden, batch): 
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         for x, y in zip(sum(s1, ()), sum(s2, ())):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, expected", [("elman", "sequences"), ("gru", "sequences"), ("lstm", "torch_fused")])
+def test_the_fused_path_on_the_cpu_takes_the_fastest_kernel(name, expected, monkeypatch):
+    """The training default on the CPU: the hand-written recurrences for the Elman RNN and the GRU, oneDNN's
+    LSTM through ``torch.nn.LSTM`` (benchmarks/results/speed.md): a silent fall-back would only show as lost speed."""
+    stack = RecurrentStack(name, 3, 4, num_layers=2)
+    taken = []
+    for path in ("sequences", "torch_fused"):
+        real = getattr(stack, path)
+        monkeypatch.setattr(stack, path, lambda x, s, real=real, path=path: taken.append(path) or real(x, s))
+    stack(torch.randn(2, 5, 3))
+    assert taken == [expected]
