@@ -80,8 +80,8 @@ class ElmanSequence(torch.autograd.Function):
                 if t < t_len - 1:
                     delta[t].addmm_(delta[t + 1], w_hh)
                 delta[t].mul_(dz[i])
-            if dw is not None:
-                _add_weight_grad(dw, delta[t0:t1], out, h0, t0, t1)
+            if dw is not None:  # dW += sum_t delta_t^T h_{t-1}
+                dw.addmm_(delta[t0:t1].reshape(c * b, h).t(), _previous(out, h0, t0, t1).reshape(c * b, h))
         dh0 = delta[0] @ w_hh if need_h0 else None  # (B, H)
         return delta, dh0, dw
 
@@ -151,19 +151,14 @@ class GRUSequence(torch.autograd.Function):
         g, g_next = dout[-1].clone(), torch.empty_like(dout[-1])  # (B, H): the total gradient reaching h_t
         for t0, t1 in _chunks(t_len, chunk):
             c = t1 - t0
-            r, z, an_c, n_c, out_c = rz[t0:t1, :, :h], rz[t0:t1, :, h:], a_n[t0:t1], n[t0:t1], out[t0:t1]
+            r, z, an_c, n_c = rz[t0:t1, :, :h], rz[t0:t1, :, h:], a_n[t0:t1], n[t0:t1]
+            prev = _previous(out, h0, t0, t1)  # (c, B, H): h_{t-1}
             m1c, m2c, dac, tc = m1[:c], m2[:c], da[:c], tmp[:c]
             dn = m1c[:, :, 2]  # (c, B, H): (1 - n^2)(1 - z), the n block of m1
             torch.mul(z, -1, out=tc).add_(1)  # 1 - z
             torch.addcmul(tc, tc, n_c * n_c, value=-1, out=dn)  # (1 - z) - (1 - z) n^2
             torch.addcmul(r, r, r, value=-1, out=m1c[:, :, 0]).mul_(an_c).mul_(dn)  # r (1 - r) a_n (1-n^2)(1-z)
-            f1z = m1c[:, :, 1]  # (c, B, H)
-            if t0 > 0:
-                torch.sub(out[t0 - 1:t1 - 1], n_c, out=f1z)  # h_{t-1} - n_t
-            else:  # the first step's h_{t-1} is h_0
-                torch.sub(h0, n_c[0], out=f1z[0])
-                torch.sub(out_c[:c - 1], n_c[1:], out=f1z[1:])
-            f1z.mul_(z).mul_(tc)  # (h_{t-1} - n) z (1 - z)
+            torch.sub(prev, n_c, out=m1c[:, :, 1]).mul_(z).mul_(tc)  # (h_{t-1} - n) z (1 - z)
             m2c[:, :, :2] = m1c[:, :, :2]
             torch.mul(dn, r, out=m2c[:, :, 2])
             for i in range(c - 1, -1, -1):
@@ -177,8 +172,8 @@ class GRUSequence(torch.autograd.Function):
                     torch.mul(g, z[i], out=g_next)
                 g_next.addmm_(dac[i].view(b, 3 * h), w_hh)  # in place: addmm(out=) would copy first
                 g, g_next = g_next, g
-            if dw is not None:
-                _add_weight_grad(dw, dac.view(c, b, 3 * h), out, h0, t0, t1)
+            if dw is not None:  # dW += sum_t (dL/da_t)^T h_{t-1}
+                dw.addmm_(dac.view(c * b, 3 * h).t(), prev.reshape(c * b, h))
             if db is not None:
                 db.add_(dac.view(c * b, 3 * h).sum(0))
         return dxp.view(t_len, b, 3 * h), g if need_h0 else None, dw, db
@@ -197,15 +192,12 @@ def _chunks(t_len: int, chunk: int) -> list[tuple[int, int]]:
     return [(max(0, t1 - chunk), t1) for t1 in range(t_len, 0, -chunk)]
 
 
-def _add_weight_grad(dw: Tensor, d: Tensor, out: Tensor, h0: Tensor, t0: int, t1: int) -> None:
-    r"""dw += \sum_{t0 <= t < t1} d_t^T h_{t-1}: d (c, B, G) for steps t0..t1-1, out (T, B, H) h_1..h_T."""
-    c, b, g = d.shape
+def _previous(out: Tensor, h0: Tensor, t0: int, t1: int) -> Tensor:
+    """h_{t-1} for t0 <= t < t1 (c, B, H), from out = h_1..h_T (T, B, H): a view, but for the chunk that
+    starts at t = 0, whose first h_{t-1} is h_0 (a chunk-sized copy)."""
     if t0 > 0:
-        dw.addmm_(d.reshape(c * b, g).t(), out[t0 - 1:t1 - 1].reshape(c * b, -1))
-        return
-    dw.addmm_(d[0].t(), h0)
-    if c > 1:
-        dw.addmm_(d[1:].reshape((c - 1) * b, g).t(), out[:c - 1].reshape((c - 1) * b, -1))
+        return out[t0 - 1:t1 - 1]
+    return torch.cat([h0.unsqueeze(0), out[:t1 - 1]], 0)
 
 
 def elman_sequence(xp: Tensor, h0: Tensor, w_hh: Tensor) -> Tensor:
