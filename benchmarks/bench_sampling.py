@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant (its "
+                   "warm-up compiles for about 10 s per stream count)")
     p.add_argument("--quick", action="store_true", help="smoke test (results to sampling_quick.*)")
     args = p.parse_args(argv)
     if args.quick:
@@ -88,19 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     lm = RNNLanguageModel(ModelConfig(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
                                       dropout=0.0), VOCAB).eval()
     vocab = Vocab([chr(40 + i) for i in range(VOCAB)])
-    def unpacked(b: int, n: int) -> None:  # the same loop stepping model.step: what the packed Stepper gains
-        lm.stepper = lambda streams=1: lm.step  # an instance attribute shadows the method
-        try:
-            generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
-        finally:
-            del lm.stepper
+    def stepping(step_for: Callable[[int], Callable]) -> Callable[[int, int], None]:
+        """generate with ``model.stepper(B)`` replaced by ``step_for(B)``."""
+        def run(b: int, n: int) -> None:
+            lm.stepper = lambda streams=1, onednn=None: step_for(streams)  # an instance attribute shadows the method
+            try:
+                generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
+            finally:
+                del lm.stepper
+        return run
 
+    compiled: dict[int, Callable] = {}
+
+    def compiled_step(b: int) -> Callable:  # one compiled step per batch size, compiled at the warm-up call
+        if b not in compiled:
+            compiled[b] = torch.compile(lm.step, dynamic=False)
+        return compiled[b]
+
+    packed_addmm = stepping(lambda b: RNNLanguageModel.stepper(lm, b, onednn=False))
     variants = {
         "rnnlab generate": lambda b, n: generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0)),
-        "rnnlab, model.step unpacked": unpacked,
+        "rnnlab, packed, oneDNN off": packed_addmm,  # what the oneDNN products gain
+        "rnnlab, model.step unpacked": stepping(lambda b: lm.step),  # what the packed Stepper gains
+        "rnnlab, torch.compile(model.step)": stepping(compiled_step),
         "plain nn.LSTM, oneDNN on": PlainSampler(lm, True).run,
         "plain nn.LSTM, oneDNN off": PlainSampler(lm, False).run,
     }
+    if args.no_compile:
+        del variants["rnnlab, torch.compile(model.step)"]
     wb = weight_bytes(lm)
     rss = RSS()
     meta = {"started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.config import ModelConfig
+from rnnlab.nn.linear import PackedLinear
 from rnnlab.nn.stack import RecurrentStack, StackState
 
 
@@ -65,10 +66,11 @@ class RNNLanguageModel(nn.Module):
         h = F.dropout(h, self.cfg.dropout, self.training)
         return self.decoder(h), state
 
-    def stepper(self, streams: int = 1) -> Stepper:
+    def stepper(self, streams: int = 1, onednn: bool | None = None) -> Stepper:
         """A fast :meth:`step` for inference (sampling, beam search, deciding a self-fed run's inputs) of
-        about ``streams`` streams at once: see :class:`Stepper`."""
-        return Stepper(self, streams)
+        about ``streams`` streams at once: see :class:`Stepper` (``onednn``: see
+        :class:`~rnnlab.nn.linear.PackedLinear`)."""
+        return Stepper(self, streams, onednn)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -80,26 +82,20 @@ class Stepper:
     The first layer's input projection is folded into a table,
     :math:`T = e(v) W_{ih}^\top + b_{ih} + b_{hh}` for every symbol v (V, G*H), so a step
     reads one row instead of multiplying; every later layer multiplies the joined
-    :math:`[x_t, h_{t-1}]` (B, I+H) by one contiguous matrix :math:`[W_{ih}, W_{hh}]^\top`,
-    and the cell's :meth:`~rnnlab.nn.cells.Cell.activate_` applies the gates (in place). Cells whose
-    step is not a function of that sum alone (the GRU: its reset gate multiplies
-    :math:`W_{hn} h + b_{hn}` apart) take their ordinary :meth:`~rnnlab.nn.cells.Cell.step`.
-    The same function as ``step`` up to float rounding; built from the weights as they
-    are now (build a new one after training on).
-
-    For few streams (``streams`` < :data:`WHOLE_FROM`) each packed matrix is kept as two
-    halves of its columns, (2, K, N/2), and multiplied by one batched product
-    (``baddbmm``): a single (B, K) x (K, N) product with few rows runs as a
-    matrix-vector product on one core, while the two halves of a batched one run on two
-    (measured here: 1.6x faster for one stream, 2x for four). For many streams the
-    matrix stays whole and one ``addmm`` multiplies it, which the BLAS already spreads
-    over the cores, and saves the halves' three extra operations per layer and step.
+    :math:`[x_t, h_{t-1}]` (B, I+H) by one matrix :math:`[W_{ih}, W_{hh}]`, and the cell's
+    :meth:`~rnnlab.nn.cells.Cell.activate_` applies the gates (in place). The recurrent
+    matrices are :class:`~rnnlab.nn.linear.PackedLinear`: oneDNN's packed product for large
+    float32 matrices and 4 or more streams on the CPU, ``addmm`` (in column halves for fewer than
+    16 streams) otherwise; the small
+    softmax layer stays on ``addmm``, faster there. Cells whose step is not a function of
+    that sum alone (the GRU: its reset gate multiplies :math:`W_{hn} h + b_{hn}` apart) take
+    their ordinary :meth:`~rnnlab.nn.cells.Cell.step`. The same function as ``step`` up to
+    float rounding; built from the weights as they are now (build a new one after training on).
     """
 
     @torch.no_grad()
-    def __init__(self, model: RNNLanguageModel, streams: int = 1):
+    def __init__(self, model: RNNLanguageModel, streams: int = 1, onednn: bool | None = None):
         self.model = model
-        pack = _halves if streams < WHOLE_FROM else _whole
         cells = model.rnn.cells
         self.cells = cells
         first = cells[0]
@@ -107,9 +103,10 @@ class Stepper:
         if first.packs:  # (V, G*H): every symbol's input projection, biases included
             ids = torch.arange(model.vocab_size, device=model.decoder.weight.device)
             self.table = first.project_input(model.embed(ids[:, None])[:, 0]) + first.bias_hh
-            self.w_hh0 = pack(first.weight_hh.t())  # (S, H, G*H/S) or (H, G*H)
-        self.packed = [(pack(torch.cat([c.weight_ih, c.weight_hh], 1).t()), c.bias_ih + c.bias_hh)
-                       if c.packs and k > 0 else None for k, c in enumerate(cells)]  # (S, I+H, G*H/S), (G*H,)
+            self.hh0 = PackedLinear(first.weight_hh, None, streams, onednn)  # h (B, H) -> (B, G*H)
+        self.packed = [PackedLinear(torch.cat([c.weight_ih, c.weight_hh], 1), c.bias_ih + c.bias_hh, streams,
+                                    onednn)
+                       if c.packs and k > 0 else None for k, c in enumerate(cells)]  # [x, h] (B, I+H) -> (B, G*H)
         self.dec_w = model.decoder.weight.t().contiguous()  # (H, V)
         self.dec_b = model.decoder.bias
 
@@ -121,42 +118,15 @@ class Stepper:
         for k, cell in enumerate(self.cells):
             s = state[k]
             if k == 0 and self.table is not None:
-                x, s = cell.activate_(_split_mm(self.table.index_select(0, tokens), s[0], self.w_hh0), s)
+                x, s = cell.activate_(self.hh0(s[0], add=self.table.index_select(0, tokens)), s)
             elif k == 0:
                 x, s = cell.step(self.model.embed(tokens[:, None])[:, 0], s)
             elif self.packed[k] is not None:
-                w, b = self.packed[k]
-                x, s = cell.activate_(_split_mm(b, torch.cat([x, s[0]], 1), w), s)  # (B, H)
+                x, s = cell.activate_(self.packed[k](torch.cat([x, s[0]], 1)), s)  # (B, H)
             else:
                 x, s = cell.step(x, s)
             new.append(s)
         return torch.addmm(self.dec_b, x, self.dec_w), tuple(new)  # (B, V)
-
-
-WHOLE_FROM = 16  # streams from which the Stepper keeps each packed matrix whole
-
-
-def _whole(w: Tensor) -> Tensor:
-    """(K, N) -> (K, N), contiguous."""
-    return w.contiguous()
-
-
-def _halves(w: Tensor) -> Tensor:
-    """(K, N) -> (S, K, N/S), contiguous: its columns in S = 2 blocks (S = 1 for odd N)."""
-    k, n = w.shape
-    s = 2 if n % 2 == 0 else 1
-    return w.reshape(k, s, n // s).transpose(0, 1).contiguous()
-
-
-def _split_mm(bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
-    """``bias + x @ W`` with W given whole (K, N) or as its column blocks w (S, K, N/S): x (B, K),
-    bias (N,) or (B, N) -> (B, N)."""
-    if w.dim() == 2:
-        return torch.addmm(bias, x, w)
-    s, k, n = w.shape
-    b = x.shape[0]
-    bias = bias.view(s, 1, n) if bias.dim() == 1 else bias.view(b, s, n).transpose(0, 1)  # (S, 1 or B, N/S)
-    return torch.baddbmm(bias, x.expand(s, b, k), w).transpose(0, 1).reshape(b, s * n)
 
 
 def sequence_loss(logits: Tensor, targets: Tensor) -> Tensor:

@@ -1,0 +1,76 @@
+"""PackedLinear: oneDNN's packed product and the addmm fall-back both compute x W^T + b (+ add)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnlab.config import ModelConfig
+from rnnlab.nn.linear import PackedLinear, onednn_usable
+from rnnlab.nn.models import RNNLanguageModel
+
+ONEDNN = onednn_usable(torch.zeros(1))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 40])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("add", [True, False])
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("n", [12, 13])  # odd N: the fall-back keeps one block
+def test_packed_linear_equals_the_float64_product(rows, bias, add, onednn, n):
+    torch.manual_seed(0)
+    w, b = torch.randn(n, 9), torch.randn(n) if bias else None
+    x, extra = torch.randn(rows, 9), torch.randn(rows, n) if add else None
+    lin = PackedLinear(w, b, rows, onednn=onednn)
+    assert lin.onednn == (onednn and ONEDNN)
+    got = lin(x, add=extra)
+    expect = x.double() @ w.double().t() + (b.double() if bias else 0) + (extra.double() if add else 0)
+    assert got.dtype == torch.float32 and got.shape == (rows, n)
+    torch.testing.assert_close(got.double(), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_packed_linear_copies_the_weights_and_serves_other_row_counts(onednn):
+    """Packed for 1 row, it still multiplies 5 (the count is only a hint), and later changes to the
+    weights do not reach it (the Stepper is rebuilt after training)."""
+    torch.manual_seed(1)
+    w, b = torch.randn(8, 6), torch.randn(8)
+    lin = PackedLinear(w, b, rows=1, onednn=onednn)
+    x = torch.randn(5, 6)
+    expect = x @ w.t() + b
+    w.add_(1.0)
+    torch.testing.assert_close(lin(x), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_the_default_takes_onednn_for_large_matrices_and_several_rows_only():
+    big, small = torch.zeros(1024, 512), torch.zeros(512, 512)
+    assert PackedLinear(big, None, 4).onednn == ONEDNN
+    assert not PackedLinear(big, None, 1).onednn  # one row: the two-core halves are as fast
+    assert not PackedLinear(small, None, 64).onednn  # oneDNN's fixed cost outweighs its gain
+
+
+def test_float64_and_disabled_onednn_take_the_fall_back():
+    w = torch.randn(4, 3)
+    assert not PackedLinear(w.double(), None, 1, onednn=True).onednn
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not PackedLinear(w, None, 1, onednn=True).onednn
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this PyTorch build has no oneDNN")
+@pytest.mark.parametrize("name", ["elman", "lstm"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_the_float32_stepper_on_onednn_follows_the_model_step(name, batch):
+    """The packed float32 step (oneDNN) stays within float32 rounding of ``model.step`` over 20 steps."""
+    torch.manual_seed(3)
+    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=512, num_layers=2, embedding_size=8), 11).eval()
+    assert m.stepper(batch).hh0.onednn == (batch >= 4 and name == "lstm")  # the Elman's 512 x 512: addmm
+    stepper = m.stepper(batch, onednn=True)  # forced, to test it at one row too
+    assert stepper.hh0.onednn and stepper.packed[1].onednn
+    s1 = s2 = m.initial_state(batch)
+    for _ in range(20):
+        tok = torch.randint(0, 11, (batch,))
+        with torch.no_grad():
+            a, s1 = m.step(tok, s1)
+        b, s2 = stepper(tok, s2)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
