@@ -1,16 +1,18 @@
 """Sampling speed on the CPU: characters per second of :func:`rnnlab.sampling.generate`.
 
 A 2x512 LSTM language model (vocabulary 65, random weights: speed does not depend on
-what was learned) generates one stream and 64 streams; each is timed against the loop
-a PyTorch user writes first (``nn.Embedding -> nn.LSTM -> nn.Linear`` called once per
-character, ``torch.multinomial`` on the softmax), with oneDNN on (PyTorch's default)
-and off. Variants are timed interleaved and the median of the repeats is reported.
+what was learned) generates one stream and 64 streams; each is timed against the same
+loop with the packed step on ``addmm`` only (oneDNN's products off), with the unpacked
+``model.step`` and with ``torch.compile(model.step)``, and against the loop a PyTorch user
+writes first (``nn.Embedding -> nn.LSTM -> nn.Linear`` called once per character,
+``torch.multinomial`` on the softmax), with oneDNN on (PyTorch's default) and off.
+Variants are timed interleaved and the median of the repeats is reported.
 
 One stream is bound by reading the weights once per step (about 13 MB for a 2x512
 LSTM); "weights GB/s" says how close a variant comes to that. Goals (issue 6): one
 stream at least 2,000 chars/s, 64 streams at least 15,000.
 
-    .venv/bin/python benchmarks/bench_sampling.py          # about 2 minutes
+    .venv/bin/python benchmarks/bench_sampling.py          # about 4 minutes
     .venv/bin/python benchmarks/bench_sampling.py --quick  # smoke test
 """
 
@@ -23,6 +25,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from rnnlab.nn.models import RNNLanguageModel  # noqa: E402
 from rnnlab.sampling import generate  # noqa: E402
 
 VOCAB = 65
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # torch.backends.mkldnn.flags, 2.13
 
 
 class PlainSampler:

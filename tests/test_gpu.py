@@ -57,6 +57,30 @@ def test_every_cell_trains_on_the_gpu_and_its_checkpoint_scores_the_same_on_the_
     assert gpu == pytest.approx(cpu, rel=1e-4)
 
 
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_the_fused_path_on_the_gpu_equals_the_unroller_and_warns_nothing(cell):
+    """cuDNN through torch's modules on the cells' own weights: the same outputs and gradients as the
+    unroller, and no warning about the weights' layout (cuDNN packs them each call; rnnlab says so once,
+    in its docs, rather than in every run)."""
+    import warnings
+
+    from rnnlab.nn.models import RNNLanguageModel
+
+    torch.manual_seed(0)
+    m = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=32, num_layers=2, dropout=0.0), 7).cuda()
+    x = torch.randint(0, 7, (4, 9), device="cuda")
+    grads = []
+    for fused in (True, False):
+        m.zero_grad()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            logits, _ = m(x, fused=fused)
+            logits.square().sum().backward()
+        grads.append([logits.detach()] + [p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("feeding", ["free-raw", "free-sample", "scheduled", "professor"])
 def test_every_feeding_strategy_runs_on_the_gpu(corpus, tmp_path, feeding):
     s = train(_cfg(corpus, tmp_path / feeding, "gru", feeding, steps=6), progress=False)

@@ -22,6 +22,8 @@ cell's state tuple, every tensor (B, H).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -133,7 +135,15 @@ class RecurrentStack(nn.Module):
         template.train(self.training)
         n = len(state[0])
         hx = tuple(torch.stack([layer[i] for layer in state]) for i in range(n))  # each (L, B, H)
-        out, h_n = functional_call(template, self._fused_params(), (x, hx if n == 2 else hx[0]))
+        args = (x, hx if n == 2 else hx[0])
+        if x.is_cuda:
+            with warnings.catch_warnings():
+                # cuDNN takes its weights as one buffer; the cells own theirs, so each call packs them
+                # (one copy of the weights on the device) and PyTorch would warn about it in every run
+                warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+                out, h_n = functional_call(template, self._fused_params(), args)
+        else:
+            out, h_n = functional_call(template, self._fused_params(), args)
         h_n = h_n if isinstance(h_n, tuple) else (h_n,)
         new_state = tuple(tuple(t[k] for t in h_n) for k in range(self.num_layers))
         return out, new_state
