@@ -38,6 +38,7 @@ from bench_speed import RSS, cpu_model, cpu_seconds, git_commit  # noqa: E402
 from rnnlab.config import ModelConfig, SampleConfig  # noqa: E402
 from rnnlab.data.vocab import Vocab  # noqa: E402
 from rnnlab.nn.models import RNNLanguageModel  # noqa: E402
+from rnnlab import sampling  # noqa: E402
 from rnnlab.sampling import generate  # noqa: E402
 
 VOCAB = 65
@@ -47,25 +48,28 @@ warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN") 
 class PlainSampler:
     """nn.Embedding -> nn.LSTM -> nn.Linear, one character per call, torch.multinomial."""
 
-    def __init__(self, lm: RNNLanguageModel, onednn: bool):
+    def __init__(self, lm: RNNLanguageModel, onednn: bool, device: str = "cpu"):
         cfg = lm.cfg
-        self.emb = nn.Embedding(VOCAB, cfg.embedding_size)
-        self.rnn = nn.LSTM(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True)
-        self.dec = nn.Linear(cfg.hidden_size, VOCAB)
-        self.onednn = onednn
+        self.emb = nn.Embedding(VOCAB, cfg.embedding_size, device=device)
+        self.rnn = nn.LSTM(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
+                           device=device)
+        self.dec = nn.Linear(cfg.hidden_size, VOCAB, device=device)
+        self.onednn, self.device = onednn, device
         for m in (self.emb, self.rnn, self.dec):
             m.eval()
 
     @torch.no_grad()
     def run(self, streams: int, length: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        x = torch.zeros(streams, 1, dtype=torch.int64)  # (B, 1)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        x = torch.zeros(streams, 1, dtype=torch.int64, device=self.device)  # (B, 1)
         state = None
         with torch.backends.mkldnn.flags(enabled=self.onednn):
             for _ in range(length):
                 out, state = self.rnn(self.emb(x), state)  # (B, 1, H)
                 p = torch.softmax(self.dec(out[:, 0]), dim=-1)  # (B, V)
                 x = torch.multinomial(p, 1, generator=g)  # (B, 1)
+            if self.device != "cpu":
+                torch.cuda.synchronize()
 
 
 def weight_bytes(lm: RNNLanguageModel) -> int:
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cuda: time the GPU (rnnlab replays each step as a CUDA graph; the goals are the CPU's)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant (its "
                    "warm-up compiles for about 10 s per stream count)")
     p.add_argument("--quick", action="store_true", help="smoke test (results to sampling_quick.*)")
@@ -92,17 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("bench_sampling: --device cuda needs a CUDA GPU", file=sys.stderr)
+        return 2
     lm = RNNLanguageModel(ModelConfig(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                                      dropout=0.0), VOCAB).eval()
+                                      dropout=0.0), VOCAB).to(args.device).eval()
     vocab = Vocab([chr(40 + i) for i in range(VOCAB)])
+
     def stepping(step_for: Callable[[int], Callable]) -> Callable[[int, int], None]:
-        """generate with ``model.stepper(B)`` replaced by ``step_for(B)``."""
+        """generate with its step (the packed Stepper; on a GPU replayed as a CUDA graph) replaced by ``step_for(B)``."""
         def run(b: int, n: int) -> None:
-            lm.stepper = lambda streams=1, onednn=None: step_for(streams)  # an instance attribute shadows the method
+            real = sampling._stepper
+            sampling._stepper = lambda model, streams: step_for(streams)
             try:
                 generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
             finally:
-                del lm.stepper
+                sampling._stepper = real
         return run
 
     compiled: dict[int, Callable] = {}
@@ -112,25 +124,30 @@ def main(argv: list[str] | None = None) -> int:
             compiled[b] = torch.compile(lm.step, dynamic=False)
         return compiled[b]
 
-    packed_addmm = stepping(lambda b: RNNLanguageModel.stepper(lm, b, onednn=False))
-    variants = {
+    variants: dict[str, Callable[[int, int], None]] = {
         "rnnlab generate": lambda b, n: generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0)),
-        "rnnlab, packed, oneDNN off": packed_addmm,  # what the oneDNN products gain
-        "rnnlab, model.step unpacked": stepping(lambda b: lm.step),  # what the packed Stepper gains
-        "rnnlab, torch.compile(model.step)": stepping(compiled_step),
-        "plain nn.LSTM, oneDNN on": PlainSampler(lm, True).run,
-        "plain nn.LSTM, oneDNN off": PlainSampler(lm, False).run,
     }
-    if args.no_compile:
-        del variants["rnnlab, torch.compile(model.step)"]
+    if cuda:
+        variants["rnnlab, packed step, no CUDA graph"] = stepping(lm.stepper)  # what the graph gains
+    else:
+        variants["rnnlab, packed, oneDNN off"] = stepping(lambda b: lm.stepper(b, onednn=False))  # what oneDNN gains
+    variants["rnnlab, model.step unpacked"] = stepping(lambda b: lm.step)  # what the packed Stepper gains
+    if not args.no_compile:
+        variants["rnnlab, torch.compile(model.step)"] = stepping(compiled_step)
+    if cuda:
+        variants["plain nn.LSTM (cuDNN)"] = PlainSampler(lm, True, "cuda").run
+    else:
+        variants["plain nn.LSTM, oneDNN on"] = PlainSampler(lm, True).run
+        variants["plain nn.LSTM, oneDNN off"] = PlainSampler(lm, False).run
     wb = weight_bytes(lm)
     rss = RSS()
     meta = {"started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": git_commit(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()], "model": f"{args.cell} "
             f"{args.num_layers}x{args.hidden_size}", "vocab": VOCAB, "weight_mb": wb / 1e6,
-            "repeats": args.repeats, "seconds": args.seconds, "quick": args.quick}
-    print(f"rnnlab sampling speed  {meta['started']}\n  {meta['cpu']}, {meta['threads']} threads, torch "
+            "repeats": args.repeats, "seconds": args.seconds, "quick": args.quick, "device": args.device,
+            "gpu": torch.cuda.get_device_name() if cuda else None}
+    print(f"rnnlab sampling speed  {meta['started']}\n  {meta['gpu'] or meta['cpu']}, {meta['threads']} threads, torch "
           f"{meta['torch']}, commit {meta['commit']}, load {meta['loadavg_start']}\n  model {meta['model']}, "
           f"{wb / 1e6:.1f} MB of weights read per step; median of {args.repeats} interleaved repeats")
     rows = []
@@ -164,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"weights {wb / med / 1e9:5.1f} GB/s  CPU share {rows[-1]['cpu_share']:.0%}")
     meta["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    goals = {1: 2000, 64: 15000}
+    goals = {1: 2000, 64: 15000} if not cuda else {}  # issue 6's goals are the CPU's
     lines = ["| streams | variant | chars/s | ms/step | weights GB/s | spread | CPU share | peak RSS MB | goal |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -174,14 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['weights_gb_per_sec']:.1f} | {r['spread']:.0%} | {r['cpu_share']:.0%} | "
                      f"{r['peak_rss_mb']:,.0f} | {mark} |")
     md = (f"# Sampling speed{' (quick smoke test, not a measurement)' if args.quick else ''}\n\n"
-          f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}; commit {meta['commit']}; "
+          + (f"{meta['gpu']} (CPU: " if cuda else "") + f"{meta['cpu']}, {meta['threads']} threads"
+          + (")" if cuda else "") + f", torch {meta['torch']}; commit {meta['commit']}; "
           f"{meta['started']} to {meta['finished']}; load average {meta['loadavg_start']} -> {meta['loadavg_end']}.\n"
           f"Model {meta['model']}, vocabulary {VOCAB}, random weights, {wb / 1e6:.1f} MB of weights read per "
           f"step. Median of {args.repeats} interleaved repeats of about {args.seconds} s.\n"
-          f"Command: `.venv/bin/python benchmarks/bench_sampling.py`\n\n" + "\n".join(lines) + "\n")
+          f"Command: `.venv/bin/python benchmarks/bench_sampling.py{' --device cuda' if cuda else ''}`\n\n"
+          + "\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "sampling_quick" if args.quick else "sampling"
+    stem = ("sampling_quick" if args.quick else "sampling") + ("_cuda" if cuda else "")
     (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n",
                                            encoding="utf-8")
     (args.out / f"{stem}.md").write_text(md, encoding="utf-8")

@@ -2,7 +2,8 @@
 
 The model reads the prime once (a fused teacher-forced pass), then writes one token
 per step, feeding each chosen token back and carrying its state forward; nothing is
-recomputed from the start. ``num_samples`` streams run as one batch. Token choice is
+recomputed from the start. ``num_samples`` streams run as one batch; on a GPU each step is
+replayed as one CUDA graph. Token choice is
 :mod:`rnnlab.decoding`, shared with the n-gram models.
 """
 
@@ -17,6 +18,7 @@ from rnnlab.config import SampleConfig
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import beam_search, log_softmax, make_sampler
 from rnnlab.errors import ConfigError
+from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
@@ -35,6 +37,13 @@ def encode_prime(vocab: Vocab, prime: str) -> np.ndarray:
 
 def _device(model: RNNLanguageModel) -> torch.device:
     return model.decoder.weight.device
+
+
+def _stepper(model: RNNLanguageModel, streams: int) -> Step:
+    """The packed inference step, replayed as a CUDA graph on a GPU (:class:`~rnnlab.nn.graphs.GraphedStep`:
+    one launch a step instead of dozens; its outputs are overwritten by the next call)."""
+    step = model.stepper(streams)
+    return GraphedStep(step) if _device(model).type == "cuda" else step
 
 
 def _read_prime(model: RNNLanguageModel, ids: np.ndarray, batch: int) -> tuple[torch.Tensor, StackState]:
@@ -62,7 +71,7 @@ def sample_steps(model: RNNLanguageModel, vocab: Vocab,
     sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
     rng = np.random.default_rng(cfg.seed)
     logits, state = _read_prime(model, ids, cfg.num_samples)  # (B, V)
-    step = model.stepper(cfg.num_samples)  # weights packed once for the whole continuation
+    step = _stepper(model, cfg.num_samples)  # weights packed once for the whole continuation
     for t in range(cfg.length):
         z = logits.double().cpu().numpy()  # (B, V)
         nxt = sampler.choose(z, rng)  # (B,)
@@ -99,7 +108,7 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
 def _beam(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig) -> list[int]:
     logits, state = _read_prime(model, ids, 1)
     device = _device(model)
-    stepper = model.stepper()
+    stepper = _stepper(model, 1)
 
     def step(tokens: np.ndarray, st: StackState) -> tuple[np.ndarray, StackState]:
         lg, st = stepper(torch.as_tensor(tokens, dtype=torch.int64, device=device), st)

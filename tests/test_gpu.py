@@ -58,11 +58,13 @@ def test_every_cell_trains_on_the_gpu_and_its_checkpoint_scores_the_same_on_the_
 
 
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
-def test_the_fused_path_on_the_gpu_equals_the_unroller_and_warns_nothing(cell):
+def test_the_fused_path_on_the_gpu_equals_the_unroller_and_warns_nothing(cell, monkeypatch):
     """cuDNN through torch's modules on the cells' own weights: the same outputs and gradients as the
-    unroller, and no warning about the weights' layout (cuDNN packs them each call; rnnlab says so once,
-    in its docs, rather than in every run)."""
+    unroller (TF32 off: PyTorch lets cuDNN use it by default, some 1e-3 relative), and no warning about the
+    weights' layout (cuDNN packs them each call; rnnlab says so in its code, not in every run)."""
     import warnings
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
     from rnnlab.nn.models import RNNLanguageModel
 
@@ -79,6 +81,47 @@ def test_the_fused_path_on_the_gpu_equals_the_unroller_and_warns_nothing(cell):
         grads.append([logits.detach()] + [p.grad.clone() for p in m.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_the_graphed_step_replays_exactly_the_eager_step(cell, batch):
+    """The CUDA graph holds the same kernels on the same data: logits and state equal the eager Stepper's,
+    step after step, with the state carried in the graph's buffers and, midway, a state from elsewhere."""
+    from rnnlab.nn.graphs import GraphedStep
+    from rnnlab.nn.models import RNNLanguageModel
+
+    torch.manual_seed(0)
+    m = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=64, num_layers=2), 11).cuda().eval()
+    eager, graphed = m.stepper(batch), GraphedStep(m.stepper(batch))
+    s1 = s2 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in m.initial_state(batch))
+    for t in range(12):
+        tok = torch.randint(0, 11, (batch,), device="cuda")
+        if t == 6:  # a state that is not the graph's own: copied in
+            s1 = s2 = tuple(tuple(torch.randn_like(x) for x in layer) for layer in s1)
+        a, s1 = eager(tok, s1)
+        b, s2 = graphed(tok, s2)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        for x, y in zip(sum(s1, ()), sum(s2, ())):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
+    assert not graphed.eager and list(graphed._graphs) == [batch]
+
+
+@pytest.mark.parametrize("strategy", ["sample", "argmax", "beam"])
+def test_sampling_on_the_gpu_with_graphs_writes_what_the_eager_step_writes(strategy, monkeypatch):
+    from rnnlab import sampling
+    from rnnlab.config import SampleConfig
+    from rnnlab.data.vocab import Vocab
+    from rnnlab.nn.models import RNNLanguageModel
+
+    torch.manual_seed(0)
+    vocab = Vocab(list("abcdefgh "))
+    m = RNNLanguageModel(ModelConfig(cell="lstm", hidden_size=64, num_layers=2), len(vocab.symbols)).cuda()
+    cfg = SampleConfig(prime="abc", length=60, num_samples=3 if strategy != "beam" else 1, seed=4,
+                       strategy=strategy, beam_width=4)
+    graphed = sampling.generate(m, vocab, cfg)
+    monkeypatch.setattr(sampling, "_stepper", lambda model, streams: model.stepper(streams))
+    assert sampling.generate(m, vocab, cfg) == graphed
 
 
 @pytest.mark.parametrize("feeding", ["free-raw", "free-sample", "scheduled", "professor"])

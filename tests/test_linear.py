@@ -74,3 +74,9 @@ def test_the_float32_stepper_on_onednn_follows_the_model_step(name, batch):
             a, s1 = m.step(tok, s1)
         b, s2 = stepper(tok, s2)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_matrix_stays_whole():
+    lin = PackedLinear(torch.randn(8, 6, device="cuda"), None, rows=1)
+    assert not lin.onednn and lin.weight.dim() == 2

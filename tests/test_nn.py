@@ -233,3 +233,14 @@ def test_the_fused_path_on_the_cpu_takes_the_fastest_kernel(name, expected, monk
         monkeypatch.setattr(stack, path, lambda x, s, real=real, path=path: taken.append(path) or real(x, s))
     stack(torch.randn(2, 5, 3))
     assert taken == [expected]
+
+
+def test_the_graphed_step_is_for_cuda_and_cpu_sampling_steps_eagerly():
+    from rnnlab import sampling
+    from rnnlab.nn.graphs import GraphedStep
+    from rnnlab.nn.models import Stepper
+
+    m = RNNLanguageModel(ModelConfig(hidden_size=8), 5)
+    assert isinstance(sampling._stepper(m, 2), Stepper)  # no graph on the CPU
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedStep(m.stepper(1))(torch.zeros(1, dtype=torch.int64), m.initial_state(1))

@@ -23,7 +23,7 @@ oneDNN's call costs some 30 us more, so by default (``onednn=None``) it takes a 
 at least :data:`ONEDNN_MIN_SIZE` entries for at least :data:`ONEDNN_MIN_ROWS` rows.
 Otherwise (and for float64, a GPU, a build without oneDNN, or oneDNN switched off with
 ``torch.backends.mkldnn.flags(enabled=False)`` when it is packed) it computes the same
-with ``addmm``: for fewer than :data:`WHOLE_FROM` rows the matrix is kept as two blocks of
+with ``addmm``: on the CPU, for fewer than :data:`WHOLE_FROM` rows the matrix is kept as two blocks of
 its columns and multiplied by one batched product (``baddbmm``), since a single product
 with few rows runs as a matrix-vector product on one core, while the two halves of a
 batched one run on two (measured here: 1.6x faster for one row, 2x for four); for more
@@ -67,7 +67,8 @@ class PackedLinear:
             except RuntimeError:  # a oneDNN that refuses this shape or machine: the BLAS does it
                 self.packed = None
         if self.packed is None:
-            self.weight = _halves(weight.t()) if rows < WHOLE_FROM else weight.t().contiguous()  # (S, K, N/S) or (K, N)
+            halves = rows < WHOLE_FROM and weight.device.type == "cpu"  # a GPU runs one product on all its cores
+            self.weight = _halves(weight.t()) if halves else weight.t().contiguous()  # (S, K, N/S) or (K, N)
 
     @property
     def onednn(self) -> bool:
