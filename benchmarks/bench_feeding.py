@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import split_rnnlab_options  # noqa: E402
+from _common import split_rnnlab_options, write_results  # noqa: E402
 
 from rnnlab.checkpoint import load_model  # noqa: E402
 from rnnlab.cli import build_parser, run_config_from_args  # noqa: E402
@@ -70,27 +70,39 @@ def step_costs(args: argparse.Namespace, extra: list[str], tmp: Path) -> dict[st
     more while its adversarial term is on (a graph through the free run and D): it is timed
     both ways, its running accuracy set inside the band ("professor") or at chance
     ("professor-gate-off") before each step."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     jobs, variants = {}, []
     for s in args.strategies:
         _, cfg = config(args, s, extra, tmp / f"cost-{s}", 1)
         corpus = load_corpus(cfg.data)
         vocab = build_vocab(corpus, cfg.data.level, cfg.data.min_count)
-        torch.manual_seed(0)
-        model = RNNLanguageModel(cfg.model, len(vocab))
-        jobs[s] = LanguageModelJob(cfg, model, vocab, vocab.encode(corpus.train[:200_000]),
-                                   vocab.encode(corpus.val[:1000]), torch.device("cpu"))
-        jobs[s].model.train()
-        variants += [(s, s)] + ([("professor-gate-off", s)] if s == "professor" else [])
+        # on a GPU the self-fed strategies decide their inputs through a CUDA graph: timed also without
+        names = [s] + ([f"{s}, eager decisions"] if cuda and s not in ("teacher", "free-raw") else [])
+        for name in names:
+            torch.manual_seed(0)
+            model = RNNLanguageModel(cfg.model, len(vocab)).to(device)
+            jobs[name] = LanguageModelJob(cfg, model, vocab, vocab.encode(corpus.train[:200_000]),
+                                          vocab.encode(corpus.val[:1000]), device)
+            jobs[name].model.train()
+            if name.endswith("eager decisions"):
+                jobs[name].feeding._steps = None  # own_inputs then packs a fresh eager Stepper every batch
+            variants += [(name, name)] + ([("professor-gate-off", name)] if name == "professor" else [])
 
     def one(name: str, job: LanguageModelJob, i: int) -> float:
         if job.cfg.feeding.feeding == "professor":
             lo, hi = job.feeding.band
-            job.feeding.accuracy = (lo + hi) / 2 if name == "professor" else 0.5 * lo
+            job.feeding.accuracy = (lo + hi) / 2 if name.startswith("professor") and name != "professor-gate-off" \
+                else 0.5 * lo
+        if cuda:
+            torch.cuda.synchronize()
         t = time.perf_counter()
         loss, _, _ = job.train_loss(0, i)
         job.model.zero_grad(set_to_none=True)
         loss.backward()
         job.step_done(True)
+        if cuda:
+            torch.cuda.synchronize()
         return time.perf_counter() - t
 
     for name, s in variants:  # warm-up
@@ -106,6 +118,18 @@ def step_costs(args: argparse.Namespace, extra: list[str], tmp: Path) -> dict[st
     return {n: statistics.median(v) for n, v in times.items()}
 
 
+def costs_markdown(res: dict[str, Any]) -> str:
+    c = res["config"]
+    md = [f"Cost of a training step per feeding strategy on {c.get('gpu') or c['machine']}, torch {c['torch']}, "
+          f"{c['date']}; median of {c['args']['cost_steps']} interleaved steps, the model of `rnnlab train` with "
+          f"--hidden-size {c['args']['hidden_size']} {' '.join(c['extra'])}\n",
+          "| strategy | ms per step | x teacher forcing |", "|---|---:|---:|"]
+    for n, v in res["costs"].items():
+        ratio = f"{v['vs_teacher']:.2f}" if v["vs_teacher"] is not None else ""
+        md.append(f"| {n} | {v['step_ms']:.2f} | {ratio} |")
+    return "\n".join(md) + "\n"
+
+
 def main() -> int:
     own, extra = split_rnnlab_options(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +141,10 @@ def main() -> int:
     ap.add_argument("--prefixes", type=int, default=20)
     ap.add_argument("--length", type=int, default=200)
     ap.add_argument("--cost-steps", type=int, default=40, help="timed steps per strategy, interleaved")
-    ap.add_argument("--costs-only", action="store_true", help="print the step costs and stop (writes nothing)")
+    ap.add_argument("--costs-only", action="store_true", help="print the step costs and stop (writes nothing, "
+                    "but with --device cuda the costs to feeding_costs_cuda.json and .md beside --out)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the step costs are measured "
+                    "(the training runs take rnnlab train's --device after --)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "feeding.json")
     args = ap.parse_args(own)
     if not args.data.exists():
@@ -135,6 +162,11 @@ def main() -> int:
         if args.costs_only:
             base = costs.get("teacher")
             print(json.dumps({n: round(v / base, 2) for n, v in costs.items()} if base else costs))
+            if args.device == "cuda":
+                res["config"]["gpu"] = torch.cuda.get_device_name()
+                res["costs"] = {n: {"step_ms": v * 1e3, "vs_teacher": v / base if base else None}
+                                for n, v in costs.items()}
+                write_results(args.out.with_name("feeding_costs_cuda.json"), res, costs_markdown)
             return 0
         for s in args.strategies:
             out = Path(tmp) / s

@@ -58,12 +58,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.nn.graphs import GraphedStep
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import RecurrentStack, StackState
 
 __all__ = ["FEEDINGS", "SCHEDULES", "Discriminator", "FeedResult", "Feeding", "FreeRunning", "ProfessorForcing",
            "ScheduledSampling", "TeacherForcing", "exponential", "inverse_sigmoid", "linear", "make_feeding",
-           "make_schedule", "own_inputs", "uniforms"]
+           "make_schedule", "own_inputs", "uniforms", "DecisionSteps"]
 
 FEEDINGS = ("teacher", "free-raw", "free-sample", "free-argmax", "scheduled", "professor")
 
@@ -234,18 +235,51 @@ def _model_token(logits: Tensor, mode: str, u: Tensor) -> Tensor:
     return k.clamp_(max=logits.shape[-1] - 1)
 
 
+class DecisionSteps:
+    """The inference step :func:`own_inputs` decides with, one per strategy object.
+
+    On the CPU a fresh :class:`~rnnlab.nn.models.Stepper` every batch (packing is cheap there,
+    and the weights change every step). On a GPU the step is replayed as a CUDA graph
+    (:class:`~rnnlab.nn.graphs.GraphedStep`: one launch a step instead of dozens), kept across
+    batches: before each batch :meth:`~rnnlab.nn.models.Stepper.refresh` copies the model's new
+    weights into the tensors the graph reads. A few graphs are kept (one per batch size and
+    set of parameter tensors: a model moved or reloaded records a new one).
+    """
+
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._steps: dict[tuple[Any, ...], tuple[Any, GraphedStep]] = {}
+
+    def get(self, model: RNNLanguageModel, batch: int) -> Callable[[Tensor, StackState], tuple[Tensor, StackState]]:
+        if model.decoder.weight.device.type != "cuda":
+            return model.stepper(batch)
+        key = (batch, *(p.data_ptr() for p in model.parameters()))
+        hit = self._steps.get(key)
+        if hit is None:
+            if len(self._steps) >= self.KEEP:
+                self._steps.pop(next(iter(self._steps)))
+            stepper = model.stepper(batch)
+            hit = self._steps[key] = (stepper, GraphedStep(stepper))
+        else:
+            hit[0].refresh()
+        return hit[1]
+
+
 @torch.no_grad()
 def own_inputs(model: RNNLanguageModel, x: Tensor, state: StackState, mode: str,
-               generator: torch.Generator | None = None, truth: Tensor | None = None) -> Tensor:
+               generator: torch.Generator | None = None, truth: Tensor | None = None,
+               steps: DecisionSteps | None = None) -> Tensor:
     r"""The inputs (B, T) of a run that feeds the model its own tokens, decided without gradient.
 
     ``fed[:, 0] = x[:, 0]``; for t >= 1, with :math:`z_{t-1}` the model's prediction after
     reading ``fed[:, :t]`` from ``state``, ``fed[:, t]`` is its own token (``mode``: a draw
     :math:`k \sim \operatorname{softmax}(z_{t-1})` with the :func:`uniforms` of ``generator``,
     or the argmax) -- or the true ``x[:, t]`` where ``truth[:, t - 1]`` (B, T - 1) bool says so.
-    Computed by the packed inference step (eval mode: no dropout).
+    Computed by the packed inference step (eval mode: no dropout), from ``steps`` where given (on a GPU:
+    a CUDA graph kept across batches; the strategies pass their own), else a fresh eager one.
     """
-    step = model.stepper(x.shape[0])
+    step = steps.get(model, x.shape[0]) if steps is not None else model.stepper(x.shape[0])
     u = uniforms(x, generator) if mode == "sample" else None  # (T - 1, B)
     fed = [x[:, 0]]  # (B,) each
     s = state
@@ -324,6 +358,7 @@ class FreeRunning(Feeding):
         _flag(grad, "grad")
         _choice(carry, "carry", ("fed", "teacher"))
         self.mode, self.grad, self.carry = mode, grad, carry
+        self._steps = DecisionSteps()
         self.name = f"free-{mode}"
 
     def feed(self, logits: Tensor, u: Tensor | None) -> Tensor:
@@ -343,7 +378,7 @@ class FreeRunning(Feeding):
         _check_batch(x, y, generator)
         B, T = x.shape
         if self.mode != "raw" and not self.grad:  # tokens as constants: decide, then one teacher-forced call
-            fed = own_inputs(model, x, state, self.mode, generator)  # (B, T)
+            fed = own_inputs(model, x, state, self.mode, generator, steps=self._steps)  # (B, T)
             logits, s = model(fed, state)  # (B, T, V)
             loss = sequence_loss(logits, y)
             hit = (fed[:, 1:] == x[:, 1:]).double().mean().item() if T > 1 else 1.0
@@ -401,6 +436,7 @@ class ScheduledSampling(Feeding):
         _choice(per, "per", ("token", "sequence"))
         _choice(carry, "carry", ("fed", "teacher"))
         self.schedule, self.model_token, self.per, self.carry = schedule, model_token, per, carry
+        self._steps = DecisionSteps()
 
     def eps(self, step: int) -> float:
         return min(1.0, max(0.0, float(self.schedule(step))))
@@ -415,7 +451,8 @@ class ScheduledSampling(Feeding):
             shape = (B, 1) if self.per == "sequence" else (B, T - 1)
             coins = (torch.rand(shape, generator=generator, device=x.device, dtype=torch.float64) < eps)
             coins = coins.expand(B, T - 1)
-        fed = x if eps >= 1.0 or T == 1 else own_inputs(model, x, state, self.model_token, generator, coins)
+        fed = x if eps >= 1.0 or T == 1 else own_inputs(model, x, state, self.model_token, generator, coins,
+                                                        steps=self._steps)
         logits, s = model(fed, state)  # (B, T, V): teacher forcing on what was fed
         loss = sequence_loss(logits, y)
         frac = coins.double().mean().item() if coins is not None else (1.0 if eps >= 1.0 else 0.0)
@@ -576,6 +613,7 @@ class ProfessorForcing(Feeding):
         self.adv_weight, self.lr, self.acc_decay = float(adv_weight), float(lr), float(acc_decay)
         self.use_outputs, self.model_token = use_outputs, model_token
         self._initial = copy.deepcopy(discriminator.state_dict())
+        self._steps = DecisionSteps()
         self.reset()
 
     @classmethod
@@ -645,7 +683,7 @@ class ProfessorForcing(Feeding):
 
         Its tokens are decided without gradient (:func:`own_inputs`); the run over them is
         one call of the stack (the fused path), with a graph where the caller enables one."""
-        fed = own_inputs(model, x, state, self.model_token, generator)  # (B, T)
+        fed = own_inputs(model, x, state, self.model_token, generator, steps=self._steps)  # (B, T)
         h, _ = model.rnn(model.embed(fed), state, fused=model.cfg.fused)  # (B, T, H)
         return h, model.decoder(F.dropout(h, model.cfg.dropout, model.training))  # (B, T, V)
 

@@ -124,6 +124,30 @@ def test_sampling_on_the_gpu_with_graphs_writes_what_the_eager_step_writes(strat
     assert sampling.generate(m, vocab, cfg) == graphed
 
 
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("mode", ["sample", "argmax"])
+def test_decisions_from_the_kept_graph_follow_the_changing_weights(cell, mode):
+    """own_inputs through DecisionSteps (a CUDA graph kept across batches, its weights refreshed) decides
+    what a fresh eager Stepper (no ``steps``) decides, batch after batch, while the weights change."""
+    from rnnlab.feeding import DecisionSteps, own_inputs
+    from rnnlab.nn.models import RNNLanguageModel
+
+    torch.manual_seed(0)
+    m = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=32, num_layers=2), 9).cuda()
+    steps = DecisionSteps()
+    for batch in range(3):
+        x = torch.randint(0, 9, (5, 12), device="cuda")
+        state = tuple(tuple(torch.randn_like(t) for t in layer) for layer in m.initial_state(5))
+        truth = torch.rand(5, 11, device="cuda") < 0.3
+        kept = own_inputs(m, x, state, mode, torch.Generator("cuda").manual_seed(batch), truth, steps=steps)
+        fresh = own_inputs(m, x, state, mode, torch.Generator("cuda").manual_seed(batch), truth)
+        assert torch.equal(kept, fresh)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    assert len(steps._steps) == 1  # one graph, refreshed twice
+
+
 @pytest.mark.parametrize("feeding", ["free-raw", "free-sample", "scheduled", "professor"])
 def test_every_feeding_strategy_runs_on_the_gpu(corpus, tmp_path, feeding):
     s = train(_cfg(corpus, tmp_path / feeding, "gru", feeding, steps=6), progress=False)

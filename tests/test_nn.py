@@ -244,3 +244,43 @@ def test_the_graphed_step_is_for_cuda_and_cpu_sampling_steps_eagerly():
     assert isinstance(sampling._stepper(m, 2), Stepper)  # no graph on the CPU
     with pytest.raises(ValueError, match="CUDA"):
         GraphedStep(m.stepper(1))(torch.zeros(1, dtype=torch.int64), m.initial_state(1))
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_a_refreshed_stepper_steps_with_the_new_weights_in_its_own_tensors(name):
+    """refresh() copies changed weights into the very tensors the step reads (a CUDA graph recorded over
+    them keeps reading the same memory): afterwards it equals model.step with the new weights."""
+    torch.manual_seed(4)
+    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=6, num_layers=2, embedding_size=3), 7).double().eval()
+    stepper = m.stepper(3, onednn=False)
+    before = [t.data_ptr() for t in stepper.tensors()]
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p))
+    tok, s = torch.randint(0, 7, (3,)), m.initial_state(3)
+    with torch.no_grad():
+        expect = m.step(tok, s)[0]
+    assert not torch.allclose(stepper(tok, s)[0], expect)  # stale until refreshed
+    stepper.refresh()
+    assert [t.data_ptr() for t in stepper.tensors()] == before
+    torch.testing.assert_close(stepper(tok, s)[0], expect, rtol=1e-12, atol=1e-12)
+
+
+def test_onednn_packed_weights_are_rebuilt_not_refreshed():
+    from rnnlab.nn.linear import onednn_usable
+
+    if not onednn_usable(torch.zeros(1)):
+        pytest.skip("this PyTorch build has no oneDNN")
+    m = RNNLanguageModel(ModelConfig(cell="lstm", hidden_size=8), 5)
+    with pytest.raises(ValueError, match="rebuilt"):
+        m.stepper(4, onednn=True).refresh()
+
+
+def test_decision_steps_on_the_cpu_pack_afresh_every_batch():
+    from rnnlab.feeding import DecisionSteps
+    from rnnlab.nn.models import Stepper
+
+    m = RNNLanguageModel(ModelConfig(hidden_size=8), 5)
+    steps = DecisionSteps()
+    a, b = steps.get(m, 2), steps.get(m, 2)
+    assert isinstance(a, Stepper) and a is not b

@@ -74,6 +74,13 @@ class PackedLinear:
     def onednn(self) -> bool:
         return self.packed is not None
 
+    def tensors(self) -> list[Tensor]:
+        """The tensors a product reads besides x, for copying new weights into them in place (not for
+        oneDNN's packed layout, which is rebuilt instead)."""
+        if self.packed is not None:
+            raise ValueError("oneDNN-packed weights are rebuilt, not copied into")
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """x (B, K) -> x W^T + b (B, N), plus ``add`` (B, N) when given."""
         if self.packed is not None:

@@ -95,7 +95,7 @@ class Stepper:
 
     @torch.no_grad()
     def __init__(self, model: RNNLanguageModel, streams: int = 1, onednn: bool | None = None):
-        self.model = model
+        self.model, self.streams, self.onednn = model, streams, onednn
         cells = model.rnn.cells
         self.cells = cells
         first = cells[0]
@@ -108,7 +108,23 @@ class Stepper:
                                     onednn)
                        if c.packs and k > 0 else None for k, c in enumerate(cells)]  # [x, h] (B, I+H) -> (B, G*H)
         self.dec_w = model.decoder.weight.t().contiguous()  # (H, V)
-        self.dec_b = model.decoder.bias
+        self.dec_b = model.decoder.bias.detach().clone()
+
+    def tensors(self) -> list[Tensor]:
+        """The packed weights the step reads, in a fixed order (the GRU's own step reads the live parameters)."""
+        out = [] if self.table is None else [self.table, *self.hh0.tensors()]
+        for lin in self.packed:
+            out += lin.tensors() if lin is not None else []
+        return out + [self.dec_w, self.dec_b]
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy the model's current weights into this Stepper's own tensors, in place, so that a CUDA graph
+        recorded over it (:class:`~rnnlab.nn.graphs.GraphedStep`) steps with them. Not for a Stepper with
+        oneDNN-packed matrices (the CPU's: build a new one there)."""
+        fresh = Stepper(self.model, self.streams, self.onednn)
+        for mine, new in zip(self.tensors(), fresh.tensors(), strict=True):
+            mine.copy_(new)
 
     @torch.no_grad()
     def __call__(self, tokens: Tensor, state: StackState) -> tuple[Tensor, StackState]:
