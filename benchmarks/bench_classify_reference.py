@@ -9,7 +9,8 @@ is the model's:
 * **label-ambiguity ceiling**: every copy of a test name predicted as that name's most
   frequent label *in the test split itself* (an oracle that sees the test labels). The
   names data lists many surnames under several languages; no classifier of the name alone
-  beats this.
+  beats its accuracy (its balanced accuracy is this oracle's, not a bound: one that gave
+  some ambiguous names their rarer label could score higher there).
 * **character n-grams + logistic regression** (scikit-learn): TF-IDF of the character
   1..n-grams of each name (``char_wb``, sublinear tf) and a multinomial logistic
   regression, plain or with class weights N / (C n_c); n, C and the weighting are chosen on

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         """generate with its step (the packed Stepper; on a GPU replayed as a CUDA graph) replaced by ``step_for(B)``."""
         def run(b: int, n: int) -> None:
             real = sampling._stepper
-            sampling._stepper = lambda model, streams: step_for(streams)
+            sampling._stepper = lambda model, streams, steps=0: step_for(streams)
             try:
                 generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
             finally:

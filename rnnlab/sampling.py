@@ -39,11 +39,15 @@ def _device(model: RNNLanguageModel) -> torch.device:
     return model.decoder.weight.device
 
 
-def _stepper(model: RNNLanguageModel, streams: int) -> Step:
-    """The packed inference step, replayed as a CUDA graph on a GPU (:class:`~rnnlab.nn.graphs.GraphedStep`:
-    one launch a step instead of dozens; its outputs are overwritten by the next call)."""
+GRAPH_FROM = 32  # steps from which a GPU run records its step as a CUDA graph (a capture costs a few steps)
+
+
+def _stepper(model: RNNLanguageModel, streams: int, steps: int = GRAPH_FROM) -> Step:
+    """The packed inference step for ``steps`` steps, replayed as a CUDA graph on a GPU when there are
+    enough of them (:class:`~rnnlab.nn.graphs.GraphedStep`: one launch a step instead of dozens; its outputs
+    are overwritten by the next call)."""
     step = model.stepper(streams)
-    return GraphedStep(step) if _device(model).type == "cuda" else step
+    return GraphedStep(step) if _device(model).type == "cuda" and steps >= GRAPH_FROM else step
 
 
 def _read_prime(model: RNNLanguageModel, ids: np.ndarray, batch: int) -> tuple[torch.Tensor, StackState]:
@@ -71,7 +75,7 @@ def sample_steps(model: RNNLanguageModel, vocab: Vocab,
     sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
     rng = np.random.default_rng(cfg.seed)
     logits, state = _read_prime(model, ids, cfg.num_samples)  # (B, V)
-    step = _stepper(model, cfg.num_samples)  # weights packed once for the whole continuation
+    step = _stepper(model, cfg.num_samples, cfg.length)  # weights packed once for the whole continuation
     for t in range(cfg.length):
         z = logits.double().cpu().numpy()  # (B, V)
         nxt = sampler.choose(z, rng)  # (B,)
@@ -108,7 +112,7 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
 def _beam(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig) -> list[int]:
     logits, state = _read_prime(model, ids, 1)
     device = _device(model)
-    stepper = _stepper(model, 1)
+    stepper = _stepper(model, 1, cfg.length)
 
     def step(tokens: np.ndarray, st: StackState) -> tuple[np.ndarray, StackState]:
         lg, st = stepper(torch.as_tensor(tokens, dtype=torch.int64, device=device), st)

@@ -120,7 +120,7 @@ def test_sampling_on_the_gpu_with_graphs_writes_what_the_eager_step_writes(strat
     cfg = SampleConfig(prime="abc", length=60, num_samples=3 if strategy != "beam" else 1, seed=4,
                        strategy=strategy, beam_width=4)
     graphed = sampling.generate(m, vocab, cfg)
-    monkeypatch.setattr(sampling, "_stepper", lambda model, streams: model.stepper(streams))
+    monkeypatch.setattr(sampling, "_stepper", lambda model, streams, steps=0: model.stepper(streams))
     assert sampling.generate(m, vocab, cfg) == graphed
 
 

@@ -30,16 +30,19 @@ def test_packed_linear_equals_the_float64_product(rows, bias, add, onednn, n):
 
 
 @pytest.mark.parametrize("onednn", [True, False])
-def test_packed_linear_copies_the_weights_and_serves_other_row_counts(onednn):
-    """Packed for 1 row, it still multiplies 5 (the count is only a hint), and later changes to the
-    weights do not reach it (the Stepper is rebuilt after training)."""
+@pytest.mark.parametrize("shape", [(8, 6), (8, 1), (1, 8), (40, 600)])
+def test_packed_linear_copies_the_weights_and_serves_other_row_counts(onednn, shape):
+    """Packed for 1 row, it still multiplies 5 (the count is only a hint); later changes to the weights
+    and the bias do not reach it (the Stepper is rebuilt after training), whatever the shape (a (N, 1)
+    weight's transpose is already contiguous); a bias that is a strided view is read as the values it shows."""
     torch.manual_seed(1)
-    w, b = torch.randn(8, 6), torch.randn(8)
+    w, b = torch.randn(*shape), torch.randn(2 * shape[0])[::2]
     lin = PackedLinear(w, b, rows=1, onednn=onednn)
-    x = torch.randn(5, 6)
-    expect = x @ w.t() + b
+    x = torch.randn(5, shape[1])
+    expect = x.double() @ w.double().t() + b.double()
     w.add_(1.0)
-    torch.testing.assert_close(lin(x), expect, rtol=1e-5, atol=1e-5)
+    b.add_(1.0)
+    torch.testing.assert_close(lin(x).double(), expect, rtol=1e-4, atol=1e-4)  # float32 sums of 600 terms
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")

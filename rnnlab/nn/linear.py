@@ -57,7 +57,7 @@ class PackedLinear:
         False never, None (the default) where it was measured faster (see the module's docstring)."""
         weight = weight.detach()
         self.out_features = weight.shape[0]
-        self.bias = bias.detach() if bias is not None else None
+        self.bias = bias.detach().clone(memory_format=torch.contiguous_format) if bias is not None else None
         self.packed: Tensor | None = None
         if onednn is None:
             onednn = rows >= ONEDNN_MIN_ROWS and weight.numel() >= ONEDNN_MIN_SIZE
@@ -68,7 +68,8 @@ class PackedLinear:
                 self.packed = None
         if self.packed is None:
             halves = rows < WHOLE_FROM and weight.device.type == "cpu"  # a GPU runs one product on all its cores
-            self.weight = _halves(weight.t()) if halves else weight.t().contiguous()  # (S, K, N/S) or (K, N)
+            # (S, K, N/S) or (K, N), a copy even where the transpose is already contiguous (N or K of 1)
+            self.weight = _halves(weight.t()) if halves else weight.t().clone(memory_format=torch.contiguous_format)
 
     @property
     def onednn(self) -> bool:
@@ -97,7 +98,7 @@ def _halves(w: Tensor) -> Tensor:
     """(K, N) -> (S, K, N/S), contiguous: its columns in S = 2 blocks (S = 1 for odd N)."""
     k, n = w.shape
     s = 2 if n % 2 == 0 else 1
-    return w.reshape(k, s, n // s).transpose(0, 1).contiguous()
+    return w.reshape(k, s, n // s).transpose(0, 1).clone(memory_format=torch.contiguous_format)
 
 
 def _split_mm(bias: Tensor, x: Tensor, w: Tensor) -> Tensor:

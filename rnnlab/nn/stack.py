@@ -33,6 +33,11 @@ from rnnlab.nn.cells import CELL_TYPES, Cell, State
 
 StackState = tuple[State, ...]  # one State per layer
 
+# cuDNN takes an RNN's weights as one buffer; the cells own theirs, so each fused call on a GPU packs
+# them (one copy of the weights on the device) and PyTorch would warn about it in every run. Installed
+# once here: a catch_warnings() around every call would reset Python's once-per-place warning records.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+
 
 def detach_state(state: StackState) -> StackState:
     """The same state cut from the graph (truncated BPTT carries values, not gradients)."""
@@ -135,15 +140,7 @@ class RecurrentStack(nn.Module):
         template.train(self.training)
         n = len(state[0])
         hx = tuple(torch.stack([layer[i] for layer in state]) for i in range(n))  # each (L, B, H)
-        args = (x, hx if n == 2 else hx[0])
-        if x.is_cuda:
-            with warnings.catch_warnings():
-                # cuDNN takes its weights as one buffer; the cells own theirs, so each call packs them
-                # (one copy of the weights on the device) and PyTorch would warn about it in every run
-                warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-                out, h_n = functional_call(template, self._fused_params(), args)
-        else:
-            out, h_n = functional_call(template, self._fused_params(), args)
+        out, h_n = functional_call(template, self._fused_params(), (x, hx if n == 2 else hx[0]))
         h_n = h_n if isinstance(h_n, tuple) else (h_n,)
         new_state = tuple(tuple(t[k] for t in h_n) for k in range(self.num_layers))
         return out, new_state
