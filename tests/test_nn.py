@@ -284,3 +284,18 @@ def test_decision_steps_on_the_cpu_pack_afresh_every_batch():
     steps = DecisionSteps()
     a, b = steps.get(m, 2), steps.get(m, 2)
     assert isinstance(a, Stepper) and a is not b
+
+
+def test_importing_the_stack_silences_only_cudnns_weight_layout_warning():
+    """cuDNN warns (once a process, from C++) that the cells' weights are not one buffer; rnnlab packs them
+    on purpose, so ``rnnlab.nn.stack`` filters that message at import, under Python's default filters, and
+    nothing else. (Under pytest the filters are its own, hence a fresh interpreter.)"""
+    import subprocess
+    import sys
+
+    code = ("import warnings, rnnlab.nn.stack\n"
+            "warnings.warn('RNN module weights are not part of single contiguous chunk of memory. This means')\n"
+            "warnings.warn('another warning')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "another warning" in r.stderr and "contiguous chunk" not in r.stderr
