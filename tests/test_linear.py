@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlab.config import ModelConfig
 from rnnlab.nn.linear import PackedLinear, onednn_usable
-from rnnlab.nn.models import RNNLanguageModel
 
 ONEDNN = onednn_usable(torch.zeros(1))
 
@@ -58,25 +56,6 @@ def test_float64_and_disabled_onednn_take_the_fall_back():
     assert not PackedLinear(w.double(), None, 1, onednn=True).onednn
     with torch.backends.mkldnn.flags(enabled=False):
         assert not PackedLinear(w, None, 1, onednn=True).onednn
-
-
-@pytest.mark.skipif(not ONEDNN, reason="this PyTorch build has no oneDNN")
-@pytest.mark.parametrize("name", ["elman", "lstm"])
-@pytest.mark.parametrize("batch", [1, 64])
-def test_the_float32_stepper_on_onednn_follows_the_model_step(name, batch):
-    """The packed float32 step (oneDNN) stays within float32 rounding of ``model.step`` over 20 steps."""
-    torch.manual_seed(3)
-    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=512, num_layers=2, embedding_size=8), 11).eval()
-    assert m.stepper(batch).hh0.onednn == (batch >= 4 and name == "lstm")  # the Elman's 512 x 512: addmm
-    stepper = m.stepper(batch, onednn=True)  # forced, to test it at one row too
-    assert stepper.hh0.onednn and stepper.packed[1].onednn
-    s1 = s2 = m.initial_state(batch)
-    for _ in range(20):
-        tok = torch.randint(0, 11, (batch,))
-        with torch.no_grad():
-            a, s1 = m.step(tok, s1)
-        b, s2 = stepper(tok, s2)
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

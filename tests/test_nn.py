@@ -210,16 +210,39 @@ def test_the_inference_stepper_equals_the_model_step(name, inp, hidden, batch): 
     if name != "gru":  # the GRU steps by its own cell (it cannot pack); float64 takes addmm, not oneDNN
         whole = [lin.weight.dim() == 2 for lin in filter(None, stepper.packed)] + [stepper.hh0.weight.dim() == 2]
         assert len(whole) == 3 and all(whole) == (batch >= 16) and any(whole) == (batch >= 16)
-    s1 = s2 = m.initial_state(batch)
-    s1 = s2 = tuple(tuple(torch.randn_like(t) for t in layer) for layer in s1)
-    for _ in range(5):
-        tok = torch.randint(0, 11, (batch,))
+    state = tuple(tuple(torch.randn_like(t) for t in layer) for layer in m.initial_state(batch))
+    _follows_the_model_step(m, stepper, state, steps=5, rtol=1e-12, atol=1e-12, states=True)
+
+
+def _follows_the_model_step(m: RNNLanguageModel, stepper, state, steps: int, rtol: float, atol: float,
+                            states: bool) -> None:
+    """``stepper`` and ``m.step`` fed the same random tokens from ``state``: the same logits (and states)."""
+    s1 = s2 = state
+    batch = state[0][0].shape[0]
+    for _ in range(steps):
+        tok = torch.randint(0, m.vocab_size, (batch,))
         with torch.no_grad():
             a, s1 = m.step(tok, s1)
         b, s2 = stepper(tok, s2)
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-        for x, y in zip(sum(s1, ()), sum(s2, ())):
-            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+        for x, y in zip(sum(s1, ()), sum(s2, ()) if states else ()):
+            torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_the_float32_stepper_on_onednn_follows_the_model_step(name, batch):
+    """The packed float32 step (oneDNN) stays within float32 rounding of ``model.step`` over 20 steps."""
+    from rnnlab.nn.linear import onednn_usable
+
+    if not onednn_usable(torch.zeros(1)):
+        pytest.skip("this PyTorch build has no oneDNN")
+    torch.manual_seed(3)
+    m = RNNLanguageModel(ModelConfig(cell=name, hidden_size=512, num_layers=2, embedding_size=8), 11).eval()
+    assert m.stepper(batch).hh0.onednn == (batch >= 4 and name == "lstm")  # the Elman's 512 x 512: addmm
+    stepper = m.stepper(batch, onednn=True)  # forced, to test it at one row too
+    assert stepper.hh0.onednn and stepper.packed[1].onednn
+    _follows_the_model_step(m, stepper, m.initial_state(batch), steps=20, rtol=1e-4, atol=1e-5, states=False)
 
 
 @pytest.mark.parametrize("name, expected", [("elman", "sequences"), ("gru", "sequences"), ("lstm", "torch_fused")])
