@@ -48,16 +48,17 @@ from torch import Tensor, nn
 
 from rnnlab.config import ModelConfig, OptimConfig
 from rnnlab.feeding import make_feeding
-from rnnlab.nn import RNNLanguageModel, detach_state, sequence_loss
+from rnnlab.nn import RNNLanguageModel, detach_state, kernels, sequence_loss
 from rnnlab.nn.cells import CELL_TYPES
 from rnnlab.train import make_optimizer
 
 THEORETICAL_PEAK_GFLOPS = 156.0  # 2 cores x 2 FMA pipes x 8 float32 lanes x 2 FLOP x ~2.45 GHz (Zen 3, AVX2)
 VOCAB = 65  # tiny-shakespeare's character set
 PLAIN_RNN = {"elman": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}  # the torch module a plain user would pick
-# rnnlab fused path, plain PyTorch loop, rnnlab generic unroller, one character per call of nn.LSTM (the style of
+# rnnlab fused path, plain PyTorch loop, rnnlab's fused path with its Python loops in place of the C++ kernels
+# (rnnlab.nn.kernels; Elman and GRU only), rnnlab generic unroller, one character per call of nn.LSTM (the style of
 # spro/char-rnn.pytorch), and rnnlab free running (the model's own sampled output fed back, rnnlab.feeding)
-VARIANTS = ("rnnlab", "plain", "unfused", "onechar", "free")
+VARIANTS = ("rnnlab", "plain", "loops", "unfused", "onechar", "free")
 SLOW = ("unfused", "onechar", "free")  # timed for --unfused-steps steps per repeat
 
 
@@ -253,6 +254,14 @@ class Trainer:
         return (time.perf_counter() - t0) / n
 
 
+class LoopTrainer(Trainer):
+    """The same step with :mod:`rnnlab.nn.kernels` switched off: the whole-sequence recurrences in Python loops."""
+
+    def run(self, n: int) -> float:
+        with kernels.disabled():
+            return super().run(n)
+
+
 class FeedTrainer(Trainer):
     """The same step with the loss of a feeding strategy (:mod:`rnnlab.feeding`), as the trainer runs it."""
 
@@ -274,6 +283,8 @@ def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor]
     for variant in VARIANTS:
         if variant in SLOW and not with_unfused:
             continue
+        if variant == "loops" and not (CELL_TYPES[cell].has_sequence and kernels.available()):
+            continue  # the LSTM has no hand-written recurrence; without the kernels "rnnlab" is this already
         torch.manual_seed(seed)
         if variant in ("plain", "onechar"):
             emb = ModelConfig().embedding_size
@@ -286,10 +297,10 @@ def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor]
                                             batches, optim_cfg.clip_norm, feeding=make_feeding("free-sample"))
         else:
             cfg = ModelConfig(cell=cell, hidden_size=hidden, num_layers=num_layers, dropout=0.0,
-                              fused=(variant == "rnnlab"))  # no dropout: the same network as the plain one
+                              fused=(variant != "unfused"))  # no dropout: the same network as the plain one
             lm = RNNLanguageModel(cfg, VOCAB)
-            trainers[variant] = Trainer(lm, make_optimizer(lm, optim_cfg), lm.initial_state(batch), detach_state,
-                                        batches, optim_cfg.clip_norm)
+            trainers[variant] = (LoopTrainer if variant == "loops" else Trainer)(
+                lm, make_optimizer(lm, optim_cfg), lm.initial_state(batch), detach_state, batches, optim_cfg.clip_norm)
         params[variant] = sum(p.numel() for p in trainers[variant].params)
     return trainers, params
 
@@ -298,7 +309,7 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
     g = torch.Generator().manual_seed(args.seed)
     batches = [torch.randint(0, VOCAB, (args.batch_size, args.seq_len + 1), generator=g) for _ in range(4)]
     trainers, params = make_trainers(cell, hidden, args.num_layers, batches, args.seed, args.unfused_steps > 0)
-    steps = {"rnnlab": args.steps, "plain": args.steps, **{v: args.unfused_steps for v in SLOW}}
+    steps = {"rnnlab": args.steps, "plain": args.steps, "loops": args.steps, **{v: args.unfused_steps for v in SLOW}}
     flops = step_flops(cell, ModelConfig().embedding_size, hidden, args.num_layers, VOCAB, args.batch_size,
                        args.seq_len)
     times: dict[str, list[float]] = {v: [] for v in trainers}
@@ -333,6 +344,9 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
            "variants": variants,
            "rnnlab_over_plain": statistics.median(pair),
            "rnnlab_over_plain_runs": pair}
+    if "loops" in times:  # the C++ kernels against the same step in Python loops, per interleaved pair
+        out["kernels_over_loops_runs"] = [p / r for r, p in zip(times["rnnlab"], times["loops"])]
+        out["kernels_over_loops"] = statistics.median(out["kernels_over_loops_runs"])
     if "unfused" in times:
         out["fused_over_unfused"] = variants["rnnlab"]["chars_per_sec"] / variants["unfused"]["chars_per_sec"]
     if "free" in times:  # the goal: free running at least 0.6x the teacher-forced (fused) speed
@@ -346,7 +360,8 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
 
 def table(results: dict[str, Any]) -> list[str]:
     """The results as Markdown table lines (also printed to the terminal)."""
-    names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "unfused": "rnnlab unfused",
+    names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "loops": "rnnlab fused, Python loops",
+             "unfused": "rnnlab unfused",
              "onechar": "one char per call", "free": "rnnlab free running"}
     lines = [("| cell | size | variant | ms/step | spread | chars/s | GFLOP/s | of mm peak | of 156 | vs plain "
               "| peak RSS MB | CPU share |"),
@@ -369,7 +384,8 @@ def markdown(results: dict[str, Any]) -> str:
     return f"""# Training speed{' (quick smoke test, not a measurement)' if m['quick'] else ''}
 
 {m['cpu']}, {m['threads']} threads, torch {m['torch']} ({m['cpu_capability']}), Python {m['python']};
-commit {m['commit']}; {m['started']} to {m['finished']}; load average {m['loadavg_start']} -> {m['loadavg_end']}.
+commit {m['commit']}; {m['started']} to {m['finished']}; load average {m['loadavg_start']} -> {m['loadavg_end']};
+fused Elman and GRU recurrences in {'the C++ kernels (rnnlab.nn.kernels)' if m.get('kernels') else 'Python loops (no kernels)'}.
 Batch {m['batch_size']} x {m['seq_len']} characters, vocabulary {VOCAB}, embedding {m['embedding_size']}, no dropout (both networks the same), Adam,
 clip norm 5, random tokens. Median of {m['repeats']} interleaved repeats of {m['steps']} steps
 ({m['unfused_steps']} for the unfused unroller), after {m['warmup']} warm-up step(s) per variant.
@@ -440,11 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "seq_len": args.seq_len, "embedding_size": ModelConfig().embedding_size,
         "warmup": args.warmup, "steps": args.steps, "unfused_steps": args.unfused_steps, "repeats": args.repeats,
         "theoretical_peak_gflops": THEORETICAL_PEAK_GFLOPS, "rss_per_variant": rss.resettable,
+        "kernels": kernels.available(), "kernels_why_not": kernels.why_not(),
     }
     print(f"rnnlab training speed  {meta['started']}")
     print(f"  CPU      {meta['cpu']}, {meta['cpu_count']} logical CPUs, {meta['cpu_capability']}")
     print(f"  torch    {meta['torch']}, {meta['threads']} threads ({meta['interop_threads']} inter-op), "
           f"Python {meta['python']}, commit {meta['commit']}")
+    why_not = meta["kernels_why_not"] or "the build failed"
+    print("  kernels  " + ("C++ recurrences (rnnlab.nn.kernels) in use" if meta["kernels"] else f"not in use: {why_not}"))
     print(f"  load     {meta['loadavg_start']} (1, 5, 15 min) -- timings are only meaningful on a quiet machine")
     print(f"  step     B={args.batch_size} T={args.seq_len} V={VOCAB} embedding {meta['embedding_size']}, Adam, clip 5; "
           f"median of {args.repeats} x {args.steps} steps ({args.unfused_steps} unfused), warm-up {args.warmup}")

@@ -44,10 +44,18 @@ def test_cell_matches_torch_cell_outputs_and_gradients(name):
 
 
 def _paths(stack):
-    """Every way the stack can run a whole sequence: the unroller, torch's module, the hand-written recurrences."""
+    """Every way the stack can run a whole sequence: the unroller, torch's module, the hand-written recurrences
+    (in the C++ kernels' loop, and in the Python loop that stands in where the kernels cannot be built)."""
+    from rnnlab.nn import kernels
+
+    def python_loops(x, s):
+        with kernels.disabled():
+            return stack.sequences(x, s)
+
     paths = {"unroll": stack.unroll, "torch": stack.torch_fused, "fused": lambda x, s: stack(x, s, fused=True)}
     if all(c.has_sequence for c in stack.cells):
         paths["sequences"] = stack.sequences
+        paths["python loops"] = python_loops
     return paths
 
 
@@ -80,7 +88,7 @@ def test_unroller_and_fused_paths_agree(name, layers, chunk_floats, monkeypatch)
         grads += [t.grad.clone() for layer in s0 for t in layer]
         results[path] = (out.detach(), [t.detach() for layer in s for t in layer], grads)
     ref_out, ref_state, ref_grads = results.pop("unroll")
-    assert len(results) == (3 if name in ("elman", "gru") else 2)
+    assert len(results) == (4 if name in ("elman", "gru") else 2)
     for path, (out, state, grads) in results.items():
         torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12, msg=path)
         for a, b in zip(state, ref_state, strict=True):
@@ -90,15 +98,19 @@ def test_unroller_and_fused_paths_agree(name, layers, chunk_floats, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["elman", "gru"])
-@pytest.mark.parametrize("chunk_floats", [None, 1])
-def test_the_hand_written_backward_passes_gradcheck(name, chunk_floats, monkeypatch):
-    """Finite differences against the analytic backward of each whole-sequence recurrence, with the backward's
-    scratch holding every step at once, and one step at a time (CHUNK_FLOATS=1)."""
-    from rnnlab.nn import sequence
+@pytest.mark.parametrize("loop", ["kernel", "python", "python, one step per chunk"])
+def test_the_hand_written_backward_passes_gradcheck(name, loop, monkeypatch):
+    """Finite differences against the analytic backward of each whole-sequence recurrence: the C++ kernel's, and
+    the Python loop's with its scratch holding every step at once and one step at a time (CHUNK_FLOATS=1)."""
+    from rnnlab.nn import kernels, sequence
     from rnnlab.nn.sequence import elman_sequence, gru_sequence
 
-    if chunk_floats is not None:
-        monkeypatch.setattr(sequence, "CHUNK_FLOATS", chunk_floats)
+    if loop == "kernel":
+        assert kernels.available() or kernels.why_not() is not None
+    else:
+        monkeypatch.setattr(kernels, "available", lambda: False)
+    if loop.endswith("chunk"):
+        monkeypatch.setattr(sequence, "CHUNK_FLOATS", 1)
     torch.manual_seed(3)
     t, b, h = 5, 3, 4
     g = 1 if name == "elman" else 3

@@ -21,10 +21,18 @@ input, once per step. The functions compute exactly what the cells' ``step_proje
 compute (the tests compare them with the unroller and with torch's modules in float64,
 values and gradients, and with finite differences).
 
-Measured on 2 cores (issue 6, ``benchmarks/bench_speed.py``): a whole training step
-1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop. An LSTM of the same design lost to
-oneDNN's fused LSTM at every size tried, and a gate-major GRU layout (contiguous gate
-blocks for the element-wise calls) was no faster overall: neither is kept.
+Both loops run in C++ where :mod:`rnnlab.nn.kernels` could be built (the default on an
+x86-64 CPU with AVX2 and a C++ compiler): the same arithmetic, one matrix product and one
+vectorized, multi-threaded element-wise pass per step. The Python loops here stay as the
+fallback and as the reference the kernels are tested against (float64, values and every
+gradient).
+
+Measured on 2 cores (issue 6, ``benchmarks/bench_speed.py``): with the Python loops, a
+whole training step 1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop; the kernels make the
+GRU at 2x128 about 1.4-1.6x faster again, the Elman RNN about 1.2x (both 1.07x at 2x512).
+An LSTM of the same design lost to oneDNN's fused LSTM at every size tried, and a
+gate-major GRU layout (contiguous gate blocks for the element-wise calls) was no faster
+overall: neither is kept.
 
 Layout is time-major: xp (T, B, G*H) -> out (T, B, H); the final state is ``out[-1]``, so
 its gradient reaches the loop through ``out``'s. Not twice differentiable.
@@ -37,6 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from rnnlab.nn import kernels
 
 
 class ElmanSequence(torch.autograd.Function):
@@ -53,6 +63,11 @@ class ElmanSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, xp: Tensor, h0: Tensor, w_hh: Tensor) -> Tensor:
+        ctx.kernel = _kernel_for(xp)
+        if ctx.kernel:
+            out = torch.ops.rnnlab.elman_forward(xp, h0, w_hh)
+            ctx.save_for_backward(out, h0, w_hh)
+            return out
         out = xp.clone(memory_format=torch.contiguous_format)  # (T, B, H): x^p_t, then h_t in place
         wt = w_hh.t()  # (H, H)
         h = h0  # (B, H)
@@ -68,6 +83,9 @@ class ElmanSequence(torch.autograd.Function):
         out, h0, w_hh = ctx.saved_tensors
         t_len, b, h = out.shape
         _, need_h0, need_w = ctx.needs_input_grad
+        if ctx.kernel:
+            delta, dh0, dw = torch.ops.rnnlab.elman_backward(dout, out, h0, w_hh)
+            return delta, dh0 if need_h0 else None, dw if need_w else None
         delta = dout.clone(memory_format=torch.contiguous_format)  # (T, B, H): g_t, then dL/dz_t in place
         dw = torch.zeros_like(w_hh) if need_w else None  # (H, H)
         chunk = _chunk(t_len, b * h)
@@ -108,6 +126,11 @@ class GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+        ctx.kernel = _kernel_for(xp)
+        if ctx.kernel:
+            out, a_n, rz, n = torch.ops.rnnlab.gru_forward(xp, h0, w_hh, b_hh)
+            ctx.save_for_backward(out, h0, w_hh, a_n, rz, n)
+            return out
         t_len, b, g = xp.shape
         h = g // 3
         out = xp.new_empty(t_len, b, h)  # (T, B, H)
@@ -136,6 +159,9 @@ class GRUSequence(torch.autograd.Function):
         out, h0, w_hh, a_n, rz, n = ctx.saved_tensors
         t_len, b, h = out.shape
         _, need_h0, need_w, need_b = ctx.needs_input_grad
+        if ctx.kernel:
+            dxp, dh0, dw, db = torch.ops.rnnlab.gru_backward(dout, out, h0, w_hh, a_n, rz, n)
+            return dxp, dh0 if need_h0 else None, dw if need_w else None, db if need_b else None
         dout = dout.contiguous()
         dxp = out.new_empty(t_len, b, 3, h)  # (T, B, 3, H)
         dw = torch.zeros_like(w_hh) if need_w else None  # (3H, H)
@@ -177,6 +203,11 @@ class GRUSequence(torch.autograd.Function):
             if db is not None:
                 db.add_(dac.view(c * b, 3 * h).sum(0))
         return dxp.view(t_len, b, 3 * h), g if need_h0 else None, dw, db
+
+
+def _kernel_for(xp: Tensor) -> bool:
+    """Whether this call runs in :mod:`rnnlab.nn.kernels`' C++ loop (else in the Python loop below it)."""
+    return xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) and kernels.available()
 
 
 # Backward scratch is sized to about this many floats (4 MB in float32), a chunk of steps at a time.
