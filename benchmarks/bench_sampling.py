@@ -1,8 +1,9 @@
 """Sampling speed on the CPU: characters per second of :func:`rnnlab.sampling.generate`.
 
 A 2x512 LSTM language model (vocabulary 65, random weights: speed does not depend on
-what was learned) generates one stream and 64 streams; each is timed against the same
-loop with the packed step on ``addmm`` only (oneDNN's products off), with the unpacked
+what was learned) generates one stream and 64 streams; on the CPU ``generate`` runs its
+steps in the C++ loop of :mod:`rnnlab.nn.kernels` where that is built. Each is timed against
+the Python loop of packed steps, the same loop with the packed step on ``addmm`` only (oneDNN's products off), with the unpacked
 ``model.step`` and with ``torch.compile(model.step)``, and against the loop a PyTorch user
 writes first (``nn.Embedding -> nn.LSTM -> nn.Linear`` called once per character,
 ``torch.multinomial`` on the softmax), with oneDNN on (PyTorch's default) and off.
@@ -37,6 +38,7 @@ from bench_speed import RSS, cpu_model, cpu_seconds, git_commit  # noqa: E402
 
 from rnnlab.config import ModelConfig, SampleConfig  # noqa: E402
 from rnnlab.data.vocab import Vocab  # noqa: E402
+from rnnlab.nn import kernels  # noqa: E402
 from rnnlab.nn.models import RNNLanguageModel  # noqa: E402
 from rnnlab import sampling  # noqa: E402
 from rnnlab.sampling import generate  # noqa: E402
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             real = sampling._stepper
             sampling._stepper = lambda model, streams, steps=0: step_for(streams)
             try:
-                generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
+                with kernels.disabled():  # the Python loop over steps, where the step is swapped
+                    generate(lm, vocab, SampleConfig(prime="(", length=n, num_samples=b, seed=0))
             finally:
                 sampling._stepper = real
         return run
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         variants["rnnlab, packed step, no CUDA graph"] = stepping(lm.stepper)  # what the graph gains
     else:
+        if kernels.available():  # what the C++ loop gains over the Python loop of packed steps
+            variants["rnnlab, Python loop of packed steps"] = stepping(lm.stepper)
         variants["rnnlab, packed, oneDNN off"] = stepping(lambda b: lm.stepper(b, onednn=False))  # what oneDNN gains
     variants["rnnlab, model.step unpacked"] = stepping(lambda b: lm.step)  # what the packed Stepper gains
     if not args.no_compile:

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.nn.graphs import GraphedStep
-from rnnlab.nn.models import RNNLanguageModel, sequence_loss
+from rnnlab.nn.models import RNNLanguageModel, decide_in_kernel, sequence_loss
 from rnnlab.nn.stack import RecurrentStack, StackState
 
 __all__ = ["FEEDINGS", "SCHEDULES", "Discriminator", "FeedResult", "Feeding", "FreeRunning", "ProfessorForcing",
@@ -276,11 +276,15 @@ def own_inputs(model: RNNLanguageModel, x: Tensor, state: StackState, mode: str,
     reading ``fed[:, :t]`` from ``state``, ``fed[:, t]`` is its own token (``mode``: a draw
     :math:`k \sim \operatorname{softmax}(z_{t-1})` with the :func:`uniforms` of ``generator``,
     or the argmax) -- or the true ``x[:, t]`` where ``truth[:, t - 1]`` (B, T - 1) bool says so.
-    Computed by the packed inference step (eval mode: no dropout), from ``steps`` where given (on a GPU:
-    a CUDA graph kept across batches; the strategies pass their own), else a fresh eager one.
+    On the CPU, in :mod:`rnnlab.nn.kernels`' C++ loop where it is built (:func:`~rnnlab.nn.models.decide_in_kernel`,
+    no Python between steps); else by the packed inference step (eval mode: no dropout), from ``steps`` where
+    given (on a GPU: a CUDA graph kept across batches; the strategies pass their own), else a fresh eager one.
     """
-    step = steps.get(model, x.shape[0]) if steps is not None else model.stepper(x.shape[0])
     u = uniforms(x, generator) if mode == "sample" else None  # (T - 1, B)
+    decided = decide_in_kernel(model, x, state, mode, u, truth)  # the C++ loop, on the CPU where it is built
+    if decided is not None:
+        return decided[0]
+    step = steps.get(model, x.shape[0]) if steps is not None else model.stepper(x.shape[0])
     fed = [x[:, 0]]  # (B,) each
     s = state
     for t in range(1, x.shape[1]):

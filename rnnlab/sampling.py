@@ -3,7 +3,8 @@
 The model reads the prime once (a fused teacher-forced pass), then writes one token
 per step, feeding each chosen token back and carrying its state forward; nothing is
 recomputed from the start. ``num_samples`` streams run as one batch; on a GPU each step is
-replayed as one CUDA graph. Token choice is
+replayed as one CUDA graph; on the CPU, argmax and plain sampling (any temperature, no top-k
+or top-p) run in :mod:`rnnlab.nn.kernels`' C++ loop, a chunk of steps per call. Token choice is
 :mod:`rnnlab.decoding`, shared with the n-gram models.
 """
 
@@ -19,7 +20,7 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import beam_search, log_softmax, make_sampler
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
-from rnnlab.nn.models import RNNLanguageModel
+from rnnlab.nn.models import RNNLanguageModel, decide_in_kernel, kernel_decides
 from rnnlab.nn.stack import StackState
 
 
@@ -100,13 +101,55 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
         return [cfg.prime + vocab.decode(_beam(model, ids, cfg), after=last)] * cfg.num_samples
     out = np.zeros((cfg.num_samples, cfg.length), dtype=np.int64)
     prev = [last] * cfg.num_samples
-    for t, (nxt, _) in enumerate(sample_steps(model, vocab, cfg)):
-        out[:, t] = nxt
-        if on_text is not None:
+    chunks = _kernel_chunks(model, ids, cfg) if _kernel_applies(model, cfg) else (
+        nxt[:, None] for nxt, _ in sample_steps(model, vocab, cfg))
+    t = 0
+    for chunk in chunks:  # (B, n) ids
+        out[:, t:t + chunk.shape[1]] = chunk
+        t += chunk.shape[1]
+        for nxt in chunk.T if on_text is not None else ():
             syms = [vocab.symbols[i] for i in nxt]
             on_text([vocab.separator(p, s) + s for p, s in zip(prev, syms)])
             prev = syms
     return [cfg.prime + vocab.decode(row, after=last) for row in out]
+
+
+KERNEL_CHUNK = 64  # steps per call of the C++ loop: streamed text appears this many tokens at a time
+
+
+def _kernel_applies(model: RNNLanguageModel, cfg: SampleConfig) -> bool:
+    """Whether :func:`generate` runs in :mod:`rnnlab.nn.kernels`' C++ loop: argmax, or sampling at any
+    temperature without top-k / top-p, where :func:`~rnnlab.nn.models.kernel_decides` says so."""
+    plain = cfg.strategy == "argmax" or (cfg.strategy == "sample" and not 0 < cfg.top_k < model.vocab_size
+                                         and cfg.top_p >= 1.0)
+    return plain and kernel_decides(model, cfg.num_samples)
+
+
+def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,
+                   cfg: SampleConfig) -> Generator[np.ndarray, None, None]:
+    """The continuation (B, n) ids, :data:`KERNEL_CHUNK` steps at a time, from the C++ loop
+    (:func:`~rnnlab.nn.models.decide_in_kernel`). The same draws as :func:`sample_steps`: the first token by
+    the sampler from the prime's logits, then each step's B uniforms from the same generator, in the same order
+    (a different token only where rounding moves a draw across a boundary of the distribution function)."""
+    sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
+    rng = np.random.default_rng(cfg.seed)
+    b = cfg.num_samples
+    logits, state = _read_prime(model, ids, b)  # (B, V)
+    tok = sampler.choose(logits.double().numpy(), rng)  # (B,)
+    yield tok[:, None]
+    mode = "sample" if cfg.strategy == "sample" else "argmax"
+    done = 1
+    while done < cfg.length:
+        n = min(KERNEL_CHUNK, cfg.length - done)
+        u = torch.from_numpy(rng.random((n, b))) if mode == "sample" else None  # (n, B) float64
+        x = torch.zeros((b, n + 1), dtype=torch.int64)
+        x[:, 0] = torch.from_numpy(np.asarray(tok, dtype=np.int64))
+        decided = decide_in_kernel(model, x, state, mode, u, temperature=cfg.temperature)
+        assert decided is not None  # _kernel_applies said so
+        fed, state = decided
+        tok = fed[:, -1].numpy()
+        yield fed[:, 1:].numpy()
+        done += n
 
 
 def _beam(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig) -> list[int]:

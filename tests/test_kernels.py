@@ -135,3 +135,119 @@ def test_the_build_folder_follows_the_source(tmp_path, monkeypatch):
     other.write_text(kernels.SOURCE.read_text() + "\n// changed\n")
     monkeypatch.setattr(kernels, "SOURCE", other)
     assert kernels.build_directory() != first
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the decision loop: a self-fed run's inputs (rnnlab.feeding.own_inputs) and text generation, in C++
+
+
+def _lm(cell: str, hidden: int = 48, layers: int = 2, vocab: int = 13, **kw):
+    from rnnlab.config import ModelConfig
+    from rnnlab.nn import RNNLanguageModel
+
+    torch.manual_seed(5)
+    return RNNLanguageModel(ModelConfig(cell=cell, hidden_size=hidden, num_layers=layers, embedding_size=8,
+                                        dropout=0.0, **kw), vocab).double().eval()
+
+
+def _decide_ops(fn) -> int:
+    with profile() as p:
+        fn()
+    return sum(e.name == "rnnlab::decide" for e in p.events())
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("mode", ["sample", "argmax"])
+@pytest.mark.parametrize("teacher", [False, True])
+@pytest.mark.parametrize("layers, extra", [(2, {}), (1, {"input": "onehot"}), (3, {})])
+def test_the_decision_loop_feeds_what_the_python_loop_feeds(cell, mode, teacher, layers, extra):
+    """own_inputs in C++ against the same function in Python, token for token (float64: equal up to a draw
+    within round-off of a boundary); with truth, the true token wherever truth says so."""
+    from rnnlab.feeding import own_inputs
+
+    lm = _lm(cell, layers=layers, **extra)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 13, (6, 30), generator=g)
+    state = tuple(tuple(torch.randn(t.shape, generator=g, dtype=t.dtype) for t in layer)
+                  for layer in lm.initial_state(6))
+    truth = torch.rand(6, 29, generator=g) < 0.4 if teacher else None
+    got = own_inputs(lm, x, state, mode, torch.Generator().manual_seed(2), truth)
+    assert _decide_ops(lambda: own_inputs(lm, x, state, mode, torch.Generator().manual_seed(2), truth)) == 1
+    with kernels.disabled():
+        want = own_inputs(lm, x, state, mode, torch.Generator().manual_seed(2), truth)
+    assert torch.equal(got, want)
+    assert torch.equal(got[:, 0], x[:, 0])
+    if truth is not None:
+        assert torch.equal(got[:, 1:][truth], x[:, 1:][truth])
+    if mode == "sample":  # the run really is the model's own: not the truth, and not one token over and over
+        assert not torch.equal(got, x) and got.unique().numel() > 3
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_the_decision_loop_returns_the_state_after_reading_its_inputs(cell):
+    from rnnlab.nn.models import decide_in_kernel
+
+    lm = _lm(cell)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 13, (3, 12), generator=g)
+    state = lm.initial_state(3)
+    u = torch.rand(11, 3, generator=g, dtype=torch.float64)
+    fed, end = decide_in_kernel(lm, x, state, "sample", u)
+    with torch.no_grad():
+        _, want = lm(fed[:, :-1], state)  # the teacher-forced pass over what was fed, but the last token
+    for a, b in zip(end, want, strict=True):
+        for ta, tb in zip(a, b, strict=True):
+            torch.testing.assert_close(ta, tb, rtol=1e-10, atol=1e-12)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("options", [dict(length=40, num_samples=3, seed=4), dict(length=25, temperature=0.4, seed=1),
+                                     dict(length=17, strategy="argmax", num_samples=2), dict(length=1, seed=3)])
+def test_generate_in_the_kernel_writes_what_the_python_loop_writes(cell, options, monkeypatch):
+    """The same texts and the same streamed pieces, with chunks of 7 steps (so runs cross chunk boundaries)."""
+    from rnnlab import sampling
+    from rnnlab.config import SampleConfig
+    from rnnlab.data.vocab import Vocab
+
+    monkeypatch.setattr(sampling, "KERNEL_CHUNK", 7)
+    vocab = Vocab(list("abcdefghij\n .")[:13])
+    lm = _lm(cell)
+    cfg = SampleConfig(prime="ab", **options)
+    pieces: list[list[str]] = []
+    got = sampling.generate(lm, vocab, cfg, on_text=pieces.append)
+    assert _decide_ops(lambda: sampling.generate(lm, vocab, cfg)) == (0 if cfg.length == 1 else -(-(cfg.length - 1) // 7))
+    with kernels.disabled():
+        want_pieces: list[list[str]] = []
+        want = sampling.generate(lm, vocab, cfg, on_text=want_pieces.append)
+    assert got == want and pieces == want_pieces
+    assert len(pieces) == cfg.length and all(len(t) == len("ab") + cfg.length for t in got)
+
+
+@needs_kernels
+def test_top_k_and_top_p_stay_in_the_python_loop():
+    from rnnlab import sampling
+    from rnnlab.config import SampleConfig
+    from rnnlab.data.vocab import Vocab
+
+    vocab = Vocab(list("abcdefghij\n ."))
+    lm = _lm("gru")
+    for cfg in (SampleConfig(length=30, top_k=3, seed=0), SampleConfig(length=30, top_p=0.5, seed=0)):
+        assert _decide_ops(lambda c=cfg: sampling.generate(lm, vocab, c)) == 0
+    assert _decide_ops(lambda: sampling.generate(lm, vocab, SampleConfig(length=30, seed=0))) > 0
+
+
+@needs_kernels
+def test_the_kernel_leaves_onednn_sized_work_to_the_stepper():
+    """Where the Stepper would multiply by oneDNN's packed matrices (float32, 4 or more streams, a 2048 x 512
+    recurrent matrix) the kernel's plain products are not faster: the Python loop keeps that case."""
+    from rnnlab.nn.linear import onednn_usable
+    from rnnlab.nn.models import kernel_decides
+
+    lm = _lm("lstm", hidden=512).float()
+    assert kernel_decides(lm, 1)
+    assert kernel_decides(lm, 64) == (not onednn_usable(lm.rnn.cells[0].weight_hh))
+    assert kernel_decides(_lm("gru", hidden=512).float(), 64)  # the Stepper packs no GRU matrix
+    assert kernel_decides(lm.double(), 64)  # oneDNN's packed product is float32 only

@@ -71,6 +71,13 @@ class PackedLinear:
             # (S, K, N/S) or (K, N), a copy even where the transpose is already contiguous (N or K of 1)
             self.weight = _halves(weight.t()) if halves else weight.t().clone(memory_format=torch.contiguous_format)
 
+    @staticmethod
+    def would_pack(weight: Tensor, rows: int, numel: int | None = None) -> bool:
+        """Whether the default (``onednn=None``) takes oneDNN for a matrix like ``weight`` -- of ``numel`` entries
+        where given (a joined matrix) -- and about ``rows`` rows."""
+        size = weight.numel() if numel is None else numel
+        return rows >= ONEDNN_MIN_ROWS and size >= ONEDNN_MIN_SIZE and onednn_usable(weight)
+
     @property
     def onednn(self) -> bool:
         return self.packed is not None

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.config import ModelConfig
+from rnnlab.nn import kernels
 from rnnlab.nn.linear import PackedLinear
 from rnnlab.nn.stack import RecurrentStack, StackState
 
@@ -143,6 +144,55 @@ class Stepper:
                 x, s = cell.step(x, s)
             new.append(s)
         return torch.addmm(self.dec_b, x, self.dec_w), tuple(new)  # (B, V)
+
+
+_CELL_CODES = {"elman": 0, "gru": 1, "lstm": 2}  # as recurrences.cpp's enum Cell
+
+
+def kernel_decides(model: RNNLanguageModel, streams: int = 1) -> bool:
+    """Whether :func:`decide_in_kernel` should run for this model and this many streams: on the CPU, float32 or
+    float64, kernels built -- and not where the :class:`Stepper` would multiply by oneDNN's packed matrices
+    (large float32 matrices, several streams), which the kernel's plain products do not beat."""
+    w = model.decoder.weight
+    if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64) or not kernels.available():
+        return False
+    cells = model.rnn.cells
+    sizes = [c.weight_hh.numel() + (c.weight_ih.numel() if k > 0 else 0)  # the Stepper joins [W_ih, W_hh] after
+             for k, c in enumerate(cells) if c.packs]  # the first layer (the GRU packs nothing)
+    return not any(PackedLinear.would_pack(w, streams, n) for n in sizes)
+
+
+@torch.no_grad()
+def decide_in_kernel(model: RNNLanguageModel, x: Tensor, state: StackState, mode: str, u: Tensor | None = None,
+                     truth: Tensor | None = None, temperature: float = 1.0) -> tuple[Tensor, StackState] | None:
+    r"""A self-fed run's inputs (B, T), decided by :mod:`rnnlab.nn.kernels`' C++ loop: ``fed[:, 0] = x[:, 0]``, then
+    at every t >= 1 the eval-mode step of the model on ``fed[:, t - 1]`` and the choice of its own token -- the
+    argmax, or (``mode="sample"``) the first k whose cumulative softmax probability exceeds ``u[t - 1]`` times the
+    total, at the ``temperature`` given -- unless ``truth[:, t - 1]`` (B, T - 1) bool takes ``x[:, t]``. Returns
+    ``fed`` and the state after reading ``fed[:, :T-1]``, from which a run goes on with ``fed[:, -1]``. The same
+    function as :func:`rnnlab.feeding.own_inputs`' Python loop, up to float rounding. None where the kernel
+    cannot run: not on the CPU, a dtype other than float32/float64, or no kernels here.
+    """
+    if not kernel_decides(model, x.shape[0]):
+        return None
+    w = model.decoder.weight
+    cells = model.rnn.cells
+    gru = model.cfg.cell == "gru"
+    first = cells[0]
+    ids = torch.arange(model.vocab_size, device=w.device)
+    table = first.project_input(model.embed(ids[:, None])[:, 0])  # (V, G*H): W_ih e(v) + b_ih
+    if not gru:
+        table = table + first.bias_hh  # the GRU's b_hh is not a plain sum: its reset gate scales b_hn
+    none = w.new_empty(0)
+    w_ih = [none] + [c.weight_ih for c in cells[1:]]
+    b_in = [none] + [c.bias_ih if gru else c.bias_ih + c.bias_hh for c in cells[1:]]
+    b_rec = [c.bias_hh for c in cells] if gru else [none] * len(cells)
+    flat = [t for layer in state for t in layer]
+    fed, out = torch.ops.rnnlab.decide(x, flat, _CELL_CODES[model.cfg.cell], table.contiguous(), w_ih, b_in,
+                                       [c.weight_hh for c in cells], b_rec, w, model.decoder.bias,
+                                       1 if mode == "sample" else 0, float(temperature), u, truth)
+    n = len(state[0])
+    return fed, tuple(tuple(out[n * k:n * (k + 1)]) for k in range(len(cells)))
 
 
 def sequence_loss(logits: Tensor, targets: Tensor) -> Tensor:

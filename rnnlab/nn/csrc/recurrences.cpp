@@ -13,7 +13,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <tuple>
+#include <vector>
 
 namespace {
 
@@ -226,9 +229,189 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout, const Tens
   return {delta, dh0, dw};
 }
 
+
+// out (B, N) += a (B, K) @ wt (K, N). For fewer than kSplitBelowRows rows one product leaves the other threads
+// idle (a matrix-vector product is bound by reading W), so the columns are split over the threads instead, each
+// thread one product on its own block of W.
+constexpr int64_t kSplitBelowRows = 16;
+
+void addmm_split_(Tensor& out, const Tensor& a, const Tensor& wt) {
+  const int64_t N = out.size(1), threads = at::get_num_threads();
+  if (out.size(0) >= kSplitBelowRows || threads < 2 || N < 128) {
+    out.addmm_(a, wt);
+    return;
+  }
+  const int64_t block = ((N + threads - 1) / threads + 15) / 16 * 16;
+  at::parallel_for(0, N, block, [&](int64_t n0, int64_t n1) {
+    Tensor o = out.narrow(1, n0, n1 - n0);
+    o.addmm_(a, wt.narrow(1, n0, n1 - n0));
+  });
+}
+// ----------------------------------------------------------------------------------------------------------------
+// A self-fed run's inputs, decided step by step without gradient (rnnlab.feeding.own_inputs): the inference step
+// of a whole language model -- input table, L layers of one cell, softmax layer -- and the choice of the next
+// token, T - 1 times, with no Python between steps.
+
+enum Cell : int64_t { kElman = 0, kGRU = 1, kLSTM = 2 };
+
+// LSTM gates z = [i, f, g, o] (B, 4H) and c_{t-1} -> c_t, h_t, rows [b0, b1).
+template <typename T>
+void lstm_rows(const T* z, const T* c_prev, T* c, T* h, int64_t H, int64_t b0, int64_t b1) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t W = V::size();
+  for (int64_t b = b0; b < b1; ++b) {
+    const T *zb = z + b * 4 * H, *cp = c_prev + b * H;
+    for (int64_t j = 0; j < H; j += W) {
+      const int c_ = static_cast<int>(std::min(W, H - j));
+      const V i = sigmoid(V::loadu(zb + j, c_)), f = sigmoid(V::loadu(zb + H + j, c_));
+      const V g = V::loadu(zb + 2 * H + j, c_).tanh(), o = sigmoid(V::loadu(zb + 3 * H + j, c_));
+      const V cn = f * V::loadu(cp + j, c_) + i * g;
+      cn.store(c + b * H + j, c_);
+      (o * cn.tanh()).store(h + b * H + j, c_);
+    }
+  }
+}
+
+// The next token of each row from its logits (B, V): the argmax (mode 0; ties: the lowest id), or the first k
+// whose cumulative probability softmax(z / temperature) (float64) exceeds u_b times the total (mode 1: an
+// inverse-CDF draw).
+template <typename T>
+void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, const double* u, int64_t* out,
+                 int64_t b0, int64_t b1) {
+  std::vector<double> p(V);
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* z = logits + b * V;
+    int64_t best = 0;
+    for (int64_t k = 1; k < V; ++k) best = z[k] > z[best] ? k : best;
+    if (mode == 0) {
+      out[b] = best;
+      continue;
+    }
+    const double top = static_cast<double>(z[best]);
+    double total = 0;
+    for (int64_t k = 0; k < V; ++k) total += (p[k] = std::exp((static_cast<double>(z[k]) - top) / temperature));
+    const double target = u[b] * total;
+    double cum = 0;
+    int64_t pick = V - 1;
+    for (int64_t k = 0; k < V; ++k) {
+      cum += p[k];
+      if (cum > target) {
+        pick = k;
+        break;
+      }
+    }
+    out[b] = pick;
+  }
+}
+
+// x (B, T) ids: x[:, 0] starts every row; truth (B, T - 1) bool, optional: where set, step t takes x[:, t]
+// instead of the model's own token. state: per layer h (B, H), and c for the LSTM. table (V, G*H): the first
+// layer's input projection of every symbol with the biases that add to it; w_ih/b_in: the input projections of
+// the later layers (entry 0 unused); w_hh (G*H, H) per layer; b_rec: the GRU's b_hh per layer (else empty);
+// dec_w (V, H), dec_b (V). u (T - 1, B) float64: the uniforms of mode 1, at the temperature given.
+// -> the inputs fed (B, T), and the state after reading fed[:, :T-1] (as state: the next run goes on from there).
+std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList state, int64_t cell, const Tensor& table, at::TensorList w_ih,
+              at::TensorList b_in, at::TensorList w_hh, at::TensorList b_rec, const Tensor& dec_w,
+              const Tensor& dec_b, int64_t mode, double temperature, const std::optional<Tensor>& u_,
+              const std::optional<Tensor>& truth_) {
+  check(table, "table");
+  TORCH_CHECK(cell == kElman || cell == kGRU || cell == kLSTM, "rnnlab decide: unknown cell ", cell);
+  TORCH_CHECK(mode == 0 || (mode == 1 && u_.has_value()), "rnnlab decide: mode 0 (argmax) or 1 (sample, with u)");
+  const int64_t L = w_hh.size(), B = x.size(0), T = x.size(1), H = w_hh[0].size(1), V = dec_w.size(0);
+  const int64_t S = cell == kLSTM ? 2 : 1;
+  TORCH_CHECK(static_cast<int64_t>(state.size()) == S * L, "rnnlab decide: ", S * L, " state tensors expected");
+  TORCH_CHECK(temperature > 0, "rnnlab decide: the temperature must be positive");
+  const auto opt = table.options();
+  Tensor fed = at::empty({B, T}, x.options().dtype(at::kLong));
+  if (T > 0) fed.select(1, 0).copy_(x.select(1, 0));
+  const Tensor u = u_.has_value() ? u_->contiguous() : Tensor();
+  const Tensor truth = truth_.has_value() ? truth_->contiguous() : Tensor();
+  const Tensor xs = x.contiguous();
+  std::vector<Tensor> h, c, h_next, c_next, w_ih_t, w_hh_t;
+  for (int64_t k = 0; k < L; ++k) {
+    h.push_back(state[S * k].contiguous().clone());
+    h_next.push_back(at::empty({B, H}, opt));
+    if (cell == kLSTM) {
+      c.push_back(state[S * k + 1].contiguous().clone());
+      c_next.push_back(at::empty({B, H}, opt));
+    }
+    w_hh_t.push_back(w_hh[k].t());
+    w_ih_t.push_back(k > 0 ? w_ih[k].t() : Tensor());
+  }
+  const int64_t G = table.size(1);
+  Tensor a = at::empty({B, G}, opt), xp = at::empty({B, G}, opt), logits = at::empty({B, V}, opt);
+  Tensor rz = at::empty({B, 2 * H}, opt), an = at::empty({B, H}, opt), nb = at::empty({B, H}, opt);
+  Tensor tok = at::empty({B}, x.options().dtype(at::kLong));
+  const Tensor dec_t = dec_w.t();
+  const int64_t grain = grain_rows(H), choose_grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, V));
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "decide", [&] {
+    int64_t* fed_p = fed.data_ptr<int64_t>();
+    for (int64_t t = 1; t < T; ++t) {
+      for (int64_t b = 0; b < B; ++b) tok.data_ptr<int64_t>()[b] = fed_p[b * T + t - 1];
+      for (int64_t k = 0; k < L; ++k) {
+        if (k == 0) {
+          at::index_select_out(xp, table, 0, tok);  // (B, G)
+        } else {
+          xp.copy_(b_in[k].expand({B, G}));
+          addmm_split_(xp, h_next[k - 1], w_ih_t[k]);  // the layer below's new h
+        }
+        if (cell == kGRU) {
+          a.zero_();
+          addmm_split_(a, h[k], w_hh_t[k]);
+          const scalar_t *x_p = xp.const_data_ptr<scalar_t>(), *a_p = a.const_data_ptr<scalar_t>(),
+                         *bias = b_rec[k].const_data_ptr<scalar_t>(), *hp = h[k].const_data_ptr<scalar_t>();
+          scalar_t *rz_p = rz.data_ptr<scalar_t>(), *an_p = an.data_ptr<scalar_t>(), *n_p = nb.data_ptr<scalar_t>(),
+                   *h_p = h_next[k].data_ptr<scalar_t>();
+          at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+            gru_forward_rows<scalar_t>(x_p, a_p, bias, hp, rz_p, an_p, n_p, h_p, H, b0, b1);
+          });
+        } else {
+          addmm_split_(xp, h[k], w_hh_t[k]);  // (B, G): all pre-activations
+          scalar_t* z = xp.data_ptr<scalar_t>();
+          scalar_t* h_p = h_next[k].data_ptr<scalar_t>();
+          if (cell == kElman) {
+            using Vec = at::vec::Vectorized<scalar_t>;
+            at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+              at::vec::map([](Vec v) { return v.tanh(); }, h_p + b0 * H, z + b0 * H, (b1 - b0) * H);
+            });
+          } else {
+            const scalar_t* cp = c[k].const_data_ptr<scalar_t>();
+            scalar_t* cn = c_next[k].data_ptr<scalar_t>();
+            at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { lstm_rows<scalar_t>(z, cp, cn, h_p, H, b0, b1); });
+          }
+        }
+      }
+      for (int64_t k = 0; k < L; ++k) {
+        std::swap(h[k], h_next[k]);
+        if (cell == kLSTM) std::swap(c[k], c_next[k]);
+      }
+      logits.copy_(dec_b.expand({B, V}));
+      addmm_split_(logits, h[L - 1], dec_t);  // (B, V)
+      const scalar_t* lg = logits.const_data_ptr<scalar_t>();
+      const double* u_t = mode == 1 ? u.const_data_ptr<double>() + (t - 1) * B : nullptr;
+      int64_t* own = tok.data_ptr<int64_t>();
+      at::parallel_for(0, B, choose_grain, [&](int64_t b0, int64_t b1) { choose_rows<scalar_t>(lg, V, mode, temperature, u_t, own, b0, b1);
+      });
+      const bool* tr = truth.defined() ? truth.const_data_ptr<bool>() : nullptr;
+      const int64_t* xv = xs.const_data_ptr<int64_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        fed_p[b * T + t] = (tr != nullptr && tr[b * (T - 1) + t - 1]) ? xv[b * T + t] : own[b];
+      }
+    }
+  });
+  std::vector<Tensor> final_state;
+  for (int64_t k = 0; k < L; ++k) {
+    final_state.push_back(h[k]);
+    if (cell == kLSTM) final_state.push_back(c[k]);
+  }
+  return {fed, final_state};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnlab, m) {
+  m.def("decide(Tensor x, Tensor[] state, int cell, Tensor table, Tensor[] w_ih, Tensor[] b_in, Tensor[] w_hh,"
+        " Tensor[] b_rec, Tensor dec_w, Tensor dec_b, int mode, float temperature, Tensor? u, Tensor? truth) -> (Tensor, Tensor[])");
   m.def("elman_forward(Tensor xp, Tensor h0, Tensor w_hh) -> Tensor");
   m.def("elman_backward(Tensor dout, Tensor out, Tensor h0, Tensor w_hh) -> (Tensor, Tensor, Tensor)");
   m.def("gru_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor b_hh) -> (Tensor, Tensor, Tensor, Tensor)");
@@ -237,6 +420,7 @@ TORCH_LIBRARY(rnnlab, m) {
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
+  m.impl("decide", &decide);
   m.impl("elman_forward", &elman_forward);
   m.impl("elman_backward", &elman_backward);
   m.impl("gru_forward", &gru_forward);
