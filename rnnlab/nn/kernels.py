@@ -77,15 +77,15 @@ def _load() -> bool:
         return False
     from torch.utils import cpp_extension  # imported here: it is slow to import and rarely needed
 
-    if shutil.which("ninja") is None:  # the ninja wheel's binary, where the venv's bin is not on PATH
-        import ninja
-
-        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
-    where = build_directory()
-    built = (where / f"{NAME}.so").exists()
-    if not built:
-        print(f"rnnlab: building the fused CPU recurrences once (about 15 s) in {where}", file=sys.stderr, flush=True)
     try:
+        if shutil.which("ninja") is None:  # the ninja wheel's binary, where the venv's bin is not on PATH
+            import ninja
+
+            os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+        where = build_directory()
+        if not (where / f"{NAME}.so").exists():
+            print(f"rnnlab: building the fused CPU recurrences once (about 15 s) in {where}", file=sys.stderr,
+                  flush=True)
         where.mkdir(parents=True, exist_ok=True)
         cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                            build_directory=str(where), is_python_module=False, verbose=False)
