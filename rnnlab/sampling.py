@@ -131,6 +131,8 @@ def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,
     (:func:`~rnnlab.nn.models.decide_in_kernel`). The same draws as :func:`sample_steps`: the first token by
     the sampler from the prime's logits, then each step's B uniforms from the same generator, in the same order
     (a different token only where rounding moves a draw across a boundary of the distribution function)."""
+    if cfg.length == 0:
+        return
     sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
     rng = np.random.default_rng(cfg.seed)
     b = cfg.num_samples

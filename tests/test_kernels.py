@@ -251,3 +251,72 @@ def test_the_kernel_leaves_onednn_sized_work_to_the_stepper():
     assert kernel_decides(lm, 64) == (not onednn_usable(lm.rnn.cells[0].weight_hh))
     assert kernel_decides(_lm("gru", hidden=512).float(), 64)  # the Stepper packs no GRU matrix
     assert kernel_decides(lm.double(), 64)  # oneDNN's packed product is float32 only
+
+
+@needs_kernels
+def test_the_decision_loop_refuses_what_does_not_fit():
+    """Shapes the C++ loop would otherwise read past or misalign: one clear error each."""
+    from rnnlab.nn.models import decide_in_kernel
+
+    lm = _lm("lstm")
+    x = torch.randint(0, 13, (4, 6))
+    state = lm.initial_state(4)
+    u = torch.rand(5, 4, dtype=torch.float64)
+    bad_c = tuple((h, c[:1]) for h, c in state)  # a cell state of another batch
+    with pytest.raises(RuntimeError, match=r"state tensor must be \(B, H\)"):
+        decide_in_kernel(lm, x, bad_c, "sample", u)
+    with pytest.raises(RuntimeError, match=r"u must be \(T - 1, B\) float64"):
+        decide_in_kernel(lm, x, state, "sample", u[:4])
+    with pytest.raises(RuntimeError, match=r"u must be \(T - 1, B\) float64"):
+        decide_in_kernel(lm, x, state, "sample", u.float())
+    with pytest.raises(RuntimeError, match=r"truth must be \(B, T - 1\) bool"):
+        decide_in_kernel(lm, x, state, "argmax", truth=torch.zeros(4, 5, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="expanded size"):  # (B, T): one column too many
+        decide_in_kernel(lm, x, state, "argmax", truth=torch.zeros(4, 6, dtype=torch.bool))
+    with pytest.raises(IndexError):
+        decide_in_kernel(lm, torch.full((4, 6), 13), state, "argmax")  # a token the model does not have
+
+
+@needs_kernels
+def test_a_broadcast_truth_and_a_strided_gru_bias_decide_as_the_python_loop():
+    from rnnlab.feeding import own_inputs
+
+    lm = _lm("gru", layers=2)
+    with torch.no_grad():  # b_hh as a stride-2 view of a larger tensor, the same values
+        for c in lm.rnn.cells:
+            wide = torch.zeros(2 * c.bias_hh.numel(), dtype=c.bias_hh.dtype)
+            wide[::2] = c.bias_hh
+            c.bias_hh = torch.nn.Parameter(wide[::2])
+            assert not c.bias_hh.is_contiguous()
+    x = torch.randint(0, 13, (5, 20), generator=torch.Generator().manual_seed(0))
+    truth = (torch.arange(19) % 3 == 0).unsqueeze(0)  # (1, T - 1): the same positions for every row
+    got = own_inputs(lm, x, lm.initial_state(5), "sample", torch.Generator().manual_seed(1), truth)
+    with kernels.disabled():
+        want = own_inputs(lm, x, lm.initial_state(5), "sample", torch.Generator().manual_seed(1), truth)
+    assert torch.equal(got, want)
+
+
+@needs_kernels
+def test_generating_nothing_streams_nothing():
+    from rnnlab import sampling
+    from rnnlab.config import SampleConfig
+    from rnnlab.data.vocab import Vocab
+
+    pieces: list = []
+    out = sampling.generate(_lm("elman"), Vocab(list("abcdefghij\n .")), SampleConfig(prime="ab", length=0),
+                            on_text=pieces.append)
+    assert out == ["ab"] and pieces == []
+
+
+@needs_kernels
+def test_a_built_kernel_loads_without_a_compiler(tmp_path):
+    """Once built, the library is loaded as it is: no compiler needed, nothing written to its folder."""
+    code = ("import os, torch\nfrom rnnlab.nn import kernels\n"
+            "print(kernels.why_not(), kernels.available())")
+    env = {**os.environ, "PATH": str(tmp_path), "CXX": "no-such-compiler"}  # no c++, no ninja on PATH
+    where = kernels.build_directory()
+    before = sorted(p.name for p in where.iterdir())
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "None True" and "building" not in r.stderr
+    assert sorted(p.name for p in where.iterdir()) == before

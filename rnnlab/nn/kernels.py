@@ -56,9 +56,16 @@ def why_not() -> str | None:
         return f"built for x86-64 only, this is {platform.machine()}"
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return f"needs AVX2, torch reports {torch.backends.cpu.get_cpu_capability()}"
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
+    if shutil.which(os.environ.get("CXX", "c++")) is None and not _built():
         return "no C++ compiler (c++ or $CXX) on PATH"
     return None
+
+
+def _built() -> bool:
+    try:
+        return (build_directory() / f"{NAME}.so").exists()
+    except (OSError, RuntimeError):  # no home folder to find the cache in
+        return False
 
 
 def build_directory() -> Path:
@@ -75,18 +82,25 @@ def _load() -> bool:
     reason = why_not()
     if reason is not None:
         return False
-    from torch.utils import cpp_extension  # imported here: it is slow to import and rarely needed
-
     try:
         if shutil.which("ninja") is None:  # the ninja wheel's binary, where the venv's bin is not on PATH
             import ninja
 
             os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
         where = build_directory()
-        if not (where / f"{NAME}.so").exists():
+        if (where / f"{NAME}.so").exists():  # built before: load it as it is (the folder may be read-only)
+            try:
+                torch.ops.load_library(str(where / f"{NAME}.so"))
+                if hasattr(torch.ops.rnnlab, "gru_forward"):
+                    return True
+            except (OSError, RuntimeError):  # a truncated or foreign file: build again below
+                pass
+        else:
             print(f"rnnlab: building the fused CPU recurrences once (about 15 s) in {where}", file=sys.stderr,
                   flush=True)
         where.mkdir(parents=True, exist_ok=True)
+        from torch.utils import cpp_extension  # imported here: slow to import, and needed only to build
+
         cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                            build_directory=str(where), is_python_module=False, verbose=False)
     except Exception as e:  # noqa: BLE001 -- any build or load failure means: use the Python loops

@@ -188,6 +188,8 @@ def decide_in_kernel(model: RNNLanguageModel, x: Tensor, state: StackState, mode
     b_in = [none] + [c.bias_ih if gru else c.bias_ih + c.bias_hh for c in cells[1:]]
     b_rec = [c.bias_hh for c in cells] if gru else [none] * len(cells)
     flat = [t for layer in state for t in layer]
+    if truth is not None:  # broadcast as the Python loop's torch.where does
+        truth = truth.expand(x.shape[0], max(x.shape[1] - 1, 0))
     fed, out = torch.ops.rnnlab.decide(x, flat, _CELL_CODES[model.cfg.cell], table.contiguous(), w_ih, b_in,
                                        [c.weight_hh for c in cells], b_rec, w, model.decoder.bias,
                                        1 if mode == "sample" else 0, float(temperature), u, truth)

@@ -139,12 +139,17 @@ void gru_backward_rows(const T* g, const T* rz, const T* n, const T* an, const T
 }
 
 // Saved forward values and dout = dL/dh_1..h_T (T, B, H) -> dxp (T, B, 3H), dh0 (B, H), dw_hh (3H, H), db_hh (3H)
-std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, const Tensor& out, const Tensor& h0_,
-                                                        const Tensor& w_hh, const Tensor& a_n, const Tensor& rz,
-                                                        const Tensor& n) {
-  check(out, "out");
-  const Tensor dout = dout_.contiguous(), h0 = h0_.contiguous();
+std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, const Tensor& out_, const Tensor& h0_,
+                                                        const Tensor& w_hh, const Tensor& a_n_, const Tensor& rz_,
+                                                        const Tensor& n_) {
+  check(out_, "out");
+  const Tensor dout = dout_.contiguous(), h0 = h0_.contiguous(), out = out_.contiguous();
+  const Tensor a_n = a_n_.contiguous(), rz = rz_.contiguous(), n = n_.contiguous();
   const int64_t T = out.size(0), B = out.size(1), H = out.size(2);
+  TORCH_CHECK(T > 0 && dout.sizes() == out.sizes() && a_n.sizes() == out.sizes() && n.sizes() == out.sizes() &&
+                  rz.sizes() == at::IntArrayRef({T, B, 2 * H}) && h0.sizes() == at::IntArrayRef({B, H}) &&
+                  w_hh.sizes() == at::IntArrayRef({3 * H, H}),
+              "rnnlab gru_backward: shapes do not agree");
   Tensor dxp = at::empty({T, B, 3 * H}, out.options());
   Tensor dac = at::empty({T, B, 3 * H}, out.options());
   Tensor g = dout[T - 1].clone(), g_next = at::empty({B, H}, out.options());
@@ -203,11 +208,14 @@ Tensor elman_forward(const Tensor& xp, const Tensor& h0_, const Tensor& w_hh) {
 
 // dout = dL/dh_1..h_T (T, B, H) and the forward's out -> dxp (T, B, H), dh0 (B, H), dw_hh (H, H), with
 // delta_t = (dout_t + delta_{t+1} W_hh) * (1 - h_t^2).
-std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout, const Tensor& out, const Tensor& h0_,
+std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout, const Tensor& out_, const Tensor& h0_,
                                                   const Tensor& w_hh) {
-  check(out, "out");
-  const Tensor h0 = h0_.contiguous();
+  check(out_, "out");
+  const Tensor h0 = h0_.contiguous(), out = out_.contiguous();
   const int64_t T = out.size(0), B = out.size(1), H = out.size(2);
+  TORCH_CHECK(T > 0 && dout.sizes() == out.sizes() && h0.sizes() == at::IntArrayRef({B, H}) &&
+                  w_hh.sizes() == at::IntArrayRef({H, H}),
+              "rnnlab elman_backward: shapes do not agree");
   Tensor delta = dout.clone(at::MemoryFormat::Contiguous);  // dout_t, then delta_t in place
   const int64_t grain = grain_rows(H);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_backward", [&] {
@@ -281,8 +289,8 @@ void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, c
   std::vector<double> p(V);
   for (int64_t b = b0; b < b1; ++b) {
     const T* z = logits + b * V;
-    int64_t best = 0;
-    for (int64_t k = 1; k < V; ++k) best = z[k] > z[best] ? k : best;
+    int64_t best = 0;  // the first maximum; a NaN counts as the maximum, as NumPy's and torch's argmax have it
+    for (int64_t k = 1; k < V && !std::isnan(z[best]); ++k) best = (z[k] > z[best] || std::isnan(z[k])) ? k : best;
     if (mode == 0) {
       out[b] = best;
       continue;
@@ -292,7 +300,7 @@ void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, c
     for (int64_t k = 0; k < V; ++k) total += (p[k] = std::exp((static_cast<double>(z[k]) - top) / temperature));
     const double target = u[b] * total;
     double cum = 0;
-    int64_t pick = V - 1;
+    int64_t pick = std::isnan(target) ? 0 : V - 1;  // NaN logits: token 0, as the Python loops' draw gives
     for (int64_t k = 0; k < V; ++k) {
       cum += p[k];
       if (cum > target) {
@@ -317,18 +325,36 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
   check(table, "table");
   TORCH_CHECK(cell == kElman || cell == kGRU || cell == kLSTM, "rnnlab decide: unknown cell ", cell);
   TORCH_CHECK(mode == 0 || (mode == 1 && u_.has_value()), "rnnlab decide: mode 0 (argmax) or 1 (sample, with u)");
+  TORCH_CHECK(w_hh.size() > 0, "rnnlab decide: no layers");
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kLong, "rnnlab decide: x must be (B, T) int64");
   const int64_t L = w_hh.size(), B = x.size(0), T = x.size(1), H = w_hh[0].size(1), V = dec_w.size(0);
   const int64_t S = cell == kLSTM ? 2 : 1;
   TORCH_CHECK(static_cast<int64_t>(state.size()) == S * L, "rnnlab decide: ", S * L, " state tensors expected");
+  for (const Tensor& st : state) {
+    TORCH_CHECK(st.sizes() == at::IntArrayRef({B, H}) && st.scalar_type() == table.scalar_type(),
+                "rnnlab decide: every state tensor must be (B, H) of the weights' dtype");
+  }
   TORCH_CHECK(temperature > 0, "rnnlab decide: the temperature must be positive");
+  const int64_t steps = std::max<int64_t>(T - 1, 0);
+  TORCH_CHECK(mode == 0 || (u_->scalar_type() == at::kDouble && u_->sizes() == at::IntArrayRef({steps, B})),
+              "rnnlab decide: u must be (T - 1, B) float64");
+  TORCH_CHECK(!truth_.has_value() ||
+                  (truth_->scalar_type() == at::kBool && truth_->sizes() == at::IntArrayRef({B, steps})),
+              "rnnlab decide: truth must be (B, T - 1) bool");
+  TORCH_CHECK(dec_b.sizes() == at::IntArrayRef({V}), "rnnlab decide: dec_b must be (V)");
   const auto opt = table.options();
   Tensor fed = at::empty({B, T}, x.options().dtype(at::kLong));
   if (T > 0) fed.select(1, 0).copy_(x.select(1, 0));
-  const Tensor u = u_.has_value() ? u_->contiguous() : Tensor();
+  const Tensor u = mode == 1 ? u_->contiguous() : Tensor();
   const Tensor truth = truth_.has_value() ? truth_->contiguous() : Tensor();
   const Tensor xs = x.contiguous();
-  std::vector<Tensor> h, c, h_next, c_next, w_ih_t, w_hh_t;
+  std::vector<Tensor> h, c, h_next, c_next, w_ih_t, w_hh_t, b_gru;
   for (int64_t k = 0; k < L; ++k) {
+    if (cell == kGRU) {  // read by pointer in the gate pass: contiguous, (3H)
+      b_gru.push_back(b_rec[k].contiguous());
+      TORCH_CHECK(b_gru[k].sizes() == at::IntArrayRef({3 * H}) && b_gru[k].scalar_type() == table.scalar_type(),
+                  "rnnlab decide: the GRU's b_hh must be (3H) of the weights' dtype");
+    }
     h.push_back(state[S * k].contiguous().clone());
     h_next.push_back(at::empty({B, H}, opt));
     if (cell == kLSTM) {
@@ -359,7 +385,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
           a.zero_();
           addmm_split_(a, h[k], w_hh_t[k]);
           const scalar_t *x_p = xp.const_data_ptr<scalar_t>(), *a_p = a.const_data_ptr<scalar_t>(),
-                         *bias = b_rec[k].const_data_ptr<scalar_t>(), *hp = h[k].const_data_ptr<scalar_t>();
+                         *bias = b_gru[k].const_data_ptr<scalar_t>(), *hp = h[k].const_data_ptr<scalar_t>();
           scalar_t *rz_p = rz.data_ptr<scalar_t>(), *an_p = an.data_ptr<scalar_t>(), *n_p = nb.data_ptr<scalar_t>(),
                    *h_p = h_next[k].data_ptr<scalar_t>();
           at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
