@@ -50,13 +50,14 @@ from rnnlab.config import ModelConfig, OptimConfig
 from rnnlab.feeding import make_feeding
 from rnnlab.nn import RNNLanguageModel, detach_state, kernels, sequence_loss
 from rnnlab.nn.cells import CELL_TYPES
+from rnnlab.nn.sequence import LSTM_KERNEL_MAX_HIDDEN
 from rnnlab.train import make_optimizer
 
 THEORETICAL_PEAK_GFLOPS = 156.0  # 2 cores x 2 FMA pipes x 8 float32 lanes x 2 FLOP x ~2.45 GHz (Zen 3, AVX2)
 VOCAB = 65  # tiny-shakespeare's character set
 PLAIN_RNN = {"elman": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}  # the torch module a plain user would pick
-# rnnlab fused path, plain PyTorch loop, rnnlab's fused path with its Python loops in place of the C++ kernels
-# (rnnlab.nn.kernels; Elman and GRU only), rnnlab generic unroller, one character per call of nn.LSTM (the style of
+# rnnlab fused path, plain PyTorch loop, rnnlab's fused path with the C++ kernels off (rnnlab.nn.kernels: the Python
+# loops for Elman and GRU, torch.nn.LSTM for an LSTM small enough to run in the kernel), rnnlab generic unroller, one character per call of nn.LSTM (the style of
 # spro/char-rnn.pytorch), and rnnlab free running (the model's own sampled output fed back, rnnlab.feeding)
 VARIANTS = ("rnnlab", "plain", "loops", "unfused", "onechar", "free")
 SLOW = ("unfused", "onechar", "free")  # timed for --unfused-steps steps per repeat
@@ -255,7 +256,8 @@ class Trainer:
 
 
 class LoopTrainer(Trainer):
-    """The same step with :mod:`rnnlab.nn.kernels` switched off: the whole-sequence recurrences in Python loops."""
+    """The same step with :mod:`rnnlab.nn.kernels` switched off: the Elman and GRU recurrences in Python loops, the
+    LSTM on ``torch.nn.LSTM``."""
 
     def run(self, n: int) -> float:
         with kernels.disabled():
@@ -283,8 +285,9 @@ def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor]
     for variant in VARIANTS:
         if variant in SLOW and not with_unfused:
             continue
-        if variant == "loops" and not (CELL_TYPES[cell].has_sequence and kernels.available()):
-            continue  # the LSTM has no hand-written recurrence; without the kernels "rnnlab" is this already
+        if variant == "loops" and not (kernels.available() and (CELL_TYPES[cell].has_sequence or (
+                cell == "lstm" and hidden <= LSTM_KERNEL_MAX_HIDDEN))):
+            continue  # nothing of this step runs in the kernels: "rnnlab" is this already
         torch.manual_seed(seed)
         if variant in ("plain", "onechar"):
             emb = ModelConfig().embedding_size
@@ -360,7 +363,7 @@ def bench_config(cell: str, hidden: int, args: argparse.Namespace, rss: RSS, pea
 
 def table(results: dict[str, Any]) -> list[str]:
     """The results as Markdown table lines (also printed to the terminal)."""
-    names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "loops": "rnnlab fused, Python loops",
+    names = {"rnnlab": "rnnlab fused", "plain": "plain torch", "loops": "rnnlab fused, kernels off",
              "unfused": "rnnlab unfused",
              "onechar": "one char per call", "free": "rnnlab free running"}
     lines = [("| cell | size | variant | ms/step | spread | chars/s | GFLOP/s | of mm peak | of 156 | vs plain "

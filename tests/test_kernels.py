@@ -320,3 +320,56 @@ def test_a_built_kernel_loads_without_a_compiler(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "None True" and "building" not in r.stderr
     assert sorted(p.name for p in where.iterdir()) == before
+
+
+@needs_kernels
+@pytest.mark.parametrize("t, b, h", [(1, 1, 1), (5, 3, 7), (4, 64, 128), (3, 2, 19)])
+def test_the_lstm_kernel_equals_torch_nn_lstm(t, b, h):
+    """Values, final cell state and every gradient (inputs, both initial states, both weights, the bias) against
+    torch.nn.LSTM in float64, with a loss on every output and on the final c."""
+    from rnnlab.nn.sequence import lstm_sequence
+
+    torch.manual_seed(t * 100 + h)
+    ref = torch.nn.LSTM(6, h).double()
+    x = torch.randn(t, b, 6, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(b, h, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    w_out, w_c = torch.randn(t, b, h, dtype=torch.float64), torch.randn(b, h, dtype=torch.float64)
+    params = (x, h0, c0, ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0)
+
+    out, (_, c_n) = ref(x, (h0[None], c0[None]))
+    want = (out, c_n[0], *torch.autograd.grad((out * w_out).sum() + (c_n[0] * w_c).sum(), params))
+    xp = torch.nn.functional.linear(x, ref.weight_ih_l0, ref.bias_ih_l0 + ref.bias_hh_l0)
+    out, cs = lstm_sequence(xp, h0, c0, ref.weight_hh_l0)
+    got = (out, cs[-1], *torch.autograd.grad((out * w_out).sum() + (cs[-1] * w_c).sum(), params))
+    for a, e, name in zip(got, want, ["out", "c_T", "d x", "d h0", "d c0", "d W_ih", "d W_hh", "d b"]):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@needs_kernels
+def test_the_lstm_kernel_passes_gradcheck():
+    from rnnlab.nn.sequence import lstm_sequence
+
+    g = torch.Generator().manual_seed(8)
+    xp, h0, c0 = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+                  for s in ((4, 3, 20), (3, 5), (3, 5)))
+    w = (torch.randn(20, 5, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda *a: lstm_sequence(*a), (xp, h0, c0, w))
+
+
+@needs_kernels
+def test_small_lstms_train_in_the_kernel_large_ones_on_onednn():
+    from rnnlab.nn.stack import RecurrentStack
+
+    def ops(hidden: int) -> set[str]:
+        stack = RecurrentStack("lstm", 4, hidden, num_layers=2)
+        x = torch.randn(2, 3, 4)
+        with profile() as p:
+            stack(x, stack.initial_state(2))[0].sum().backward()
+        return {e.name for e in p.events() if e.name.startswith("rnnlab::")}
+
+    from rnnlab.nn.sequence import LSTM_KERNEL_MAX_HIDDEN
+
+    assert ops(LSTM_KERNEL_MAX_HIDDEN) == {"rnnlab::lstm_forward", "rnnlab::lstm_backward"}
+    assert ops(LSTM_KERNEL_MAX_HIDDEN + 1) == set()
+    with kernels.disabled():
+        assert ops(8) == set()

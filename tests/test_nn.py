@@ -56,6 +56,8 @@ def _paths(stack):
     if all(c.has_sequence for c in stack.cells):
         paths["sequences"] = stack.sequences
         paths["python loops"] = python_loops
+    elif kernels.available() and all(c.runs_sequence(torch.zeros(0, dtype=torch.float64)) for c in stack.cells):
+        paths["sequences"] = stack.sequences  # the LSTM: C++ only, no Python loop
     return paths
 
 
@@ -88,7 +90,9 @@ def test_unroller_and_fused_paths_agree(name, layers, chunk_floats, monkeypatch)
         grads += [t.grad.clone() for layer in s0 for t in layer]
         results[path] = (out.detach(), [t.detach() for layer in s for t in layer], grads)
     ref_out, ref_state, ref_grads = results.pop("unroll")
-    assert len(results) == (4 if name in ("elman", "gru") else 2)
+    from rnnlab.nn import kernels
+
+    assert len(results) == (4 if name in ("elman", "gru") else 3 if kernels.available() else 2)
     for path, (out, state, grads) in results.items():
         torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12, msg=path)
         for a, b in zip(state, ref_state, strict=True):
@@ -257,11 +261,17 @@ def test_the_float32_stepper_on_onednn_follows_the_model_step(name, batch):
     _follows_the_model_step(m, stepper, m.initial_state(batch), steps=20, rtol=1e-4, atol=1e-5, states=False)
 
 
-@pytest.mark.parametrize("name, expected", [("elman", "sequences"), ("gru", "sequences"), ("lstm", "torch_fused")])
-def test_the_fused_path_on_the_cpu_takes_the_fastest_kernel(name, expected, monkeypatch):
-    """The training default on the CPU: the hand-written recurrences for the Elman RNN and the GRU, oneDNN's
-    LSTM through ``torch.nn.LSTM`` (benchmarks/results/speed.md): a silent fall-back would only show as lost speed."""
-    stack = RecurrentStack(name, 3, 4, num_layers=2)
+@pytest.mark.parametrize("name, hidden, expected", [("elman", 4, "sequences"), ("gru", 4, "sequences"),
+                                                     ("lstm", 4, "sequences"), ("lstm", 129, "torch_fused")])
+def test_the_fused_path_on_the_cpu_takes_the_fastest_kernel(name, hidden, expected, monkeypatch):
+    """The training default on the CPU: the hand-written recurrences for the Elman RNN and the GRU, the LSTM's C++
+    loop up to 128 units and oneDNN's LSTM through ``torch.nn.LSTM`` above (benchmarks/results/speed.md): a silent
+    fall-back would only show as lost speed."""
+    from rnnlab.nn import kernels
+
+    if name == "lstm" and not kernels.available():
+        expected = "torch_fused"
+    stack = RecurrentStack(name, 3, hidden, num_layers=2)
     taken = []
     for path in ("sequences", "torch_fused"):
         real = getattr(stack, path)

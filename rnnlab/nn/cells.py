@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.nn.sequence import elman_sequence, gru_sequence
+from rnnlab.nn.sequence import elman_sequence, gru_sequence, lstm_kernel_fits, lstm_sequence
 
 State = tuple[Tensor, ...]  # one layer's state: (h,) or (h, c), each (B, H)
 
@@ -62,6 +62,11 @@ class Cell(nn.Module):
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """The step given ``z = W_ih x + b_ih + W_hh h + b_hh`` (B, G*H) (cells that ``pack``)."""
         raise NotImplementedError
+
+    def runs_sequence(self, x: Tensor) -> bool:
+        """Whether the fused path should run x (T, B, I) through :meth:`sequence` (on the CPU; the stack asks):
+        the cells with a hand-written recurrence always, the LSTM where its C++ loop is built and beats oneDNN."""
+        return self.has_sequence
 
     def activate_(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """:meth:`activate` that may overwrite z, for inference (no gradient): the packed inference step."""
@@ -176,6 +181,15 @@ class LSTMCell(Cell):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
+
+    def runs_sequence(self, x: Tensor) -> bool:
+        return lstm_kernel_fits(self.hidden_size, x)
+
+    def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """By the C++ loop only (:func:`~rnnlab.nn.sequence.lstm_sequence`; see :meth:`runs_sequence`)."""
+        xp = F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)  # (T, B, 4H)
+        out, cs = lstm_sequence(xp, state[0], state[1], self.weight_hh)  # (T, B, H) each
+        return out, (out[-1], cs[-1])
 
     def activate_(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         r"""In place, with one sigmoid over all four blocks, contiguous: :math:`\tanh g = 2\sigma(2g) - 1`,

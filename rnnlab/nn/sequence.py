@@ -210,6 +210,43 @@ def _kernel_for(xp: Tensor) -> bool:
     return xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) and kernels.available()
 
 
+class LSTMSequence(torch.autograd.Function):
+    r"""PyTorch's LSTM over T steps (see :class:`~rnnlab.nn.cells.LSTMCell`), x^p_t = W_ih x_t + b_ih + b_hh; C++ only
+    (:mod:`rnnlab.nn.kernels`: without them the LSTM trains on ``torch.nn.LSTM``, and the tests hold this one to
+    that and to the unroller).
+
+    With :math:`z_t = x^p_t + W_{hh} h_{t-1} = [z_i, z_f, z_g, z_o]`, :math:`c_t = f c_{t-1} + i g`,
+    :math:`h_t = o \tanh c_t`; backward, with :math:`\bar h_t` and :math:`\bar c_t` the total gradients reaching
+    :math:`h_t` and (through step t + 1 or from outside) :math:`c_t`:
+
+    .. math::
+        \bar c'_t &= \bar c_t + \bar h_t\, o (1 - \tanh^2 c_t), \qquad
+        \partial L/\partial z_o = \bar h_t \tanh c_t\, o(1 - o), \\
+        \partial L/\partial z_i &= \bar c'_t\, g\, i(1 - i), \quad
+        \partial L/\partial z_f = \bar c'_t\, c_{t-1} f(1 - f), \quad
+        \partial L/\partial z_g = \bar c'_t\, i (1 - g^2), \\
+        \bar c_{t-1} &\mathrel{+}= \bar c'_t f, \qquad
+        \bar h_{t-1} \mathrel{+}= (\partial L/\partial z_t) W_{hh}, \qquad
+        \partial L/\partial W_{hh} = \textstyle\sum_t (\partial L/\partial z_t)^\top h_{t-1}
+    """
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor]:
+        out, cs, gates, tcs = torch.ops.rnnlab.lstm_forward(xp, h0, c0, w_hh)
+        ctx.save_for_backward(out, cs, gates, tcs, h0, c0, w_hh)
+        return out, cs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dout: Tensor | None, dcs: Tensor | None) -> tuple[Tensor | None, ...]:
+        out, cs, gates, tcs, h0, c0, w_hh = ctx.saved_tensors
+        _, need_h0, need_c0, need_w = ctx.needs_input_grad
+        dout = torch.zeros_like(out) if dout is None else dout
+        dcs = torch.zeros_like(out) if dcs is None else dcs
+        dz, dh0, dc0, dw = torch.ops.rnnlab.lstm_backward(dout, dcs, out, cs, gates, tcs, h0, c0, w_hh)
+        return dz, dh0 if need_h0 else None, dc0 if need_c0 else None, dw if need_w else None
+
+
 # Backward scratch is sized to about this many floats (4 MB in float32), a chunk of steps at a time.
 CHUNK_FLOATS = 1 << 20
 
@@ -234,6 +271,22 @@ def _previous(out: Tensor, h0: Tensor, t0: int, t1: int) -> Tensor:
 def elman_sequence(xp: Tensor, h0: Tensor, w_hh: Tensor) -> Tensor:
     """xp (T, B, H) with both biases, h0 (B, H), w_hh (H, H) -> h_1..h_T (T, B, H)."""
     return ElmanSequence.apply(xp, h0, w_hh)
+
+
+def lstm_sequence(xp: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """xp (T, B, 4H) with both biases, h0, c0 (B, H), w_hh (4H, H) -> h_1..h_T, c_1..c_T (T, B, H); needs the
+    kernels (:func:`lstm_kernel_fits`)."""
+    return LSTMSequence.apply(xp, h0, c0, w_hh)
+
+
+# Up to this many units an LSTM layer runs LSTMSequence (the C++ loop) on the CPU; above it oneDNN's fused LSTM,
+# which was faster there (benchmarks/bench_speed.py, 2x512).
+LSTM_KERNEL_MAX_HIDDEN = 128
+
+
+def lstm_kernel_fits(hidden_size: int, x: Tensor) -> bool:
+    """Whether an LSTM layer of this size runs :class:`LSTMSequence` for x rather than ``torch.nn.LSTM``."""
+    return hidden_size <= LSTM_KERNEL_MAX_HIDDEN and _kernel_for(x)
 
 
 def gru_sequence(xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:

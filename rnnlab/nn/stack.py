@@ -119,7 +119,7 @@ class RecurrentStack(nn.Module):
         """The same function as :meth:`unroll`, by the fastest path there is: on the CPU, for cells
         with a hand-written whole-sequence recurrence (Elman, GRU), :meth:`sequences`; else
         (the LSTM, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`."""
-        if x.device.type == "cpu" and x.shape[1] > 0 and all(c.has_sequence for c in self.cells):
+        if x.device.type == "cpu" and x.shape[1] > 0 and all(c.runs_sequence(x) for c in self.cells):
             return self.sequences(x, state)
         return self.torch_fused(x, state)
 

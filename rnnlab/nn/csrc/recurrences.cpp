@@ -433,11 +433,140 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
   return {fed, final_state};
 }
 
+// ----------------------------------------------------------------------------------------------------------------
+// LSTM (PyTorch's gate order i, f, g, o): z = x^p_t + W_hh h_{t-1} (both biases in x^p_t); i, f, o = sig(.),
+// g = tanh(.); c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
+
+// Rows [b0, b1) of one forward step: z (B, 4H) becomes the activated gates in place; c_t, tanh(c_t), h_t.
+template <typename T>
+void lstm_forward_rows(T* z, const T* c_prev, T* c, T* tc, T* h, int64_t H, int64_t b0, int64_t b1) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t W = V::size();
+  for (int64_t b = b0; b < b1; ++b) {
+    T* zb = z + b * 4 * H;
+    for (int64_t j = 0; j < H; j += W) {
+      const int n = static_cast<int>(std::min(W, H - j));
+      const V i = sigmoid(V::loadu(zb + j, n)), f = sigmoid(V::loadu(zb + H + j, n));
+      const V g = V::loadu(zb + 2 * H + j, n).tanh(), o = sigmoid(V::loadu(zb + 3 * H + j, n));
+      const V cn = f * V::loadu(c_prev + b * H + j, n) + i * g;
+      const V t = cn.tanh();
+      i.store(zb + j, n);
+      f.store(zb + H + j, n);
+      g.store(zb + 2 * H + j, n);
+      o.store(zb + 3 * H + j, n);
+      cn.store(c + b * H + j, n);
+      t.store(tc + b * H + j, n);
+      (o * t).store(h + b * H + j, n);
+    }
+  }
+}
+
+// xp (T, B, 4H) with both biases, h0, c0 (B, H), w_hh (4H, H) -> out = h_1..h_T, cs = c_1..c_T (T, B, H), and for
+// the backward the activated gates (T, B, 4H) and tanh(c_t) (T, B, H).
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& xp, const Tensor& h0_, const Tensor& c0_,
+                                                        const Tensor& w_hh) {
+  check(xp, "xp");
+  const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
+  const int64_t T = xp.size(0), B = xp.size(1), H = xp.size(2) / 4;
+  TORCH_CHECK(T > 0, "rnnlab lstm_forward: no time steps");
+  TORCH_CHECK(xp.size(2) == 4 * H && h0.sizes() == at::IntArrayRef({B, H}) && c0.sizes() == h0.sizes() &&
+                  w_hh.sizes() == at::IntArrayRef({4 * H, H}),
+              "rnnlab lstm_forward: shapes do not agree");
+  Tensor gates = xp.clone(at::MemoryFormat::Contiguous);  // x^p_t, then z_t, then the activated gates
+  Tensor out = at::empty({T, B, H}, xp.options()), cs = at::empty({T, B, H}, xp.options());
+  Tensor tcs = at::empty({T, B, H}, xp.options());
+  const Tensor wt = w_hh.t();
+  const int64_t grain = grain_rows(H);
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward", [&] {
+    Tensor h_prev = h0;
+    const scalar_t* c_prev = c0.const_data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor z = gates[t];
+      z.addmm_(h_prev, wt);
+      scalar_t* zp = z.data_ptr<scalar_t>();
+      scalar_t *c_t = cs.data_ptr<scalar_t>() + t * B * H, *tc_t = tcs.data_ptr<scalar_t>() + t * B * H,
+               *h_t = out.data_ptr<scalar_t>() + t * B * H;
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+        lstm_forward_rows<scalar_t>(zp, c_prev, c_t, tc_t, h_t, H, b0, b1);
+      });
+      c_prev = c_t;
+      h_prev = out[t];
+    }
+  });
+  return {out, cs, gates, tcs};
+}
+
+// dout, dcs = dL/dh_t, dL/dc_t from outside (T, B, H) and the forward's values -> dxp = dL/dz (T, B, 4H), dh0, dc0
+// (B, H), dw_hh (4H, H). With dh the total gradient reaching h_t and dc the one reaching c_t from step t + 1:
+//   do = dh tanh(c) o(1-o);  dc' = dc + dcs_t + dh o (1 - tanh(c)^2);  di = dc' g i(1-i);  df = dc' c_{t-1} f(1-f);
+//   dg = dc' i (1-g^2);  dL/dc_{t-1} (through the cell) = dc' f;  dL/dh_{t-1} = dout_{t-1} + dz_t W_hh (the
+// product is kept apart, dh_rec, and dout added in the pass: addmm onto dout would first copy it, every step).
+template <typename T>
+void lstm_backward_rows(const T* dh, const T* dout, const T* dcs, const T* gates, const T* tc, const T* c_prev, T* dc,
+                        T* dz, int64_t H, int64_t b0, int64_t b1) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t W = V::size();
+  const V one(T(1));
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* gb = gates + b * 4 * H;
+    T* db = dz + b * 4 * H;
+    for (int64_t j = 0; j < H; j += W) {
+      const int n = static_cast<int>(std::min(W, H - j));
+      const V i = V::loadu(gb + j, n), f = V::loadu(gb + H + j, n), g = V::loadu(gb + 2 * H + j, n),
+              o = V::loadu(gb + 3 * H + j, n);
+      const V t = V::loadu(tc + b * H + j, n), d_h = V::loadu(dh + b * H + j, n) + V::loadu(dout + b * H + j, n);
+      const V dct = V::loadu(dc + b * H + j, n) + V::loadu(dcs + b * H + j, n) + d_h * o * (one - t * t);
+      (d_h * t * o * (one - o)).store(db + 3 * H + j, n);
+      (dct * g * i * (one - i)).store(db + j, n);
+      (dct * V::loadu(c_prev + b * H + j, n) * f * (one - f)).store(db + H + j, n);
+      (dct * i * (one - g * g)).store(db + 2 * H + j, n);
+      (dct * f).store(dc + b * H + j, n);
+    }
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& dout_, const Tensor& dcs_, const Tensor& out_,
+                                                         const Tensor& cs_, const Tensor& gates_, const Tensor& tcs_,
+                                                         const Tensor& h0_, const Tensor& c0_, const Tensor& w_hh) {
+  check(out_, "out");
+  const Tensor dout = dout_.contiguous(), dcs = dcs_.contiguous(), out = out_.contiguous(), cs = cs_.contiguous();
+  const Tensor gates = gates_.contiguous(), tcs = tcs_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
+  const int64_t T = out.size(0), B = out.size(1), H = out.size(2);
+  TORCH_CHECK(T > 0 && dout.sizes() == out.sizes() && dcs.sizes() == out.sizes() && cs.sizes() == out.sizes() &&
+                  tcs.sizes() == out.sizes() && gates.sizes() == at::IntArrayRef({T, B, 4 * H}) &&
+                  h0.sizes() == at::IntArrayRef({B, H}) && c0.sizes() == h0.sizes() &&
+                  w_hh.sizes() == at::IntArrayRef({4 * H, H}),
+              "rnnlab lstm_backward: shapes do not agree");
+  Tensor dz = at::empty({T, B, 4 * H}, out.options());
+  Tensor dh = at::zeros({B, H}, out.options()), dc = at::zeros({B, H}, out.options());  // dh: dz_{t+1} W_hh
+  const int64_t grain = grain_rows(H);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "lstm_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* c_prev = t > 0 ? cs.const_data_ptr<scalar_t>() + (t - 1) * B * H : c0.const_data_ptr<scalar_t>();
+      const scalar_t *dh_p = dh.const_data_ptr<scalar_t>(), *dcs_t = dcs.const_data_ptr<scalar_t>() + t * B * H,
+                     *dout_t = dout.const_data_ptr<scalar_t>() + t * B * H,
+                     *g_t = gates.const_data_ptr<scalar_t>() + t * B * 4 * H,
+                     *tc_t = tcs.const_data_ptr<scalar_t>() + t * B * H;
+      scalar_t *dc_p = dc.data_ptr<scalar_t>(), *dz_t = dz.data_ptr<scalar_t>() + t * B * 4 * H;
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+        lstm_backward_rows<scalar_t>(dh_p, dout_t, dcs_t, g_t, tc_t, c_prev, dc_p, dz_t, H, b0, b1);
+      });
+      at::mm_out(dh, dz[t], w_hh);  // the recurrent part of dL/dh_{t-1}; at t = 0, dL/dh_0 itself
+    }
+  });
+  Tensor dw = at::mm(dz[0].t(), h0);  // dW = sum_t dz_t^T h_{t-1}
+  if (T > 1) dw.addmm_(dz.slice(0, 1).reshape({(T - 1) * B, 4 * H}).t(), out.slice(0, 0, T - 1).reshape({(T - 1) * B, H}));
+  return {dz, dh, dc, dw};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnlab, m) {
   m.def("decide(Tensor x, Tensor[] state, int cell, Tensor table, Tensor[] w_ih, Tensor[] b_in, Tensor[] w_hh,"
         " Tensor[] b_rec, Tensor dec_w, Tensor dec_b, int mode, float temperature, Tensor? u, Tensor? truth) -> (Tensor, Tensor[])");
+  m.def("lstm_forward(Tensor xp, Tensor h0, Tensor c0, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("lstm_backward(Tensor dout, Tensor dcs, Tensor out, Tensor cs, Tensor gates, Tensor tcs, Tensor h0, Tensor c0,"
+        " Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("elman_forward(Tensor xp, Tensor h0, Tensor w_hh) -> Tensor");
   m.def("elman_backward(Tensor dout, Tensor out, Tensor h0, Tensor w_hh) -> (Tensor, Tensor, Tensor)");
   m.def("gru_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor b_hh) -> (Tensor, Tensor, Tensor, Tensor)");
@@ -447,6 +576,8 @@ TORCH_LIBRARY(rnnlab, m) {
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("decide", &decide);
+  m.impl("lstm_forward", &lstm_forward);
+  m.impl("lstm_backward", &lstm_backward);
   m.impl("elman_forward", &elman_forward);
   m.impl("elman_backward", &elman_backward);
   m.impl("gru_forward", &gru_forward);
