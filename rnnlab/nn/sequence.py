@@ -29,10 +29,11 @@ gradient).
 
 Measured on 2 cores (issue 6, ``benchmarks/bench_speed.py``): with the Python loops, a
 whole training step 1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop; the kernels make the
-GRU at 2x128 about 1.4-1.6x faster again, the Elman RNN about 1.2x (both 1.07x at 2x512).
-An LSTM of the same design lost to oneDNN's fused LSTM at every size tried, and a
-gate-major GRU layout (contiguous gate blocks for the element-wise calls) was no faster
-overall: neither is kept.
+GRU at 2x128 about 1.5x faster again, the Elman RNN about 1.1x (both 1.05-1.14x at 2x512).
+An LSTM of the same design in Python lost to oneDNN's fused LSTM at every size tried; in
+C++ (:class:`LSTMSequence`, no Python loop) it beats oneDNN by some 7% at 128 units and
+loses at 256, so only small LSTMs take it. A gate-major GRU layout (contiguous gate blocks
+for the element-wise calls) was no faster overall and is not kept.
 
 Layout is time-major: xp (T, B, G*H) -> out (T, B, H); the final state is ``out[-1]``, so
 its gradient reaches the loop through ``out``'s. Not twice differentiable.

@@ -7,9 +7,10 @@ that compute the same function on the same parameters:
   steps as one matrix product, then ``cell.step_projected`` once per step. Works for
   any :class:`~rnnlab.nn.cells.Cell` and never asks which kind it is.
 * :meth:`fused` -- the fastest path for the cell and device: on the CPU, Elman and GRU
-  layers run :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one ``addmm`` per
-  step forwards and backwards, the weight gradient as one product over all steps);
-  otherwise ``torch.nn.RNN/LSTM/GRU`` (oneDNN's LSTM on the CPU, cuDNN on a GPU) called
+  layers (and LSTM layers of at most 128 units, where the C++ kernels are built) run
+  :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one product per step forwards
+  and backwards, the weight gradient as one product over all steps); otherwise
+  ``torch.nn.RNN/LSTM/GRU`` (oneDNN's LSTM on the CPU, cuDNN on a GPU) called
   through :func:`torch.func.functional_call` with this stack's own parameters. Either
   way the fast path trains exactly the weights the unroller and the samplers use.
 
@@ -116,9 +117,10 @@ class RecurrentStack(nn.Module):
         return params
 
     def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
-        """The same function as :meth:`unroll`, by the fastest path there is: on the CPU, for cells
-        with a hand-written whole-sequence recurrence (Elman, GRU), :meth:`sequences`; else
-        (the LSTM, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`."""
+        """The same function as :meth:`unroll`, by the fastest path there is: on the CPU, where every cell
+        says it :meth:`~rnnlab.nn.cells.Cell.runs_sequence` (Elman, GRU; the LSTM up to 128 units with the
+        kernels), :meth:`sequences`; else (larger LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every
+        cell on a GPU) :meth:`torch_fused`."""
         if x.device.type == "cpu" and x.shape[1] > 0 and all(c.runs_sequence(x) for c in self.cells):
             return self.sequences(x, state)
         return self.torch_fused(x, state)
