@@ -141,8 +141,8 @@ def main() -> int:
     ap.add_argument("--prefixes", type=int, default=20)
     ap.add_argument("--length", type=int, default=200)
     ap.add_argument("--cost-steps", type=int, default=40, help="timed steps per strategy, interleaved")
-    ap.add_argument("--costs-only", action="store_true", help="print the step costs and stop (writes nothing, "
-                    "but with --device cuda the costs to feeding_costs_cuda.json and .md beside --out)")
+    ap.add_argument("--costs-only", action="store_true", help="print the step costs and stop, writing them to "
+                    "feeding_costs_cpu.json and .md (feeding_costs_cuda.* with --device cuda) beside --out")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the step costs are measured "
                     "(the training runs take rnnlab train's --device after --)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "feeding.json")
@@ -164,9 +164,9 @@ def main() -> int:
             print(json.dumps({n: round(v / base, 2) for n, v in costs.items()} if base else costs))
             if args.device == "cuda":
                 res["config"]["gpu"] = torch.cuda.get_device_name()
-                res["costs"] = {n: {"step_ms": v * 1e3, "vs_teacher": v / base if base else None}
-                                for n, v in costs.items()}
-                write_results(args.out.with_name("feeding_costs_cuda.json"), res, costs_markdown)
+            res["costs"] = {n: {"step_ms": v * 1e3, "vs_teacher": v / base if base else None}
+                            for n, v in costs.items()}
+            write_results(args.out.with_name(f"feeding_costs_{args.device}.json"), res, costs_markdown)
             return 0
         for s in args.strategies:
             out = Path(tmp) / s
