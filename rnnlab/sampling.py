@@ -17,7 +17,7 @@ import torch
 
 from rnnlab.config import SampleConfig
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding import beam_search, log_softmax, make_sampler
+from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn.models import RNNLanguageModel, decide_in_kernel, kernel_decides
@@ -58,6 +58,15 @@ def _read_prime(model: RNNLanguageModel, ids: np.ndarray, batch: int) -> tuple[t
     return logits[:, -1], state
 
 
+def _begin(model: RNNLanguageModel, ids: np.ndarray,
+           cfg: SampleConfig) -> tuple[Argmax | Sample, np.random.Generator, torch.Tensor, StackState]:
+    """What every sampling loop starts from: the sampler, the seeded generator, and the prime read by the model
+    (the logits for the first token (B, V) and the state)."""
+    logits, state = _read_prime(model, ids, cfg.num_samples)
+    return make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p), np.random.default_rng(cfg.seed), \
+        logits, state
+
+
 @torch.no_grad()
 def sample_steps(model: RNNLanguageModel, vocab: Vocab,
                  cfg: SampleConfig) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
@@ -73,9 +82,7 @@ def sample_steps(model: RNNLanguageModel, vocab: Vocab,
         raise ConfigError("beam search chooses the whole continuation at the end; it cannot be run step by step")
     model.eval()
     ids = encode_prime(vocab, cfg.prime)
-    sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
-    rng = np.random.default_rng(cfg.seed)
-    logits, state = _read_prime(model, ids, cfg.num_samples)  # (B, V)
+    sampler, rng, logits, state = _begin(model, ids, cfg)
     step = _stepper(model, cfg.num_samples, cfg.length)  # weights packed once for the whole continuation
     for t in range(cfg.length):
         z = logits.double().cpu().numpy()  # (B, V)
@@ -133,10 +140,8 @@ def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,
     (a different token only where rounding moves a draw across a boundary of the distribution function)."""
     if cfg.length == 0:
         return
-    sampler = make_sampler(cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p)
-    rng = np.random.default_rng(cfg.seed)
+    sampler, rng, logits, state = _begin(model, ids, cfg)
     b = cfg.num_samples
-    logits, state = _read_prime(model, ids, b)  # (B, V)
     tok = sampler.choose(logits.double().numpy(), rng)  # (B,)
     yield tok[:, None]
     mode = "sample" if cfg.strategy == "sample" else "argmax"

@@ -262,20 +262,26 @@ void addmm_split_(Tensor& out, const Tensor& a, const Tensor& wt) {
 
 enum Cell : int64_t { kElman = 0, kGRU = 1, kLSTM = 2 };
 
-// LSTM gates z = [i, f, g, o] (B, 4H) and c_{t-1} -> c_t, h_t, rows [b0, b1).
+// LSTM rows [b0, b1) of one step (the training loop's and the decision loop's): z (B, 4H) becomes the activated gates in place; c_t, tanh(c_t), h_t.
 template <typename T>
-void lstm_rows(const T* z, const T* c_prev, T* c, T* h, int64_t H, int64_t b0, int64_t b1) {
+void lstm_forward_rows(T* z, const T* c_prev, T* c, T* tc, T* h, int64_t H, int64_t b0, int64_t b1) {
   using V = at::vec::Vectorized<T>;
   const int64_t W = V::size();
   for (int64_t b = b0; b < b1; ++b) {
-    const T *zb = z + b * 4 * H, *cp = c_prev + b * H;
+    T* zb = z + b * 4 * H;
     for (int64_t j = 0; j < H; j += W) {
-      const int c_ = static_cast<int>(std::min(W, H - j));
-      const V i = sigmoid(V::loadu(zb + j, c_)), f = sigmoid(V::loadu(zb + H + j, c_));
-      const V g = V::loadu(zb + 2 * H + j, c_).tanh(), o = sigmoid(V::loadu(zb + 3 * H + j, c_));
-      const V cn = f * V::loadu(cp + j, c_) + i * g;
-      cn.store(c + b * H + j, c_);
-      (o * cn.tanh()).store(h + b * H + j, c_);
+      const int n = static_cast<int>(std::min(W, H - j));
+      const V i = sigmoid(V::loadu(zb + j, n)), f = sigmoid(V::loadu(zb + H + j, n));
+      const V g = V::loadu(zb + 2 * H + j, n).tanh(), o = sigmoid(V::loadu(zb + 3 * H + j, n));
+      const V cn = f * V::loadu(c_prev + b * H + j, n) + i * g;
+      const V t = cn.tanh();
+      i.store(zb + j, n);
+      f.store(zb + H + j, n);
+      g.store(zb + 2 * H + j, n);
+      o.store(zb + 3 * H + j, n);
+      cn.store(c + b * H + j, n);
+      t.store(tc + b * H + j, n);
+      (o * t).store(h + b * H + j, n);
     }
   }
 }
@@ -367,6 +373,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
   const int64_t G = table.size(1);
   Tensor a = at::empty({B, G}, opt), xp = at::empty({B, G}, opt), logits = at::empty({B, V}, opt);
   Tensor rz = at::empty({B, 2 * H}, opt), an = at::empty({B, H}, opt), nb = at::empty({B, H}, opt);
+  Tensor tcb = at::empty({B, H}, opt);  // the LSTM's tanh(c_t), unused here
   Tensor tok = at::empty({B}, x.options().dtype(at::kLong));
   const Tensor dec_t = dec_w.t();
   const int64_t grain = grain_rows(H), choose_grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, V));
@@ -403,7 +410,10 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
           } else {
             const scalar_t* cp = c[k].const_data_ptr<scalar_t>();
             scalar_t* cn = c_next[k].data_ptr<scalar_t>();
-            at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { lstm_rows<scalar_t>(z, cp, cn, h_p, H, b0, b1); });
+            scalar_t* tc = tcb.data_ptr<scalar_t>();
+            at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+              lstm_forward_rows<scalar_t>(z, cp, cn, tc, h_p, H, b0, b1);
+            });
           }
         }
       }
@@ -436,30 +446,6 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
 // ----------------------------------------------------------------------------------------------------------------
 // LSTM (PyTorch's gate order i, f, g, o): z = x^p_t + W_hh h_{t-1} (both biases in x^p_t); i, f, o = sig(.),
 // g = tanh(.); c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
-
-// Rows [b0, b1) of one forward step: z (B, 4H) becomes the activated gates in place; c_t, tanh(c_t), h_t.
-template <typename T>
-void lstm_forward_rows(T* z, const T* c_prev, T* c, T* tc, T* h, int64_t H, int64_t b0, int64_t b1) {
-  using V = at::vec::Vectorized<T>;
-  const int64_t W = V::size();
-  for (int64_t b = b0; b < b1; ++b) {
-    T* zb = z + b * 4 * H;
-    for (int64_t j = 0; j < H; j += W) {
-      const int n = static_cast<int>(std::min(W, H - j));
-      const V i = sigmoid(V::loadu(zb + j, n)), f = sigmoid(V::loadu(zb + H + j, n));
-      const V g = V::loadu(zb + 2 * H + j, n).tanh(), o = sigmoid(V::loadu(zb + 3 * H + j, n));
-      const V cn = f * V::loadu(c_prev + b * H + j, n) + i * g;
-      const V t = cn.tanh();
-      i.store(zb + j, n);
-      f.store(zb + H + j, n);
-      g.store(zb + 2 * H + j, n);
-      o.store(zb + 3 * H + j, n);
-      cn.store(c + b * H + j, n);
-      t.store(tc + b * H + j, n);
-      (o * t).store(h + b * H + j, n);
-    }
-  }
-}
 
 // xp (T, B, 4H) with both biases, h0, c0 (B, H), w_hh (4H, H) -> out = h_1..h_T, cs = c_1..c_T (T, B, H), and for
 // the backward the activated gates (T, B, 4H) and tanh(c_t) (T, B, H).
