@@ -184,6 +184,37 @@ def test_the_decision_loop_feeds_what_the_python_loop_feeds(cell, mode, teacher,
         assert not torch.equal(got, x) and got.unique().numel() > 3
 
 
+@pytest.fixture
+def eight_threads():
+    """More threads than this machine's cores, as on a 16-core machine: the column split runs on pool threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(8)
+    yield
+    torch.set_num_threads(before)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_the_decision_loop_with_many_threads_on_weights_that_require_grad(cell, eight_threads):
+    """Pool threads do not inherit no-grad mode: their column-split products once recorded autograd history on
+    the trainable weights (an error, or a crash with 16 threads). Now the same tokens as the Python loop, and no
+    history on anything."""
+    from rnnlab.feeding import own_inputs
+
+    lm = _lm(cell, hidden=128, layers=3)  # 128+ columns in every recurrent product: split
+    assert all(p.requires_grad for p in lm.parameters())
+    g = torch.Generator().manual_seed(5)
+    for rows in (2, 6):  # under 16 rows: the columns are split over the threads
+        x = torch.randint(0, 13, (rows, 60), generator=g)
+        state = lm.initial_state(rows)
+        truth = torch.rand(rows, 59, generator=g) < 0.3
+        got = own_inputs(lm, x, state, "sample", torch.Generator().manual_seed(6), truth)
+        with kernels.disabled():
+            want = own_inputs(lm, x, state, "sample", torch.Generator().manual_seed(6), truth)
+        assert torch.equal(got, want)
+    assert all(p.grad_fn is None and p.grad is None for p in lm.parameters())
+
+
 @needs_kernels
 @pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
 def test_the_decision_loop_returns_the_state_after_reading_its_inputs(cell):

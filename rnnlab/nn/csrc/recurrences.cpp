@@ -250,9 +250,14 @@ void addmm_split_(Tensor& out, const Tensor& a, const Tensor& wt) {
     return;
   }
   const int64_t block = ((N + threads - 1) / threads + 15) / 16 * 16;
+  // The pool's threads do not inherit the caller's no-grad mode: on weights that require grad their in-place
+  // products would record autograd history, racing on the shared buffer's metadata (a crash with 16 threads).
+  // Detached operands and a dispatch below autograd keep them plain products.
+  const Tensor o_all = out.detach(), a_d = a.detach(), wt_d = wt.detach();
   at::parallel_for(0, N, block, [&](int64_t n0, int64_t n1) {
-    Tensor o = out.narrow(1, n0, n1 - n0);
-    o.addmm_(a, wt.narrow(1, n0, n1 - n0));
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    Tensor o = o_all.narrow(1, n0, n1 - n0);
+    o.addmm_(a_d, wt_d.narrow(1, n0, n1 - n0));
   });
 }
 // ----------------------------------------------------------------------------------------------------------------
