@@ -20,7 +20,7 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
-from rnnlab.nn.models import RNNLanguageModel, decide_in_kernel, kernel_decides
+from rnnlab.nn.models import Decider, RNNLanguageModel, kernel_decides
 from rnnlab.nn.stack import StackState
 
 
@@ -129,13 +129,13 @@ def _kernel_applies(model: RNNLanguageModel, cfg: SampleConfig) -> bool:
     temperature without top-k / top-p, where :func:`~rnnlab.nn.models.kernel_decides` says so."""
     plain = cfg.strategy == "argmax" or (cfg.strategy == "sample" and not 0 < cfg.top_k < model.vocab_size
                                          and cfg.top_p >= 1.0)
-    return plain and kernel_decides(model, cfg.num_samples)
+    return plain and kernel_decides(model)
 
 
 def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,
                    cfg: SampleConfig) -> Generator[np.ndarray, None, None]:
     """The continuation (B, n) ids, :data:`KERNEL_CHUNK` steps at a time, from the C++ loop
-    (:func:`~rnnlab.nn.models.decide_in_kernel`). The same draws as :func:`sample_steps`: the first token by
+    (a :class:`~rnnlab.nn.models.Decider`). The same draws as :func:`sample_steps`: the first token by
     the sampler from the prime's logits, then each step's B uniforms from the same generator, in the same order
     (a different token only where rounding moves a draw across a boundary of the distribution function)."""
     if cfg.length == 0:
@@ -145,15 +145,14 @@ def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,
     tok = sampler.choose(logits.double().numpy(), rng)  # (B,)
     yield tok[:, None]
     mode = "sample" if cfg.strategy == "sample" else "argmax"
+    decide = Decider(model, b)  # weights prepared once for every chunk
     done = 1
     while done < cfg.length:
         n = min(KERNEL_CHUNK, cfg.length - done)
         u = torch.from_numpy(rng.random((n, b))) if mode == "sample" else None  # (n, B) float64
         x = torch.zeros((b, n + 1), dtype=torch.int64)
         x[:, 0] = torch.from_numpy(np.asarray(tok, dtype=np.int64))
-        decided = decide_in_kernel(model, x, state, mode, u, temperature=cfg.temperature)
-        assert decided is not None  # _kernel_applies said so
-        fed, state = decided
+        fed, state = decide(x, state, mode, u, temperature=cfg.temperature)
         tok = fed[:, -1].numpy()
         yield fed[:, 1:].numpy()
         done += n

@@ -270,18 +270,74 @@ def test_top_k_and_top_p_stay_in_the_python_loop():
     assert _decide_ops(lambda: sampling.generate(lm, vocab, SampleConfig(length=30, seed=0))) > 0
 
 
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+
+
 @needs_kernels
-def test_the_kernel_leaves_onednn_sized_work_to_the_stepper():
-    """Where the Stepper would multiply by oneDNN's packed matrices (float32, 4 or more streams, a 2048 x 512
-    recurrent matrix) the kernel's plain products are not faster: the Python loop keeps that case."""
-    from rnnlab.nn.linear import onednn_usable
-    from rnnlab.nn.models import kernel_decides
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch.backends.mkldnn.flags, 2.13
+def test_the_decision_loop_multiplies_by_onednn_where_the_stepper_would():
+    """Large float32 matrices and 4 or more streams: oneDNN's packed matrices, as the Stepper's; else the BLAS."""
+    from rnnlab.nn.models import Decider
 
     lm = _lm("lstm", hidden=512).float()
-    assert kernel_decides(lm, 1)
-    assert kernel_decides(lm, 64) == (not onednn_usable(lm.rnn.cells[0].weight_hh))
-    assert kernel_decides(_lm("gru", hidden=512).float(), 64)  # the Stepper packs no GRU matrix
-    assert kernel_decides(lm.double(), 64)  # oneDNN's packed product is float32 only
+    assert Decider(lm, 64).onednn and not Decider(lm, 1).onednn
+    assert not Decider(lm.double(), 64).onednn  # oneDNN's packed product is float32 only
+    assert not Decider(_lm("lstm", hidden=64).float(), 64).onednn  # small matrices: the BLAS is faster
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not Decider(lm, 64).onednn
+
+
+@needs_kernels
+@needs_onednn
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_the_decision_loop_on_onednn_feeds_what_the_python_loop_feeds(cell, layers, monkeypatch):
+    """Every matrix on oneDNN (the size threshold lowered): the same tokens as the Python loop of packed steps, in
+    float32, with truth or without, and the state a teacher-forced pass over what was fed reaches."""
+    from rnnlab.feeding import own_inputs
+    from rnnlab.nn import linear
+    from rnnlab.nn.models import Decider
+
+    monkeypatch.setattr(linear, "ONEDNN_MIN_SIZE", 1)
+    lm = _lm(cell, layers=layers).float()
+    assert Decider(lm, 6).onednn
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(0, 13, (6, 30), generator=g)
+    state = lm.initial_state(6)
+    for mode, truth in (("argmax", None), ("sample", None), ("sample", torch.rand(6, 29, generator=g) < 0.4)):
+        got = own_inputs(lm, x, state, mode, torch.Generator().manual_seed(8), truth)
+        assert _decide_ops(lambda m=mode, t=truth: own_inputs(lm, x, state, m, torch.Generator().manual_seed(8), t)) == 1
+        with kernels.disabled():
+            want = own_inputs(lm, x, state, mode, torch.Generator().manual_seed(8), truth)
+        assert torch.equal(got, want), mode
+    u = torch.rand(29, 6, generator=g, dtype=torch.float64)
+    fed, end = Decider(lm, 6)(x, state, "sample", u)
+    with torch.no_grad():
+        _, want_state = lm(fed[:, :-1], state)
+    for a, b in zip(end, want_state, strict=True):
+        for ta, tb in zip(a, b, strict=True):
+            torch.testing.assert_close(ta, tb, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
+@needs_onednn
+def test_generate_on_onednn_writes_what_the_python_loop_writes(monkeypatch):
+    """64 streams of a 2x512 LSTM (oneDNN's products in the C++ loop, prepared once for every chunk): the texts of
+    the Python loop of packed steps, which multiplies by the same packed matrices."""
+    from rnnlab import sampling
+    from rnnlab.config import SampleConfig
+    from rnnlab.data.vocab import Vocab
+
+    monkeypatch.setattr(sampling, "KERNEL_CHUNK", 9)
+    vocab = Vocab(list("abcdefghij\n ."))
+    lm = _lm("lstm", hidden=512, vocab=13).float()
+    cfg = SampleConfig(prime="ab", length=20, num_samples=64, seed=2)
+    got = sampling.generate(lm, vocab, cfg)
+    assert _decide_ops(lambda: sampling.generate(lm, vocab, cfg)) == 3
+    with kernels.disabled():
+        want = sampling.generate(lm, vocab, cfg)
+    assert got == want and len(set(got)) > 32
 
 
 @needs_kernels

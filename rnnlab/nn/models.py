@@ -149,17 +149,66 @@ class Stepper:
 _CELL_CODES = {"elman": 0, "gru": 1, "lstm": 2}  # as recurrences.cpp's enum Cell
 
 
-def kernel_decides(model: RNNLanguageModel, streams: int = 1) -> bool:
-    """Whether :func:`decide_in_kernel` should run for this model and this many streams: on the CPU, float32 or
-    float64, kernels built -- and not where the :class:`Stepper` would multiply by oneDNN's packed matrices
-    (large float32 matrices, several streams), which the kernel's plain products do not beat."""
+def kernel_decides(model: RNNLanguageModel) -> bool:
+    """Whether :func:`decide_in_kernel` runs for this model: on the CPU, float32 or float64, kernels built."""
     w = model.decoder.weight
-    if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64) or not kernels.available():
-        return False
-    cells = model.rnn.cells
-    sizes = [c.weight_hh.numel() + (c.weight_ih.numel() if k > 0 else 0)  # the Stepper joins [W_ih, W_hh] after
-             for k, c in enumerate(cells) if c.packs]  # the first layer (the GRU packs nothing)
-    return not any(PackedLinear.would_pack(w, streams, n) for n in sizes)
+    return w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64) and kernels.available()
+
+
+class Decider:
+    r"""The C++ decision loop (``torch.ops.rnnlab.decide``) with its weights prepared once for one model and about
+    ``streams`` rows; call it again for every run while the weights stay as they are (build a new one after they
+    change). Prepared: the first layer's input projection of every symbol as a table (V, G*H) with the biases that
+    add to it, the later layers' biases, and -- where :meth:`~rnnlab.nn.linear.PackedLinear.would_pack` says so
+    for that matrix and that many rows, as for the :class:`Stepper` -- each recurrent and later-layer input matrix
+    in oneDNN's packed layout, multiplied by oneDNN from the loop; the others by the BLAS."""
+
+    @torch.no_grad()
+    def __init__(self, model: RNNLanguageModel, streams: int = 1):
+        self.model = model
+        w = model.decoder.weight
+        cells = model.rnn.cells
+        self.gru = model.cfg.cell == "gru"
+        first = cells[0]
+        ids = torch.arange(model.vocab_size, device=w.device)
+        table = first.project_input(model.embed(ids[:, None])[:, 0])  # (V, G*H): W_ih e(v) + b_ih
+        if not self.gru:
+            table = table + first.bias_hh  # the GRU's b_hh is not a plain sum: its reset gate scales b_hn
+        self.table = table.contiguous()
+        none = w.new_empty(0)
+        self.w_ih = [none] + [c.weight_ih.detach() for c in cells[1:]]
+        self.b_in = [none] + [(c.bias_ih if self.gru else c.bias_ih + c.bias_hh).detach().contiguous()
+                              for c in cells[1:]]
+        self.w_hh = [c.weight_hh.detach() for c in cells]
+        self.b_rec = [c.bias_hh.detach() for c in cells] if self.gru else [none] * len(cells)
+
+        def packed(m: Tensor) -> Tensor | None:
+            return (torch.ops.mkldnn._reorder_linear_weight(m.contiguous(), max(streams, 1))
+                    if PackedLinear.would_pack(m, streams) else None)
+        self.dnn_ih = [None] + [packed(m) for m in self.w_ih[1:]]
+        self.dnn_hh = [packed(m) for m in self.w_hh]
+        if not any(t is not None for t in self.dnn_ih + self.dnn_hh):
+            self.dnn_ih, self.dnn_hh = [], []
+
+    @property
+    def onednn(self) -> bool:
+        """Whether any product runs on oneDNN."""
+        return bool(self.dnn_hh)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, state: StackState, mode: str, u: Tensor | None = None, truth: Tensor | None = None,
+                 temperature: float = 1.0) -> tuple[Tensor, StackState]:
+        """See :func:`decide_in_kernel`."""
+        model = self.model
+        flat = [t for layer in state for t in layer]
+        if truth is not None:  # broadcast as the Python loop's torch.where does
+            truth = truth.expand(x.shape[0], max(x.shape[1] - 1, 0))
+        fed, out = torch.ops.rnnlab.decide(x, flat, _CELL_CODES[model.cfg.cell], self.table, self.w_ih, self.b_in,
+                                           self.w_hh, self.b_rec, model.decoder.weight.detach(),
+                                           model.decoder.bias.detach(), 1 if mode == "sample" else 0,
+                                           float(temperature), u, truth, self.dnn_ih, self.dnn_hh)
+        n = len(state[0])
+        return fed, tuple(tuple(out[n * k:n * (k + 1)]) for k in range(len(model.rnn.cells)))
 
 
 @torch.no_grad()
@@ -171,30 +220,12 @@ def decide_in_kernel(model: RNNLanguageModel, x: Tensor, state: StackState, mode
     total, at the ``temperature`` given -- unless ``truth[:, t - 1]`` (B, T - 1) bool takes ``x[:, t]``. Returns
     ``fed`` and the state after reading ``fed[:, :T-1]``, from which a run goes on with ``fed[:, -1]``. The same
     function as :func:`rnnlab.feeding.own_inputs`' Python loop, up to float rounding. None where the kernel
-    cannot run: not on the CPU, a dtype other than float32/float64, or no kernels here.
+    cannot run: not on the CPU, a dtype other than float32/float64, or no kernels here. (For many runs with the
+    same weights, build one :class:`Decider` and call it.)
     """
-    if not kernel_decides(model, x.shape[0]):
+    if not kernel_decides(model):
         return None
-    w = model.decoder.weight
-    cells = model.rnn.cells
-    gru = model.cfg.cell == "gru"
-    first = cells[0]
-    ids = torch.arange(model.vocab_size, device=w.device)
-    table = first.project_input(model.embed(ids[:, None])[:, 0])  # (V, G*H): W_ih e(v) + b_ih
-    if not gru:
-        table = table + first.bias_hh  # the GRU's b_hh is not a plain sum: its reset gate scales b_hn
-    none = w.new_empty(0)
-    w_ih = [none] + [c.weight_ih for c in cells[1:]]
-    b_in = [none] + [c.bias_ih if gru else c.bias_ih + c.bias_hh for c in cells[1:]]
-    b_rec = [c.bias_hh for c in cells] if gru else [none] * len(cells)
-    flat = [t for layer in state for t in layer]
-    if truth is not None:  # broadcast as the Python loop's torch.where does
-        truth = truth.expand(x.shape[0], max(x.shape[1] - 1, 0))
-    fed, out = torch.ops.rnnlab.decide(x, flat, _CELL_CODES[model.cfg.cell], table.contiguous(), w_ih, b_in,
-                                       [c.weight_hh for c in cells], b_rec, w, model.decoder.bias,
-                                       1 if mode == "sample" else 0, float(temperature), u, truth)
-    n = len(state[0])
-    return fed, tuple(tuple(out[n * k:n * (k + 1)]) for k in range(len(cells)))
+    return Decider(model, x.shape[0])(x, state, mode, u, truth, temperature)
 
 
 def sequence_loss(logits: Tensor, targets: Tensor) -> Tensor:

@@ -9,6 +9,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
@@ -260,6 +262,26 @@ void addmm_split_(Tensor& out, const Tensor& a, const Tensor& wt) {
     o.addmm_(a_d, wt_d.narrow(1, n0, n1 - n0));
   });
 }
+// oneDNN's product with a matrix packed by torch.ops.mkldnn._reorder_linear_weight (W (N, K) in its blocked
+// layout): a (B, K) -> a @ W^T + bias, or a @ W^T + other (its sum post-op). Called through the dispatcher, boxed,
+// as Python calls it: the ops belong to PyTorch's CPU library where it is built with oneDNN, and the Python side
+// passes packed matrices only then. Each returns a new (B, N) tensor.
+Tensor dnn_linear(const Tensor& a, const Tensor& packed, const Tensor& bias) {
+  static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  torch::jit::Stack stack{a, packed, bias.defined() ? c10::IValue(bias) : c10::IValue(), c10::IValue(std::string("none")),
+                          c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue()};
+  op.callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+Tensor dnn_add(const Tensor& a, const Tensor& packed, const Tensor& other) {
+  static const c10::OperatorHandle op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "binary");
+  torch::jit::Stack stack{a, other, packed, c10::IValue(), c10::IValue(std::string("add"))};
+  op.callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
 // ----------------------------------------------------------------------------------------------------------------
 // A self-fed run's inputs, decided step by step without gradient (rnnlab.feeding.own_inputs): the inference step
 // of a whole language model -- input table, L layers of one cell, softmax layer -- and the choice of the next
@@ -327,12 +349,15 @@ void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, c
 // instead of the model's own token. state: per layer h (B, H), and c for the LSTM. table (V, G*H): the first
 // layer's input projection of every symbol with the biases that add to it; w_ih/b_in: the input projections of
 // the later layers (entry 0 unused); w_hh (G*H, H) per layer; b_rec: the GRU's b_hh per layer (else empty);
-// dec_w (V, H), dec_b (V). u (T - 1, B) float64: the uniforms of mode 1, at the temperature given.
+// dec_w (V, H), dec_b (V). u (T - 1, B) float64: the uniforms of mode 1, at the temperature given. dnn_ih, dnn_hh:
+// empty, or per layer oneDNN's packed W_ih / W_hh (float32) where that product should run on oneDNN (None where
+// not; dnn_ih[0] unused), else the product runs on the BLAS.
 // -> the inputs fed (B, T), and the state after reading fed[:, :T-1] (as state: the next run goes on from there).
 std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList state, int64_t cell, const Tensor& table, at::TensorList w_ih,
               at::TensorList b_in, at::TensorList w_hh, at::TensorList b_rec, const Tensor& dec_w,
               const Tensor& dec_b, int64_t mode, double temperature, const std::optional<Tensor>& u_,
-              const std::optional<Tensor>& truth_) {
+              const std::optional<Tensor>& truth_, const c10::List<std::optional<Tensor>>& dnn_ih,
+              const c10::List<std::optional<Tensor>>& dnn_hh) {
   check(table, "table");
   TORCH_CHECK(cell == kElman || cell == kGRU || cell == kLSTM, "rnnlab decide: unknown cell ", cell);
   TORCH_CHECK(mode == 0 || (mode == 1 && u_.has_value()), "rnnlab decide: mode 0 (argmax) or 1 (sample, with u)");
@@ -353,6 +378,17 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
                   (truth_->scalar_type() == at::kBool && truth_->sizes() == at::IntArrayRef({B, steps})),
               "rnnlab decide: truth must be (B, T - 1) bool");
   TORCH_CHECK(dec_b.sizes() == at::IntArrayRef({V}), "rnnlab decide: dec_b must be (V)");
+  TORCH_CHECK((dnn_ih.size() == 0 || static_cast<int64_t>(dnn_ih.size()) == L) &&
+                  (dnn_hh.size() == 0 || static_cast<int64_t>(dnn_hh.size()) == L),
+              "rnnlab decide: dnn_ih and dnn_hh must be empty or hold one entry per layer");
+  std::vector<Tensor> p_ih(L), p_hh(L);  // undefined: the BLAS
+  for (int64_t k = 0; k < L; ++k) {
+    if (dnn_ih.size() > 0 && k > 0 && dnn_ih.get(k).has_value()) p_ih[k] = *dnn_ih.get(k);
+    if (dnn_hh.size() > 0 && dnn_hh.get(k).has_value()) p_hh[k] = *dnn_hh.get(k);
+  }
+  const bool any_dnn = std::any_of(p_ih.begin(), p_ih.end(), [](const Tensor& t) { return t.defined(); }) ||
+                       std::any_of(p_hh.begin(), p_hh.end(), [](const Tensor& t) { return t.defined(); });
+  TORCH_CHECK(!any_dnn || table.scalar_type() == at::kFloat, "rnnlab decide: oneDNN's packed matrices are float32");
   const auto opt = table.options();
   Tensor fed = at::empty({B, T}, x.options().dtype(at::kLong));
   if (T > 0) fed.select(1, 0).copy_(x.select(1, 0));
@@ -389,13 +425,19 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
       for (int64_t k = 0; k < L; ++k) {
         if (k == 0) {
           at::index_select_out(xp, table, 0, tok);  // (B, G)
+        } else if (p_ih[k].defined()) {
+          xp = dnn_linear(h_next[k - 1], p_ih[k], b_in[k]);
         } else {
           xp.copy_(b_in[k].expand({B, G}));
           addmm_split_(xp, h_next[k - 1], w_ih_t[k]);  // the layer below's new h
         }
         if (cell == kGRU) {
-          a.zero_();
-          addmm_split_(a, h[k], w_hh_t[k]);
+          if (p_hh[k].defined()) {
+            a = dnn_linear(h[k], p_hh[k], Tensor());
+          } else {
+            a.zero_();
+            addmm_split_(a, h[k], w_hh_t[k]);
+          }
           const scalar_t *x_p = xp.const_data_ptr<scalar_t>(), *a_p = a.const_data_ptr<scalar_t>(),
                          *bias = b_gru[k].const_data_ptr<scalar_t>(), *hp = h[k].const_data_ptr<scalar_t>();
           scalar_t *rz_p = rz.data_ptr<scalar_t>(), *an_p = an.data_ptr<scalar_t>(), *n_p = nb.data_ptr<scalar_t>(),
@@ -404,7 +446,11 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
             gru_forward_rows<scalar_t>(x_p, a_p, bias, hp, rz_p, an_p, n_p, h_p, H, b0, b1);
           });
         } else {
-          addmm_split_(xp, h[k], w_hh_t[k]);  // (B, G): all pre-activations
+          if (p_hh[k].defined()) {
+            xp = dnn_add(h[k], p_hh[k], xp);  // (B, G): all pre-activations
+          } else {
+            addmm_split_(xp, h[k], w_hh_t[k]);
+          }
           scalar_t* z = xp.data_ptr<scalar_t>();
           scalar_t* h_p = h_next[k].data_ptr<scalar_t>();
           if (cell == kElman) {
@@ -554,7 +600,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& dout_, co
 
 TORCH_LIBRARY(rnnlab, m) {
   m.def("decide(Tensor x, Tensor[] state, int cell, Tensor table, Tensor[] w_ih, Tensor[] b_in, Tensor[] w_hh,"
-        " Tensor[] b_rec, Tensor dec_w, Tensor dec_b, int mode, float temperature, Tensor? u, Tensor? truth) -> (Tensor, Tensor[])");
+        " Tensor[] b_rec, Tensor dec_w, Tensor dec_b, int mode, float temperature, Tensor? u, Tensor? truth,"
+        " Tensor?[] dnn_ih, Tensor?[] dnn_hh) -> (Tensor, Tensor[])");
   m.def("lstm_forward(Tensor xp, Tensor h0, Tensor c0, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor dout, Tensor dcs, Tensor out, Tensor cs, Tensor gates, Tensor tcs, Tensor h0, Tensor c0,"
         " Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
@@ -574,3 +621,6 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("gru_forward", &gru_forward);
   m.impl("gru_backward", &gru_backward);
 }
+
+// decide's oneDNN-packed matrices are tensors of the MkldnnCPU backend, which then picks the kernel.
+TORCH_LIBRARY_IMPL(rnnlab, MkldnnCPU, m) { m.impl("decide", &decide); }
