@@ -92,6 +92,27 @@ def test_the_kernel_takes_strided_inputs():
 
 
 @needs_kernels
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+@pytest.mark.parametrize("layout", ["batch-major", "every other row"])
+def test_the_backward_reads_a_gradient_of_any_row_layout(cell, layout):
+    """The gradient from above arrives as the transpose of a batch-major tensor (the model's (B, T, H) output) or
+    with gaps between rows; the backward reads its rows in place and computes what it does from a contiguous copy."""
+    t, b, h = 5, 4, 19
+    args = _inputs(cell, t, b, h)
+    dout = torch.randn(t, b, h, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    if layout == "batch-major":
+        strided = dout.transpose(0, 1).contiguous().transpose(0, 1)
+    else:
+        strided = torch.zeros(t, 2 * b, h, dtype=torch.float64)[:, ::2]
+        strided.copy_(dout)
+    assert not strided.is_contiguous() and strided.stride(2) == 1 and torch.equal(strided, dout)
+    got = _run(cell, args, strided)
+    want = _run(cell, args, dout.contiguous())
+    for a, e, name in zip(got, want, ["out", "d xp", "d h0", "d w_hh", "d b_hh"]):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14, msg=name)
+
+
+@needs_kernels
 def test_the_kernel_refuses_shapes_that_do_not_agree():
     xp, h0, w, bias = (a.detach() for a in _inputs("gru", 3, 2, 4))
     with pytest.raises(RuntimeError, match="shapes do not agree"):

@@ -35,6 +35,23 @@ inline at::vec::Vectorized<T> sigmoid(const at::vec::Vectorized<T>& x) {
   return V(T(1)) / (V(T(1)) + x.neg().exp());
 }
 
+// t (T, B, N) itself where each (t, b) row is contiguous (as the transpose of a batch-major tensor is), else a
+// contiguous copy: the backward passes read rows by pointer with t's first two strides.
+Tensor rows_contiguous(const Tensor& t) { return t.dim() == 3 && t.stride(2) == 1 ? t : t.contiguous(); }
+
+// One row of the Elman backward: d = (g + s) * (1 - h^2).
+template <typename T>
+void elman_delta_row(const T* g, const T* s, const T* h, T* d, int64_t H) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t W = V::size();
+  const V one(T(1));
+  for (int64_t j = 0; j < H; j += W) {
+    const int c = static_cast<int>(std::min(W, H - j));
+    const V hv = V::loadu(h + j, c);
+    ((V::loadu(g + j, c) + V::loadu(s + j, c)) * (one - hv * hv)).store(d + j, c);
+  }
+}
+
 void check(const Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "rnnlab recurrences: ", name, " must be on the CPU");
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
@@ -112,8 +129,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const 
 // dxp = [dr, dz, dn] (B, 3H), of a = W_hh h_{t-1} + b_hh, dac = [dr, dz, dn * r] (B, 3H), and the part of
 // dL/dh_{t-1} that does not pass through W_hh: gnext = dprev + g z (dprev: dL/dh_{t-1} from above, or none).
 template <typename T>
-void gru_backward_rows(const T* g, const T* rz, const T* n, const T* an, const T* hp, const T* dprev, T* dxp,
-                       T* dac, T* gnext, int64_t H, int64_t b0, int64_t b1) {
+void gru_backward_rows(const T* g, const T* rz, const T* n, const T* an, const T* hp, const T* dprev,
+                       int64_t dprev_stride, T* dxp, T* dac, T* gnext, int64_t H, int64_t b0, int64_t b1) {
   using V = at::vec::Vectorized<T>;
   const int64_t W = V::size();
   const V one(T(1));
@@ -134,18 +151,18 @@ void gru_backward_rows(const T* g, const T* rz, const T* n, const T* an, const T
       dz.store(dab + H + j, c);
       (dn * r).store(dab + 2 * H + j, c);
       V gz = gg * z;
-      if (dprev != nullptr) gz = gz + V::loadu(dprev + b * H + j, c);
+      if (dprev != nullptr) gz = gz + V::loadu(dprev + b * dprev_stride + j, c);
       gz.store(gn + j, c);
     }
   }
 }
 
-// Saved forward values and dout = dL/dh_1..h_T (T, B, H) -> dxp (T, B, 3H), dh0 (B, H), dw_hh (3H, H), db_hh (3H)
+// Saved forward values and dout = dL/dh_1..h_T (T, B, H; rows contiguous, any strides) -> dxp (T, B, 3H), dh0 (B, H), dw_hh (3H, H), db_hh (3H)
 std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, const Tensor& out_, const Tensor& h0_,
                                                         const Tensor& w_hh, const Tensor& a_n_, const Tensor& rz_,
                                                         const Tensor& n_) {
   check(out_, "out");
-  const Tensor dout = dout_.contiguous(), h0 = h0_.contiguous(), out = out_.contiguous();
+  const Tensor dout = rows_contiguous(dout_), h0 = h0_.contiguous(), out = out_.contiguous();
   const Tensor a_n = a_n_.contiguous(), rz = rz_.contiguous(), n = n_.contiguous();
   const int64_t T = out.size(0), B = out.size(1), H = out.size(2);
   TORCH_CHECK(T > 0 && dout.sizes() == out.sizes() && a_n.sizes() == out.sizes() && n.sizes() == out.sizes() &&
@@ -159,13 +176,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* hp = t > 0 ? out.const_data_ptr<scalar_t>() + (t - 1) * B * H : h0.const_data_ptr<scalar_t>();
-      const scalar_t* dprev = t > 0 ? dout.const_data_ptr<scalar_t>() + (t - 1) * B * H : nullptr;
+      const scalar_t* dprev = t > 0 ? dout.const_data_ptr<scalar_t>() + (t - 1) * dout.stride(0) : nullptr;
       const scalar_t *g_p = g.const_data_ptr<scalar_t>(), *rz_t = rz.const_data_ptr<scalar_t>() + t * B * 2 * H,
                      *n_t = n.const_data_ptr<scalar_t>() + t * B * H, *an_t = a_n.const_data_ptr<scalar_t>() + t * B * H;
       scalar_t *dx_t = dxp.data_ptr<scalar_t>() + t * B * 3 * H, *da_t = dac.data_ptr<scalar_t>() + t * B * 3 * H,
                *gn = g_next.data_ptr<scalar_t>();
       at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-        gru_backward_rows<scalar_t>(g_p, rz_t, n_t, an_t, hp, dprev, dx_t, da_t, gn, H, b0, b1);
+        gru_backward_rows<scalar_t>(g_p, rz_t, n_t, an_t, hp, dprev, dout.stride(1), dx_t, da_t, gn, H, b0, b1);
       });
       g_next.addmm_(dac[t], w_hh);  // + (dL/da_t) W_hh
       std::swap(g, g_next);
@@ -181,55 +198,62 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
 // ----------------------------------------------------------------------------------------------------------------
 // Elman: h_t = tanh(x^p_t + W_hh h_{t-1}), both biases in x^p_t.
 
-// xp (T, B, H), h0 (B, H), w_hh (H, H) -> out = h_1..h_T (T, B, H)
-Tensor elman_forward(const Tensor& xp, const Tensor& h0_, const Tensor& w_hh) {
-  check(xp, "xp");
-  const Tensor h0 = h0_.contiguous();
+// xp (T, B, H), h0 (B, H), w_hh (H, H) -> out = h_1..h_T (T, B, H). Each step's product goes to a small buffer
+// and the pass that applies tanh reads x^p_t beside it: no copy of the whole of xp.
+Tensor elman_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh) {
+  check(xp_, "xp");
+  const Tensor xp = xp_.contiguous(), h0 = h0_.contiguous();
   const int64_t T = xp.size(0), B = xp.size(1), H = xp.size(2);
   TORCH_CHECK(T > 0, "rnnlab elman_forward: no time steps");
   TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_hh.sizes() == at::IntArrayRef({H, H}),
               "rnnlab elman_forward: shapes do not agree");
-  Tensor out = xp.clone(at::MemoryFormat::Contiguous);  // x^p_t, then h_t in place
+  Tensor out = at::empty({T, B, H}, xp.options());
+  Tensor a = at::empty({B, H}, xp.options());  // W_hh h_{t-1}
   const Tensor wt = w_hh.t();
   const int64_t grain = grain_rows(H);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "elman_forward", [&] {
     using V = at::vec::Vectorized<scalar_t>;
     Tensor h_prev = h0;
+    const scalar_t* a_p = a.const_data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
-      Tensor h_t = out[t];
-      h_t.addmm_(h_prev, wt);
-      scalar_t* p = h_t.data_ptr<scalar_t>();
+      at::mm_out(a, h_prev, wt);
+      const scalar_t* x = xp.const_data_ptr<scalar_t>() + t * B * H;
+      scalar_t* h = out.data_ptr<scalar_t>() + t * B * H;
       at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-        at::vec::map([](V v) { return v.tanh(); }, p + b0 * H, p + b0 * H, (b1 - b0) * H);
+        at::vec::map2([](V xv, V av) { return (xv + av).tanh(); }, h + b0 * H, x + b0 * H, a_p + b0 * H,
+                      (b1 - b0) * H);
       });
-      h_prev = h_t;
+      h_prev = out[t];
     }
   });
   return out;
 }
 
-// dout = dL/dh_1..h_T (T, B, H) and the forward's out -> dxp (T, B, H), dh0 (B, H), dw_hh (H, H), with
+// dout = dL/dh_1..h_T (T, B, H), any layout whose rows are contiguous (the transpose of a batch-major gradient
+// is read in place), and the forward's out -> dxp (T, B, H), dh0 (B, H), dw_hh (H, H), with
 // delta_t = (dout_t + delta_{t+1} W_hh) * (1 - h_t^2).
-std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout, const Tensor& out_, const Tensor& h0_,
+std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout_, const Tensor& out_, const Tensor& h0_,
                                                   const Tensor& w_hh) {
   check(out_, "out");
-  const Tensor h0 = h0_.contiguous(), out = out_.contiguous();
+  const Tensor h0 = h0_.contiguous(), out = out_.contiguous(), dout = rows_contiguous(dout_);
   const int64_t T = out.size(0), B = out.size(1), H = out.size(2);
   TORCH_CHECK(T > 0 && dout.sizes() == out.sizes() && h0.sizes() == at::IntArrayRef({B, H}) &&
                   w_hh.sizes() == at::IntArrayRef({H, H}),
               "rnnlab elman_backward: shapes do not agree");
-  Tensor delta = dout.clone(at::MemoryFormat::Contiguous);  // dout_t, then delta_t in place
-  const int64_t grain = grain_rows(H);
+  Tensor delta = at::empty({T, B, H}, out.options());
+  Tensor s = at::zeros({B, H}, out.options());  // delta_{t+1} W_hh (none after the last step)
+  const int64_t grain = grain_rows(H), st = dout.stride(0), sb = dout.stride(1);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_backward", [&] {
-    using V = at::vec::Vectorized<scalar_t>;
+    const scalar_t* s_p = s.const_data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
-      Tensor d_t = delta[t];
-      if (t < T - 1) d_t.addmm_(delta[t + 1], w_hh);
-      scalar_t* d = d_t.data_ptr<scalar_t>();
+      if (t < T - 1) at::mm_out(s, delta[t + 1], w_hh);
+      scalar_t* d = delta.data_ptr<scalar_t>() + t * B * H;
       const scalar_t* h = out.const_data_ptr<scalar_t>() + t * B * H;
+      const scalar_t* g = dout.const_data_ptr<scalar_t>() + t * st;
       at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-        at::vec::map2([](V dv, V hv) { return dv * (V(scalar_t(1)) - hv * hv); }, d + b0 * H, d + b0 * H,
-                      h + b0 * H, (b1 - b0) * H);
+        for (int64_t b = b0; b < b1; ++b) {
+          elman_delta_row<scalar_t>(g + b * sb, s_p + b * H, h + b * H, d + b * H, H);
+        }
       });
     }
   });
