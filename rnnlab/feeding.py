@@ -689,7 +689,7 @@ class ProfessorForcing(Feeding):
         one call of the stack (the fused path), with a graph where the caller enables one."""
         fed = own_inputs(model, x, state, self.model_token, generator, steps=self._steps)  # (B, T)
         h, _ = model.rnn(model.embed(fed), state, fused=model.cfg.fused)  # (B, T, H)
-        return h, model.decoder(F.dropout(h, model.cfg.dropout, model.training))  # (B, T, V)
+        return h, model.readout(h)  # (B, T, V)
 
     def loss(self, model: RNNLanguageModel, x: Tensor, y: Tensor, state: StackState, step: int,
              generator: torch.Generator | None = None) -> FeedResult:
@@ -698,7 +698,7 @@ class ProfessorForcing(Feeding):
         # teacher-forced: model.forward's computation, keeping the top layer's h
         e = model.embed(x)  # (B, T, I)
         h_tf, tf_state = model.rnn(e, state, fused=model.cfg.fused)  # (B, T, H)
-        logits_tf = model.decoder(F.dropout(h_tf, model.cfg.dropout, model.training))  # (B, T, V)
+        logits_tf = model.readout(h_tf)  # (B, T, V)
         nll = sequence_loss(logits_tf, y)
         with torch.set_grad_enabled(on and torch.is_grad_enabled()):
             h_fr, logits_fr = self._free_run(model, x, state, generator)  # (B, T, H), (B, T, V)

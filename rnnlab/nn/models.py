@@ -57,8 +57,16 @@ class RNNLanguageModel(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[0])
         out, state = self.rnn(x, state, fused=self.cfg.fused if fused is None else fused)  # (B, T, H)
-        out = F.dropout(out, self.cfg.dropout, self.training)
-        return self.decoder(out), state  # (B, T, V)
+        return self.readout(out), state  # (B, T, V)
+
+    def readout(self, h: Tensor) -> Tensor:
+        """Top-layer states h (B, T, H) -> logits (B, T, V): output dropout, then the softmax layer. Where h is
+        the fused stack's time-major result seen batch-major, the product runs in that order and the logits are
+        a view of it (a later reshape copies the (B, T, V) logits, not the larger (B, T, H) states)."""
+        h = F.dropout(h, self.cfg.dropout, self.training)
+        if h.dim() == 3 and not h.is_contiguous() and h.transpose(0, 1).is_contiguous():
+            return self.decoder(h.transpose(0, 1)).transpose(0, 1)
+        return self.decoder(h)
 
     def step(self, token: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """One step: token (B,) ids or (B, V) probabilities -> logits (B, V), new state."""
