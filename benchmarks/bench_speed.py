@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnlab.allocator import keep_large_blocks
 from rnnlab.config import ModelConfig, OptimConfig
 from rnnlab.feeding import make_feeding
 from rnnlab.nn import RNNLanguageModel, detach_state, kernels, sequence_loss
@@ -388,7 +389,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 {m['cpu']}, {m['threads']} threads, torch {m['torch']} ({m['cpu_capability']}), Python {m['python']};
 commit {m['commit']}; {m['started']} to {m['finished']}; load average {m['loadavg_start']} -> {m['loadavg_end']};
-fused Elman and GRU recurrences in {'the C++ kernels (rnnlab.nn.kernels)' if m.get('kernels') else 'Python loops (no kernels)'}.
+fused Elman and GRU recurrences in {'the C++ kernels (rnnlab.nn.kernels)' if m.get('kernels') else 'Python loops (no kernels)'};
+{'large freed blocks kept by malloc for reuse (rnnlab.allocator), for every variant' if m.get('malloc_keeps_large_blocks') else 'malloc as the C library has it'}.
 Batch {m['batch_size']} x {m['seq_len']} characters, vocabulary {VOCAB}, embedding {m['embedding_size']}, no dropout (both networks the same), Adam,
 clip norm 5, random tokens. Median of {m['repeats']} interleaved repeats of {m['steps']} steps
 ({m['unfused_steps']} for the unfused unroller), after {m['warmup']} warm-up step(s) per variant.
@@ -448,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = keep_large_blocks()  # as rnnlab's training sets it (rnnlab.allocator); every variant shares it
     rss = RSS()
     meta = {
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "quick": args.quick,
@@ -459,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "seq_len": args.seq_len, "embedding_size": ModelConfig().embedding_size,
         "warmup": args.warmup, "steps": args.steps, "unfused_steps": args.unfused_steps, "repeats": args.repeats,
         "theoretical_peak_gflops": THEORETICAL_PEAK_GFLOPS, "rss_per_variant": rss.resettable,
-        "kernels": kernels.available(), "kernels_why_not": kernels.why_not(),
+        "kernels": kernels.available(), "kernels_why_not": kernels.why_not(), "malloc_keeps_large_blocks": allocator,
     }
     print(f"rnnlab training speed  {meta['started']}")
     print(f"  CPU      {meta['cpu']}, {meta['cpu_count']} logical CPUs, {meta['cpu_capability']}")
@@ -467,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {meta['python']}, commit {meta['commit']}")
     why_not = meta["kernels_why_not"] or "the build failed"
     print("  kernels  " + ("C++ recurrences (rnnlab.nn.kernels) in use" if meta["kernels"] else f"not in use: {why_not}"))
+    print("  malloc   " + ("large freed blocks kept for reuse (rnnlab.allocator)" if allocator else "as the C library has it"))
     print(f"  load     {meta['loadavg_start']} (1, 5, 15 min) -- timings are only meaningful on a quiet machine")
     print(f"  step     B={args.batch_size} T={args.seq_len} V={VOCAB} embedding {meta['embedding_size']}, Adam, clip 5; "
           f"median of {args.repeats} x {args.steps} steps ({args.unfused_steps} unfused), warm-up {args.warmup}")

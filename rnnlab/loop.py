@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rnnlab import jsonio
+from rnnlab.allocator import keep_large_blocks
 from rnnlab.checkpoint import BEST, LAST, atomic_write
 from rnnlab.config import OptimConfig, TrainConfig
 from rnnlab.distributed import SINGLE, Dist, launched
@@ -190,7 +191,7 @@ def check_resume_config(stored: dict[str, dict[str, Any]], given: dict[str, dict
 
 
 def start_run(tc: TrainConfig, distributed: bool = False) -> tuple[Path, torch.device]:
-    """The run folder and device of a run about to start: threads set, and a clear error for a
+    """The run folder and device of a run about to start: threads and the allocator set, and a clear error for a
     folder that already holds a run (unless resuming), an ``--out`` that is a file, or a
     ``torchrun`` launch of a job that trains in one process only (not ``distributed``)."""
     if not distributed and launched():
@@ -200,6 +201,7 @@ def start_run(tc: TrainConfig, distributed: bool = False) -> tuple[Path, torch.d
     device = resolve_device(tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    keep_large_blocks()  # a step's large buffers reused, not mapped afresh (rnnlab.allocator)
     if not tc.resume and ((out / LAST).exists() or (out / BEST).exists()):
         raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
     if out.exists() and not out.is_dir():
