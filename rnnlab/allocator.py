@@ -40,3 +40,8 @@ def keep_large_blocks() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _set = mallopt(_M_MMAP_THRESHOLD, _LARGE) == 1 and mallopt(_M_TRIM_THRESHOLD, _LARGE) == 1
     return _set
+
+
+def large_blocks_kept() -> bool:
+    """Whether :func:`keep_large_blocks` has raised the thresholds in this process."""
+    return _set

@@ -21,6 +21,15 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _allocator_flag_per_test(monkeypatch):
+    """A run started in one test (rnnlab.loop.start_run) sets rnnlab.allocator for the process, which moves small
+    LSTMs from the C++ kernel to nn.LSTM; each test starts from the flag as the session began, whatever ran before."""
+    from rnnlab import allocator
+
+    monkeypatch.setattr(allocator, "_set", allocator._set)
+
+
 @pytest.fixture
 def corpus_file(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"

@@ -20,8 +20,7 @@ PROBE = textwrap.dedent("""
         t.fill_(1.0)
         del t
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    faults_of_one_buffer()
-    print(min(faults_of_one_buffer() for _ in range(3)))
+    print(min(faults_of_one_buffer() for _ in range(10)))  # the heap may take a few rounds to settle
 """)
 
 
@@ -35,7 +34,8 @@ def _probe(tune: str) -> tuple[bool, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_a_freed_large_buffer_is_reused_without_page_faults():
-    """48 MB is 12,288 pages: mapped afresh each time it costs about that many faults; reused, almost none."""
+    """48 MB is 12,288 pages: mapped afresh each time it costs about that many faults; reused, almost none. (The
+    best of 10 rounds: in some processes the heap needs a few before the block is reused.)"""
     on, faults_on = _probe("1")
     off, faults_off = _probe("0")
     if not on:

@@ -31,8 +31,10 @@ Measured on 2 cores (issue 6, ``benchmarks/bench_speed.py``): with the Python lo
 whole training step 1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop; the kernels make the
 GRU at 2x128 about 1.5x faster again, the Elman RNN about 1.1x (both 1.05-1.14x at 2x512).
 An LSTM of the same design in Python lost to oneDNN's fused LSTM at every size tried; in
-C++ (:class:`LSTMSequence`, no Python loop) it beats oneDNN by some 7% at 128 units and
-loses at 256, so only small LSTMs take it. A gate-major GRU layout (contiguous gate blocks
+C++ (:class:`LSTMSequence`, no Python loop) it beat oneDNN by 7-18% at 128 units and lost
+at 256. That lead came from oneDNN's workspaces paying fresh page faults every step: with
+:mod:`rnnlab.allocator` set, as in every rnnlab run, oneDNN is faster, so only small LSTMs
+in processes without it take the kernel (:func:`lstm_kernel_fits`). A gate-major GRU layout (contiguous gate blocks
 for the element-wise calls) was no faster overall and is not kept.
 
 Layout is time-major: xp (T, B, G*H) -> out (T, B, H); the final state is ``out[-1]``, so
@@ -47,6 +49,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnlab.allocator import large_blocks_kept
 from rnnlab.nn import kernels
 
 
@@ -286,8 +289,12 @@ LSTM_KERNEL_MAX_HIDDEN = 128
 
 
 def lstm_kernel_fits(hidden_size: int, x: Tensor) -> bool:
-    """Whether an LSTM layer of this size runs :class:`LSTMSequence` for x rather than ``torch.nn.LSTM``."""
-    return hidden_size <= LSTM_KERNEL_MAX_HIDDEN and _kernel_for(x)
+    """Whether an LSTM layer of this size runs :class:`LSTMSequence` for x rather than ``torch.nn.LSTM``: only
+    where the allocator maps large blocks afresh (:mod:`rnnlab.allocator` not set, as in a user's own loop).
+    oneDNN's LSTM allocates large workspaces at every step. With freed blocks reused, as every rnnlab run has
+    them, it was 1.03-1.11x faster than the kernel at 32-128 units here; with fresh mappings the kernel was 1.18x
+    faster at 128."""
+    return hidden_size <= LSTM_KERNEL_MAX_HIDDEN and _kernel_for(x) and not large_blocks_kept()
 
 
 def gru_sequence(xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ that compute the same function on the same parameters:
   steps as one matrix product, then ``cell.step_projected`` once per step. Works for
   any :class:`~rnnlab.nn.cells.Cell` and never asks which kind it is.
 * :meth:`fused` -- the fastest path for the cell and device: on the CPU, Elman and GRU
-  layers (and LSTM layers of at most 128 units, where the C++ kernels are built) run
+  layers (and LSTM layers of at most 128 units, where the C++ kernels are built and the process has not
+  set :mod:`rnnlab.allocator`) run
   :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one product per step forwards
   and backwards, the weight gradient as one product over all steps); otherwise
   ``torch.nn.RNN/LSTM/GRU`` (oneDNN's LSTM on the CPU, cuDNN on a GPU) called
@@ -119,7 +120,7 @@ class RecurrentStack(nn.Module):
     def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """The same function as :meth:`unroll`, by the fastest path there is: on the CPU, where every cell
         says it :meth:`~rnnlab.nn.cells.Cell.runs_sequence` (Elman, GRU; the LSTM up to 128 units with the
-        kernels), :meth:`sequences`; else (larger LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every
+        kernels, in a process without :mod:`rnnlab.allocator`'s setting), :meth:`sequences`; else (larger LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every
         cell on a GPU) :meth:`torch_fused`."""
         if x.device.type == "cpu" and x.shape[1] > 0 and all(c.runs_sequence(x) for c in self.cells):
             return self.sequences(x, state)
