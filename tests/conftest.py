@@ -23,11 +23,12 @@ def _seed_and_threads():
 
 @pytest.fixture(autouse=True)
 def _allocator_flag_per_test(monkeypatch):
-    """A run started in one test (rnnlab.loop.start_run) sets rnnlab.allocator for the process, which moves small
-    LSTMs from the C++ kernel to nn.LSTM; each test starts from the flag as the session began, whatever ran before."""
+    """A run started earlier (rnnlab.loop.start_run, in a test or a module-scoped fixture) sets rnnlab.allocator for
+    the process, which moves small LSTMs from the C++ kernel to nn.LSTM; each test starts with the flag unset,
+    whatever ran before, and sets it only by starting a run itself."""
     from rnnlab import allocator
 
-    monkeypatch.setattr(allocator, "_set", allocator._set)
+    monkeypatch.setattr(allocator, "_set", False)
 
 
 @pytest.fixture
