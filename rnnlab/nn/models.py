@@ -190,9 +190,8 @@ class Decider:
         self.w_hh = [c.weight_hh.detach() for c in cells]
         self.b_rec = [c.bias_hh.detach() for c in cells] if self.gru else [none] * len(cells)
 
-        def packed(m: Tensor) -> Tensor | None:
-            return (torch.ops.mkldnn._reorder_linear_weight(m.contiguous(), max(streams, 1))
-                    if PackedLinear.would_pack(m, streams) else None)
+        def packed(m: Tensor) -> Tensor | None:  # PackedLinear's packing, with its fall-back for refused shapes
+            return PackedLinear(m, None, streams, onednn=True).packed if PackedLinear.would_pack(m, streams) else None
         self.dnn_ih = [None] + [packed(m) for m in self.w_ih[1:]]
         self.dnn_hh = [packed(m) for m in self.w_hh]
         if not any(t is not None for t in self.dnn_ih + self.dnn_hh):
