@@ -16,6 +16,9 @@ The contract, for a language model with global batch B on W ranks:
   (the tests check the loss curve and the final weights). Random draws (dropout,
   sampled feeding) come from each rank's own generator, so those runs are
   equally valid but not equal to one process;
+* a feeding strategy with parameters of its own (professor forcing's discriminator)
+  starts from rank 0's and averages their gradients over ranks the same way;
+* the logged training numbers (loss and a strategy's extras) are means over ranks;
 * stop decisions (time budget, Ctrl-C) are agreed on by all ranks every step, the
   validation split is scored by rank 0 and its result broadcast;
 * rank 0 alone writes checkpoints, ``metrics.jsonl``, plots and the progress bar;
@@ -64,6 +67,30 @@ class Dist:
         v = value.detach().clone().reshape(1).to(torch.float64)
         dist.all_reduce(v)
         return v[0] / self.world
+
+    def average_(self, tensors: list[torch.Tensor]) -> None:
+        """Replace each tensor by its mean over ranks, in place (nothing in one process)."""
+        if not self.enabled:
+            return
+        for t in tensors:
+            dist.all_reduce(t)
+            t.div_(self.world)
+
+    def broadcast_(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite each tensor with rank 0's, in place (nothing in one process)."""
+        if not self.enabled:
+            return
+        for t in tensors:
+            dist.broadcast(t, src=0)
+
+    def mean_values(self, values: dict[str, float]) -> dict[str, float]:
+        """Each number's mean over ranks (every rank passes the same keys); ``values`` itself in one process."""
+        if not self.enabled or not values:
+            return values
+        keys = sorted(values)
+        v = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._device())
+        dist.all_reduce(v)
+        return dict(zip(keys, (v / self.world).tolist()))
 
     def agree(self, code: int) -> int:
         """The largest of every rank's ``code``: one decision that all ranks take together."""

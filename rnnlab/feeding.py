@@ -618,7 +618,17 @@ class ProfessorForcing(Feeding):
         self.use_outputs, self.model_token = use_outputs, model_token
         self._initial = copy.deepcopy(discriminator.state_dict())
         self._steps = DecisionSteps()
+        self._average: Callable[[list[Tensor]], None] | None = None
         self.reset()
+
+    def synchronise(self, average: Callable[[list[Tensor]], None], broadcast: Callable[[list[Tensor]], None]) -> None:
+        """Train D together with other processes (``torchrun``), each with its own rows of the batch: D's
+        weights are overwritten now with rank 0's (``broadcast``, in place), and from now on D's gradients,
+        its loss and its batch accuracy are averaged over ranks (``average``, in place) before they are used.
+        Every rank then takes the step one process takes on the whole batch (D's loss is a mean over the
+        examples), and all agree on the gate."""
+        broadcast([t for t in self.discriminator.state_dict().values()])
+        self._average = average
 
     @classmethod
     def for_model(cls, model: RNNLanguageModel, hidden_size: int = 64, mlp_size: int = 64,
@@ -671,11 +681,14 @@ class ProfessorForcing(Feeding):
             d_loss = F.binary_cross_entropy_with_logits(d, labels)
             self.optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
+        stats = torch.stack([d_loss.detach().double(), ((d.detach() > 0) == (labels > 0.5)).double().mean()])
+        if self._average is not None:  # many processes: the whole batch's gradient, loss and accuracy
+            self._average([p.grad for p in self.discriminator.parameters() if p.grad is not None] + [stats])
         self.optimizer.step()
-        acc = ((d.detach() > 0) == (labels > 0.5)).double().mean().item()
+        loss_v, acc = stats.tolist()
         self.accuracy = self.acc_decay * self.accuracy + (1.0 - self.acc_decay) * acc
         self.updates += 1
-        return d_loss.item(), acc
+        return loss_v, acc
 
     def gate(self) -> bool:
         """Whether the adversarial term is applied now: D's running accuracy lies in the band."""

@@ -490,6 +490,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 window["clipped"] += int(optim.clip_norm > 0 and gnorm > optim.clip_norm)
                 if state.step % tc.log_interval == 0 or state.step == 1:
                     m = job.train_metrics(loss_v)
+                    extra = dist.mean_values(extra)  # rank 0 logs every rank's mean
                     speed = window["items"] / max(window["time"], 1e-9)
                     clipped = window["clipped"] / window["steps"]
                     log({"split": "train", "step": state.step, "epoch": state.epoch + state.batch / bpe,

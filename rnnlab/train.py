@@ -86,6 +86,9 @@ class LanguageModelJob:
         # what the network reads at each step (rnnlab.feeding); teacher forcing keeps the fused fast path below
         self.feeding = make_feeding(cfg.feeding.feeding, model=model, **cfg.feeding.options())
         self.teacher = cfg.feeding.feeding == "teacher"
+        synchronise = getattr(self.feeding, "synchronise", None)  # a strategy with parameters of its own
+        if dist.enabled and synchronise is not None:
+            synchronise(dist.average_, dist.broadcast_)
 
     def start_epoch(self, epoch: int) -> None:
         if epoch > 0:  # the streams wrap around: a new epoch starts from a zero state
@@ -120,7 +123,8 @@ class LanguageModelJob:
 
     def train_metrics(self, loss: float) -> dict[str, float]:
         if self._nll is not None:  # the loss minimised holds the penalty; report the model's fit alone
-            return {**token_metrics(self._nll, self.cfg.data.level), "objective": loss}
+            nll = self.dist.mean_values({"nll": self._nll})["nll"]  # every rank's, as the loss is
+            return {**token_metrics(nll, self.cfg.data.level), "objective": loss}
         return token_metrics(loss, self.cfg.data.level)
 
     def evaluate(self) -> dict[str, float]:
@@ -217,9 +221,6 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         if tc.batch_size % world:
             raise ConfigError(f"--batch-size {tc.batch_size} must be a multiple of the {world} processes "
                               f"(each trains its own batch_size / {world} streams)")
-        if cfg.feeding.feeding == "professor":
-            raise ConfigError("professor forcing trains in one process only (its discriminator is not "
-                              "synchronised across ranks yet); run it without torchrun")
     dist, device = from_env(resolve_device(tc.device))
     out, _ = start_run(tc, distributed=True)
 

@@ -36,10 +36,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False, cell: str = "lstm") -> None:
+def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False, cell: str = "lstm",
+          extra: tuple[str, ...] = ()) -> None:
     args = [cell if a == "lstm" else a for a in ARGS]
     cmd = [sys.executable, "-m", "rnnlab", "train", "--data", str(corpus), "--out", str(out),
-           "--max-steps", str(steps), *args, *(["--resume"] if resume else [])]
+           "--max-steps", str(steps), *args, *extra, *(["--resume"] if resume else [])]
     if nproc > 1:
         cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnlab"]
     else:
@@ -86,6 +87,29 @@ def test_two_processes_train_as_one_through_the_hand_written_gru(corpus, tmp_pat
     train(corpus, two, 20, nproc=2, cell="gru")
     assert json.loads((one / "config.json").read_text())["model"]["cell"] == "gru"
     assert_same_run(one, two)
+
+
+PROFESSOR = ("--feeding", "professor", "--model-token", "argmax", "--band-low", "0", "--band-high", "1",
+             "--disc-hidden", "16", "--log-interval", "1")
+
+
+def test_professor_forcing_in_two_processes_trains_as_one(corpus, tmp_path):
+    """The discriminator is a second network with its own optimiser, trained inside the language model's
+    forward: it starts from rank 0's weights and its gradients, loss and accuracy are averaged over ranks, so
+    the language model, the discriminator, its Adam state, the gate (always on here: band 0..1) and the logged
+    numbers all equal one process's with the same global batch (argmax tokens: no draws to differ)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(corpus, one, 12, extra=PROFESSOR)
+    train(corpus, two, 12, nproc=2, extra=PROFESSOR)
+    weights = load_file(str(two / "last.safetensors"))
+    assert any(k.startswith("feeding.discriminator.") for k in weights)  # D and its optimiser: compared too
+    assert_same_run(one, two)
+    rows = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
+    for a, b in zip(*rows):
+        if a["split"] == "train":
+            for key in ("d_acc", "d_batch_acc", "d_loss", "adv", "free_nll", "adv_on"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
+    assert rows[1][-2]["adv_on"] == 1.0 and 0.0 < rows[1][-2]["d_acc"] < 1.0
 
 
 def test_a_two_process_run_resumes_in_one_process(corpus, one_process, tmp_path):
