@@ -85,6 +85,14 @@ class RNNLanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def input_table(model: RNNLanguageModel, add_bias_hh: bool) -> Tensor:
+    r"""The first layer's input projection of every symbol v, :math:`e(v) W_{ih}^\top + b_{ih}` (V, G*H), with
+    :math:`b_{hh}` added where ``add_bias_hh``: a step then reads a row instead of multiplying."""
+    ids = torch.arange(model.vocab_size, device=model.decoder.weight.device)
+    table = model.rnn.cells[0].project_input(model.embed(ids[:, None])[:, 0])
+    return table + model.rnn.cells[0].bias_hh if add_bias_hh else table
+
+
 class Stepper:
     r""":meth:`RNNLanguageModel.step` in eval mode, with the weights packed once for inference.
 
@@ -110,8 +118,7 @@ class Stepper:
         first = cells[0]
         self.table = None
         if first.packs:  # (V, G*H): every symbol's input projection, biases included
-            ids = torch.arange(model.vocab_size, device=model.decoder.weight.device)
-            self.table = first.project_input(model.embed(ids[:, None])[:, 0]) + first.bias_hh
+            self.table = input_table(model, add_bias_hh=True)
             self.hh0 = PackedLinear(first.weight_hh, None, streams, onednn)  # h (B, H) -> (B, G*H)
         self.packed = [PackedLinear(torch.cat([c.weight_ih, c.weight_hh], 1), c.bias_ih + c.bias_hh, streams,
                                     onednn)
@@ -177,12 +184,8 @@ class Decider:
         w = model.decoder.weight
         cells = model.rnn.cells
         self.gru = model.cfg.cell == "gru"
-        first = cells[0]
-        ids = torch.arange(model.vocab_size, device=w.device)
-        table = first.project_input(model.embed(ids[:, None])[:, 0])  # (V, G*H): W_ih e(v) + b_ih
-        if not self.gru:
-            table = table + first.bias_hh  # the GRU's b_hh is not a plain sum: its reset gate scales b_hn
-        self.table = table.contiguous()
+        # the GRU's b_hh is not a plain sum: its reset gate scales b_hn
+        self.table = input_table(model, add_bias_hh=not self.gru).contiguous()
         none = w.new_empty(0)
         self.w_ih = [none] + [c.weight_ih.detach() for c in cells[1:]]
         self.b_in = [none] + [(c.bias_ih if self.gru else c.bias_ih + c.bias_hh).detach().contiguous()
