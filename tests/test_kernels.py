@@ -80,17 +80,18 @@ def test_kernel_equals_the_python_loop(cell, t, b, h, dtype):
 @needs_kernels
 @pytest.mark.parametrize("cell", ["elman", "gru"])
 @pytest.mark.parametrize("threads, h", [(2, 520), (8, 1100)])
-def test_the_column_split_steps_equal_the_python_loop(cell, threads, h):
-    """From 512 units each step's product is split by W's columns over the threads (the Elman step's tanh and
-    its backward's delta on the same columns, in the same task); blocks of 16-column multiples with a narrower
-    last one, 2 and 4 of them. Values and every gradient to float64 round-off."""
+def test_the_unit_split_steps_equal_the_python_loop(cell, threads, h):
+    """From 512 units (the GRU forward from 128) the loop over time runs in one parallel region, each thread the
+    hidden units of its own blocks: its rows (columns) of W_hh in the product, their element-wise work, a barrier
+    per step. Blocks of a multiple of 16 units with a narrower last one, 2 to 8 of them: values and every gradient
+    to float64 round-off."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        gates = 3 if cell == "gru" else 1
-        blocks = {n: torch.ops.rnnlab.column_block(n) for n in (h, gates * h)}
-        assert all(b > 0 and b % 16 == 0 and n % b != 0 for n, b in blocks.items())
-        assert threads == 2 or -(-h // blocks[h]) == 4
+        kinds = (1, 2) if cell == "gru" else (0,)  # the GRU forward and backward; the Elman forward and backward
+        units = [torch.ops.rnnlab.unit_block(kind, h) for kind in kinds]
+        assert all(u > 0 and u % 16 == 0 and h % u != 0 for u in units)
+        assert threads == 2 or all(-(-h // u) >= 4 for u in units)
         args = _inputs(cell, 4, 5, h)
         dout = torch.randn(4, 5, h, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
         got = _run(cell, args, dout)
@@ -103,15 +104,17 @@ def test_the_column_split_steps_equal_the_python_loop(cell, threads, h):
 
 
 @needs_kernels
-def test_narrow_products_are_not_split():
-    """Below 256 columns per thread the split was slower than MKL's own (Elman at 128 and 256 units); with one
-    thread there is nothing to split over."""
+def test_small_sequences_are_not_split_by_units():
+    """Where the split was measured slower than MKL's threads it is not made (the Elman RNN and the GRU backward
+    below 512 units, the GRU forward below 128); with one thread there is nothing to split over."""
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert [torch.ops.rnnlab.column_block(n) for n in (128, 256, 384, 512)] == [0, 0, 0, 256]
+        sizes = (64, 128, 256, 512)
+        assert [[torch.ops.rnnlab.unit_block(kind, h) for h in sizes] for kind in (0, 1, 2)] == \
+            [[0, 0, 0, 256], [0, 64, 128, 256], [0, 0, 0, 256]]
         torch.set_num_threads(1)
-        assert torch.ops.rnnlab.column_block(4096) == 0
+        assert torch.ops.rnnlab.unit_block(1, 4096) == 0
     finally:
         torch.set_num_threads(before)
 

@@ -13,8 +13,12 @@
 #include <ATen/core/stack.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
+#include <c10/util/ParallelGuard.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <cmath>
 #include <optional>
 #include <tuple>
@@ -59,66 +63,81 @@ void check(const Tensor& t, const char* name) {
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// The per-step products of training, split by columns at larger sizes. MKL's own threads split a (B, K) x (K, N)
-// product by rows, so that each thread reads the whole of W for its share of the rows; at 64 rows and 512 units
-// that reading is what a step waits for. Split by W's columns instead, each thread reads only its own block:
-// measured side by side over a whole sequence (T 100, B 64, 2 threads), 0.93x the time of the Elman forward at
-// 512 units and 0.98x its backward, 0.90x and 0.96x the GRU's; 0.87x the GRU forward at 256 units (768 columns);
-// 1.05-1.14x slower where each thread's block would be narrower (Elman at 128 and 256 units).
-constexpr int64_t kMinColumnsPerThread = 256;
+// Training's recurrences split by hidden units. MKL's own threads split a step's (B, K) x (K, N) product by rows, so
+// each reads the whole of W_hh for its share of the 64 rows, and the element-wise pass is a second fork and join.
+// Here the loop over time runs in one OpenMP region instead: thread k owns the hidden units [j0, j0 + w) of block k,
+// multiplies by its own rows (or columns) of W_hh -- MKL single-threaded, reading only that block -- does the
+// element-wise work of its units, and a barrier ends the step.
 
-// Columns per task of a (rows, N) product split by columns (a multiple of 16: whole cache lines), or 0 where it
-// should run as one product on MKL's threads.
-int64_t column_block(int64_t N) {
+// Units per block where a sequence of H units is split so at this thread count (a multiple of 16: whole cache lines
+// of a row), or 0 where it runs on MKL's threads and a row-split element-wise pass. At least min_units per block.
+// The least units per block, from interleaved A/B runs of whole sequences (T 100, B 64, 2 threads) against the
+// MKL-threaded loop: the GRU forward 0.87x the time at 128 and 256 units, 0.93x at 512 (1.07-1.09x slower at 64);
+// its backward, whose step needs a second barrier (every block's dL/da_t before any block's product), 0.97x at 512,
+// even at 256, 1.04-1.06x slower at 128; the Elman forward and backward 0.93x and 0.96-0.98x at 512, even at 256,
+// 1.03-1.13x slower at 128.
+constexpr int64_t kGruForwardMinUnits = 64, kGruBackwardMinUnits = 256, kElmanMinUnits = 256;
+
+int64_t unit_block(int64_t H, int64_t min_units) {
   const int64_t threads = at::get_num_threads();
-  if (threads < 2 || at::in_parallel_region() || N < kMinColumnsPerThread * 2) return 0;
-  const int64_t tasks = std::min(threads, N / kMinColumnsPerThread);
-  return ((N + tasks - 1) / tasks + 15) / 16 * 16;
+  if (threads < 2 || at::in_parallel_region() || H < 2 * min_units) return 0;
+  const int64_t blocks = std::min(threads, H / min_units);
+  return ((H + blocks - 1) / blocks + 15) / 16 * 16;
 }
 
-// f(n0, n1) for the column blocks [n0, n1) of [0, N), each on one of the pool's threads. The pool's threads do not
-// inherit the caller's no-grad mode: f's ATen calls run below autograd, on operands the caller has detached.
+// body(k, i) for the steps i = 0..n-1 in order and, within a step, for every block k of [0, blocks), all in one
+// parallel region: thread tid runs blocks tid, tid + team, ... (a fixed share, so its data stays in its cache) and a
+// barrier ends every step. The team is OpenMP's whole pool, as at::parallel_for's (a num_threads clause would
+// rebuild GOMP's pool, pytorch#32008); threads without a block just wait at the barriers. The pool's threads do not
+// inherit the caller's no-grad mode: body's ATen calls run below autograd, on operands the caller has detached.
 template <typename F>
-void over_column_blocks(int64_t N, int64_t block, const F& f) {
-  at::parallel_for(0, N, block, [&](int64_t n0, int64_t n1) {
+void steps_over_blocks(int64_t blocks, int64_t n, const F& body) {
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+#pragma omp parallel
+  {
+    const int64_t tid = omp_get_thread_num(), team = omp_get_num_threads();
+    c10::ParallelGuard parallel(true);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    f(n0, n1);
-  });
-}
-
-// out (rows, N) = a @ wt (+ out where accumulate): split by columns where column_block says so, else one product.
-// The operands must not require grad (detach them).
-void mm_step_(Tensor& out, const Tensor& a, const Tensor& wt, bool accumulate) {
-  const int64_t N = out.size(1), block = column_block(N);
-  if (block == 0) {
-    if (accumulate) out.addmm_(a, wt); else at::mm_out(out, a, wt);
-    return;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!failed.load()) {
+        try {
+          for (int64_t k = tid; k < blocks; k += team) body(k, i);
+        } catch (...) {
+#pragma omp critical(rnnlab_steps_error)
+          {
+            if (!error) error = std::current_exception();
+          }
+          failed = true;
+        }
+      }
+#pragma omp barrier
+    }
   }
-  over_column_blocks(N, block, [&](int64_t n0, int64_t n1) {
-    Tensor o = out.narrow(1, n0, n1 - n0);
-    if (accumulate) o.addmm_(a, wt.narrow(1, n0, n1 - n0)); else at::mm_out(o, a, wt.narrow(1, n0, n1 - n0));
-  });
+  if (error) std::rethrow_exception(error);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
 // GRU (PyTorch's): a = W_hh h_{t-1} + b_hh = [a_r, a_z, a_n]; r = sig(x_r + a_r); z = sig(x_z + a_z);
 // n = tanh(x_n + r * a_n); h_t = n + z (h_{t-1} - n).
 
-// Rows [b0, b1) of one forward step. x: x^p_t (B, 3H); a: W_hh h_{t-1} without its bias (B, 3H); bias: b_hh (3H);
+// Rows [b0, b1), hidden units [j0, j0 + w), of one forward step. x: x^p_t (B, 3H); a: W_hh h_{t-1} without its
+// bias, for these units only: (B, 3w) as [a_r, a_z, a_n] (the whole of it where j0 = 0, w = H); bias: b_hh (3H);
 // hp: h_{t-1} (B, H). (The bias is added here: addmm would first copy it into every row of a, at every step.)
 template <typename T>
 void gru_forward_rows(const T* x, const T* a, const T* bias, const T* hp, T* rz, T* an, T* n, T* h, int64_t H,
-                      int64_t b0, int64_t b1) {
+                      int64_t j0, int64_t w, int64_t b0, int64_t b1) {
   using V = at::vec::Vectorized<T>;
   const int64_t W = V::size();
   for (int64_t b = b0; b < b1; ++b) {
-    const T *xb = x + b * 3 * H, *ab = a + b * 3 * H, *hb = hp + b * H;
+    const T *xb = x + b * 3 * H, *ab = a + b * 3 * w, *hb = hp + b * H;
     T *rzb = rz + b * 2 * H, *anb = an + b * H, *nb = n + b * H, *h_b = h + b * H;
-    for (int64_t j = 0; j < H; j += W) {
-      const int c = static_cast<int>(std::min(W, H - j));
-      const V r = sigmoid(V::loadu(xb + j, c) + V::loadu(ab + j, c) + V::loadu(bias + j, c));
-      const V z = sigmoid(V::loadu(xb + H + j, c) + V::loadu(ab + H + j, c) + V::loadu(bias + H + j, c));
-      const V va = V::loadu(ab + 2 * H + j, c) + V::loadu(bias + 2 * H + j, c);
+    for (int64_t i = 0; i < w; i += W) {
+      const int c = static_cast<int>(std::min(W, w - i));
+      const int64_t j = j0 + i;
+      const V r = sigmoid(V::loadu(xb + j, c) + V::loadu(ab + i, c) + V::loadu(bias + j, c));
+      const V z = sigmoid(V::loadu(xb + H + j, c) + V::loadu(ab + w + i, c) + V::loadu(bias + H + j, c));
+      const V va = V::loadu(ab + 2 * w + i, c) + V::loadu(bias + 2 * H + j, c);
       const V nn = (V::loadu(xb + 2 * H + j, c) + r * va).tanh();
       const V hv = V::loadu(hb + j, c);
       r.store(rzb + j, c);
@@ -145,42 +164,63 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const 
   Tensor a_n = at::empty({T, B, H}, xp.options());
   Tensor rz = at::empty({T, B, 2 * H}, xp.options());
   Tensor n = at::empty({T, B, H}, xp.options());
-  Tensor a = at::empty({B, 3 * H}, xp.options());
-  const Tensor wt = w_hh.detach().t();
-  const int64_t grain = grain_rows(H);
+  const Tensor w_d = w_hh.detach();
+  const int64_t grain = grain_rows(H), units = unit_block(H, kGruForwardMinUnits);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
-    const scalar_t* hp = h0.const_data_ptr<scalar_t>();
+    const scalar_t* bias_p = bias.const_data_ptr<scalar_t>();
+    const auto x_at = [&](int64_t t) { return xp.const_data_ptr<scalar_t>() + t * B * 3 * H; };
+    const auto h_at = [&](int64_t t) { return t < 0 ? h0.const_data_ptr<scalar_t>() : out.const_data_ptr<scalar_t>() + t * B * H; };
+    if (units > 0) {  // block k: units [k units, ...); its rows {r, z, n} of W_hh, contiguous, and its own (B, 3w) product
+      const int64_t blocks = (H + units - 1) / units;
+      std::vector<Tensor> hs{h0.detach()}, w_blk, a_blk;
+      for (int64_t t = 0; t < T; ++t) hs.push_back(out[t]);
+      for (int64_t k = 0; k < blocks; ++k) {
+        const int64_t j0 = k * units, w = std::min(units, H - j0);
+        w_blk.push_back(at::cat({w_d.narrow(0, j0, w), w_d.narrow(0, H + j0, w), w_d.narrow(0, 2 * H + j0, w)}).t());
+        a_blk.push_back(at::empty({B, 3 * w}, xp.options()));
+      }
+      steps_over_blocks(blocks, T, [&](int64_t k, int64_t t) {
+        const int64_t j0 = k * units, w = std::min(units, H - j0);
+        at::mm_out(a_blk[k], hs[t], w_blk[k]);  // (B, 3w)
+        gru_forward_rows<scalar_t>(x_at(t), a_blk[k].const_data_ptr<scalar_t>(), bias_p, h_at(t - 1),
+                                   rz.data_ptr<scalar_t>() + t * B * 2 * H, a_n.data_ptr<scalar_t>() + t * B * H,
+                                   n.data_ptr<scalar_t>() + t * B * H, out.data_ptr<scalar_t>() + t * B * H, H, j0, w,
+                                   0, B);
+      });
+      return;
+    }
+    Tensor a = at::empty({B, 3 * H}, xp.options());
+    const Tensor wt = w_d.t();
     Tensor h_prev = h0.detach();
     for (int64_t t = 0; t < T; ++t) {
-      mm_step_(a, h_prev, wt, false);  // (B, 3H)
-      const scalar_t *x_t = xp.const_data_ptr<scalar_t>() + t * B * 3 * H, *a_t = a.const_data_ptr<scalar_t>(),
-                     *bias_p = bias.const_data_ptr<scalar_t>();
+      at::mm_out(a, h_prev, wt);  // (B, 3H)
+      const scalar_t *x_t = x_at(t), *a_t = a.const_data_ptr<scalar_t>(), *hp = h_at(t - 1);
       scalar_t *rz_t = rz.data_ptr<scalar_t>() + t * B * 2 * H, *an_t = a_n.data_ptr<scalar_t>() + t * B * H,
                *n_t = n.data_ptr<scalar_t>() + t * B * H, *h_t = out.data_ptr<scalar_t>() + t * B * H;
       at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-        gru_forward_rows<scalar_t>(x_t, a_t, bias_p, hp, rz_t, an_t, n_t, h_t, H, b0, b1);
+        gru_forward_rows<scalar_t>(x_t, a_t, bias_p, hp, rz_t, an_t, n_t, h_t, H, 0, H, b0, b1);
       });
-      hp = h_t;
       h_prev = out[t];
     }
   });
   return {out, a_n, rz, n};
 }
 
-// Rows [b0, b1) of one backward step: from g = dL/dh_t (total), the gradient of the step's pre-activations,
+// Rows [b0, b1), hidden units [j0, j1), of one backward step: from g = dL/dh_t (total), the gradient of the step's pre-activations,
 // dxp = [dr, dz, dn] (B, 3H), of a = W_hh h_{t-1} + b_hh, dac = [dr, dz, dn * r] (B, 3H), and the part of
 // dL/dh_{t-1} that does not pass through W_hh: gnext = dprev + g z (dprev: dL/dh_{t-1} from above, or none).
 template <typename T>
 void gru_backward_rows(const T* g, const T* rz, const T* n, const T* an, const T* hp, const T* dprev,
-                       int64_t dprev_stride, T* dxp, T* dac, T* gnext, int64_t H, int64_t b0, int64_t b1) {
+                       int64_t dprev_stride, T* dxp, T* dac, T* gnext, int64_t H, int64_t j0, int64_t j1, int64_t b0,
+                       int64_t b1) {
   using V = at::vec::Vectorized<T>;
   const int64_t W = V::size();
   const V one(T(1));
   for (int64_t b = b0; b < b1; ++b) {
     const T *gb = g + b * H, *rzb = rz + b * 2 * H, *nb = n + b * H, *anb = an + b * H, *hb = hp + b * H;
     T *dxb = dxp + b * 3 * H, *dab = dac + b * 3 * H, *gn = gnext + b * H;
-    for (int64_t j = 0; j < H; j += W) {
-      const int c = static_cast<int>(std::min(W, H - j));
+    for (int64_t j = j0; j < j1; j += W) {
+      const int c = static_cast<int>(std::min(W, j1 - j));
       const V gg = V::loadu(gb + j, c), r = V::loadu(rzb + j, c), z = V::loadu(rzb + H + j, c);
       const V nn = V::loadu(nb + j, c), va = V::loadu(anb + j, c), hv = V::loadu(hb + j, c);
       const V dn = gg * (one - z) * (one - nn * nn);
@@ -215,20 +255,38 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
   Tensor dac = at::empty({T, B, 3 * H}, out.options());
   Tensor g = dout[T - 1].detach().clone(), g_next = at::empty({B, H}, out.options());
   const Tensor w_d = w_hh.detach();
-  const int64_t grain = grain_rows(H);
+  const int64_t grain = grain_rows(H), units = unit_block(H, kGruBackwardMinUnits);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_backward", [&] {
-    for (int64_t t = T - 1; t >= 0; --t) {
+    // step t's pass: g (dL/dh_t) -> dxp_t, dac_t and gnext = dprev + g z, all (B, .) at t
+    const auto pass = [&](int64_t t, const Tensor& g_t, Tensor& gn_t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
       const scalar_t* hp = t > 0 ? out.const_data_ptr<scalar_t>() + (t - 1) * B * H : h0.const_data_ptr<scalar_t>();
       const scalar_t* dprev = t > 0 ? dout.const_data_ptr<scalar_t>() + (t - 1) * dout.stride(0) : nullptr;
-      const scalar_t *g_p = g.const_data_ptr<scalar_t>(), *rz_t = rz.const_data_ptr<scalar_t>() + t * B * 2 * H,
-                     *n_t = n.const_data_ptr<scalar_t>() + t * B * H, *an_t = a_n.const_data_ptr<scalar_t>() + t * B * H;
-      scalar_t *dx_t = dxp.data_ptr<scalar_t>() + t * B * 3 * H, *da_t = dac.data_ptr<scalar_t>() + t * B * 3 * H,
-               *gn = g_next.data_ptr<scalar_t>();
-      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-        gru_backward_rows<scalar_t>(g_p, rz_t, n_t, an_t, hp, dprev, dout.stride(1), dx_t, da_t, gn, H, b0, b1);
+      gru_backward_rows<scalar_t>(g_t.const_data_ptr<scalar_t>(), rz.const_data_ptr<scalar_t>() + t * B * 2 * H,
+                                  n.const_data_ptr<scalar_t>() + t * B * H, a_n.const_data_ptr<scalar_t>() + t * B * H,
+                                  hp, dprev, dout.stride(1), dxp.data_ptr<scalar_t>() + t * B * 3 * H,
+                                  dac.data_ptr<scalar_t>() + t * B * 3 * H, gn_t.data_ptr<scalar_t>(), H, j0, j1, b0, b1);
+    };
+    if (units > 0) {  // per step: each block's units through the pass, a barrier, then its columns of + dac_t W_hh
+      const int64_t blocks = (H + units - 1) / units;
+      Tensor buf[2] = {g, g_next};  // step t reads buf[(T - 1 - t) % 2] and writes the other
+      std::vector<Tensor> dacs;
+      for (int64_t t = 0; t < T; ++t) dacs.push_back(dac[t]);
+      steps_over_blocks(blocks, 2 * T, [&](int64_t k, int64_t i) {
+        const int64_t t = T - 1 - i / 2, j0 = k * units, w = std::min(units, H - j0);
+        Tensor& gn = buf[(i / 2 + 1) % 2];
+        if (i % 2 == 0) {
+          pass(t, buf[(i / 2) % 2], gn, j0, j0 + w, 0, B);
+        } else {
+          gn.narrow(1, j0, w).addmm_(dacs[t], w_d.narrow(1, j0, w));
+        }
       });
-      mm_step_(g_next, dac[t], w_d, true);  // + (dL/da_t) W_hh
-      std::swap(g, g_next);
+      g = buf[T % 2];
+    } else {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { pass(t, g, g_next, 0, H, b0, b1); });
+        g_next.addmm_(dac[t], w_d);  // + (dL/da_t) W_hh
+        std::swap(g, g_next);
+      }
     }
   });
   // dW_hh = sum_t (dL/da_t)^T h_{t-1}: one product over steps 2..T, one for step 1 (whose h_{t-1} is h_0)
@@ -253,29 +311,32 @@ Tensor elman_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh) {
   Tensor out = at::empty({T, B, H}, xp.options());
   Tensor a = at::empty({B, H}, xp.options());  // W_hh h_{t-1}
   const Tensor wt = w_hh.detach().t();
-  const int64_t grain = grain_rows(H), block = column_block(H);
+  const int64_t grain = grain_rows(H), units = unit_block(H, kElmanMinUnits);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "elman_forward", [&] {
     using V = at::vec::Vectorized<scalar_t>;
     const auto tanh_sum = [](V xv, V av) { return (xv + av).tanh(); };
-    Tensor h_prev = h0.detach();
     const scalar_t* a_p = a.const_data_ptr<scalar_t>();
+    if (units > 0) {  // block k: its columns of the product and of h_t
+      std::vector<Tensor> hs{h0.detach()};
+      for (int64_t t = 0; t < T; ++t) hs.push_back(out[t]);
+      steps_over_blocks((H + units - 1) / units, T, [&](int64_t k, int64_t t) {
+        const int64_t j0 = k * units, w = std::min(units, H - j0);
+        Tensor a_cols = a.narrow(1, j0, w);
+        at::mm_out(a_cols, hs[t], wt.narrow(1, j0, w));
+        const scalar_t* x = xp.const_data_ptr<scalar_t>() + t * B * H;
+        scalar_t* h = out.data_ptr<scalar_t>() + t * B * H;
+        for (int64_t b = 0; b < B; ++b) at::vec::map2(tanh_sum, h + b * H + j0, x + b * H + j0, a_p + b * H + j0, w);
+      });
+      return;
+    }
+    Tensor h_prev = h0.detach();
     for (int64_t t = 0; t < T; ++t) {
       const scalar_t* x = xp.const_data_ptr<scalar_t>() + t * B * H;
       scalar_t* h = out.data_ptr<scalar_t>() + t * B * H;
-      if (block > 0) {  // each thread its own columns of the product and of h_t: one parallel region per step
-        over_column_blocks(H, block, [&](int64_t n0, int64_t n1) {
-          Tensor a_cols = a.narrow(1, n0, n1 - n0);
-          at::mm_out(a_cols, h_prev, wt.narrow(1, n0, n1 - n0));
-          for (int64_t b = 0; b < B; ++b) {
-            at::vec::map2(tanh_sum, h + b * H + n0, x + b * H + n0, a_p + b * H + n0, n1 - n0);
-          }
-        });
-      } else {
-        at::mm_out(a, h_prev, wt);
-        at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-          at::vec::map2(tanh_sum, h + b0 * H, x + b0 * H, a_p + b0 * H, (b1 - b0) * H);
-        });
-      }
+      at::mm_out(a, h_prev, wt);
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+        at::vec::map2(tanh_sum, h + b0 * H, x + b0 * H, a_p + b0 * H, (b1 - b0) * H);
+      });
       h_prev = out[t];
     }
   });
@@ -295,32 +356,35 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout_, const Ten
               "rnnlab elman_backward: shapes do not agree");
   Tensor delta = at::empty({T, B, H}, out.options());
   Tensor s = at::zeros({B, H}, out.options());  // delta_{t+1} W_hh (none after the last step)
-  const Tensor w = w_hh.detach();
-  const int64_t grain = grain_rows(H), block = column_block(H), st = dout.stride(0), sb = dout.stride(1);
+  const Tensor w_d = w_hh.detach();
+  const int64_t grain = grain_rows(H), units = unit_block(H, kElmanMinUnits), st = dout.stride(0), sb = dout.stride(1);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_backward", [&] {
     const scalar_t* s_p = s.const_data_ptr<scalar_t>();
-    for (int64_t t = T - 1; t >= 0; --t) {
+    // step t's delta_t, rows [b0, b1) and units [j0, j0 + w)
+    const auto pass = [&](int64_t t, int64_t j0, int64_t w, int64_t b0, int64_t b1) {
       scalar_t* d = delta.data_ptr<scalar_t>() + t * B * H;
       const scalar_t* h = out.const_data_ptr<scalar_t>() + t * B * H;
       const scalar_t* g = dout.const_data_ptr<scalar_t>() + t * st;
-      if (block > 0) {  // as in the forward: each thread its own columns of s and of delta_t
-        over_column_blocks(H, block, [&](int64_t n0, int64_t n1) {
-          if (t < T - 1) {
-            Tensor s_cols = s.narrow(1, n0, n1 - n0);
-            at::mm_out(s_cols, delta[t + 1], w.narrow(1, n0, n1 - n0));
-          }
-          for (int64_t b = 0; b < B; ++b) {
-            elman_delta_row<scalar_t>(g + b * sb + n0, s_p + b * H + n0, h + b * H + n0, d + b * H + n0, n1 - n0);
-          }
-        });
-      } else {
-        if (t < T - 1) at::mm_out(s, delta[t + 1], w);
-        at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
-            elman_delta_row<scalar_t>(g + b * sb, s_p + b * H, h + b * H, d + b * H, H);
-          }
-        });
+      for (int64_t b = b0; b < b1; ++b) {
+        elman_delta_row<scalar_t>(g + b * sb + j0, s_p + b * H + j0, h + b * H + j0, d + b * H + j0, w);
       }
+    };
+    if (units > 0) {  // block k: its columns of s = delta_{t+1} W_hh and of delta_t
+      std::vector<Tensor> deltas;
+      for (int64_t t = 0; t < T; ++t) deltas.push_back(delta[t]);
+      steps_over_blocks((H + units - 1) / units, T, [&](int64_t k, int64_t i) {
+        const int64_t t = T - 1 - i, j0 = k * units, w = std::min(units, H - j0);
+        if (t < T - 1) {
+          Tensor s_cols = s.narrow(1, j0, w);
+          at::mm_out(s_cols, deltas[t + 1], w_d.narrow(1, j0, w));
+        }
+        pass(t, j0, w, 0, B);
+      });
+      return;
+    }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      if (t < T - 1) at::mm_out(s, delta[t + 1], w_d);
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { pass(t, 0, H, b0, b1); });
     }
   });
   Tensor dh0 = at::mm(delta[0], w_hh);
@@ -533,7 +597,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
           scalar_t *rz_p = rz.data_ptr<scalar_t>(), *an_p = an.data_ptr<scalar_t>(), *n_p = nb.data_ptr<scalar_t>(),
                    *h_p = h_next[k].data_ptr<scalar_t>();
           at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-            gru_forward_rows<scalar_t>(x_p, a_p, bias, hp, rz_p, an_p, n_p, h_p, H, b0, b1);
+            gru_forward_rows<scalar_t>(x_p, a_p, bias, hp, rz_p, an_p, n_p, h_p, H, 0, H, b0, b1);
           });
         } else {
           if (p_hh[k].defined()) {
@@ -696,8 +760,11 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("lstm_backward(Tensor dout, Tensor dcs, Tensor out, Tensor cs, Tensor gates, Tensor tcs, Tensor h0, Tensor c0,"
         " Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("elman_forward(Tensor xp, Tensor h0, Tensor w_hh) -> Tensor");
-  // for the tests: the columns per task of a per-step product with n columns at this thread count (0: not split)
-  m.def("column_block(int n) -> int", [](int64_t n) { return column_block(n); });
+  // for the tests: the hidden units per block of a sequence of h units at this thread count (0: not split by units)
+  // of kind 0 (the Elman forward and backward), 1 (the GRU forward) or 2 (the GRU backward)
+  m.def("unit_block(int kind, int h) -> int", [](int64_t kind, int64_t h) {
+    return unit_block(h, kind == 1 ? kGruForwardMinUnits : kind == 2 ? kGruBackwardMinUnits : kElmanMinUnits);
+  });
   m.def("elman_backward(Tensor dout, Tensor out, Tensor h0, Tensor w_hh) -> (Tensor, Tensor, Tensor)");
   m.def("gru_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor b_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_backward(Tensor dout, Tensor out, Tensor h0, Tensor w_hh, Tensor a_n, Tensor rz, Tensor n)"
