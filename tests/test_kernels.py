@@ -77,23 +77,31 @@ def test_kernel_equals_the_python_loop(cell, t, b, h, dtype):
         torch.testing.assert_close(a, e, **tol, msg=name)
 
 
+SPLITS = [  # (cell, threads, B, H) -> the forward's and the backward's split, and their blocks
+    ("elman", 2, 40, 19, ("rows", 20), ("rows", 20)),
+    ("elman", 8, 70, 19, ("rows", 18), ("rows", 18)),  # 4 blocks of rows, the last narrower
+    ("gru", 2, 40, 19, ("rows", 20), ("rows", 20)),
+    ("gru", 8, 70, 100, ("rows", 18), ("rows", 18)),
+    ("gru", 2, 5, 520, ("units", 272), ("units", 272)),  # too few rows: by units, 2 blocks, the last narrower
+    ("gru", 8, 5, 1100, ("units", 144), ("units", 288)),  # 8 blocks forward, 4 backward
+    ("gru", 2, 40, 300, ("units", 160), ("none", 0)),  # wide: forward by units; backward on MKL's threads
+]
+
+
 @needs_kernels
-@pytest.mark.parametrize("cell", ["elman", "gru"])
-@pytest.mark.parametrize("threads, h", [(2, 520), (8, 1100)])
-def test_the_unit_split_steps_equal_the_python_loop(cell, threads, h):
-    """From 512 units (the GRU forward from 128) the loop over time runs in one parallel region, each thread the
-    hidden units of its own blocks: its rows (columns) of W_hh in the product, their element-wise work, a barrier
-    per step. Blocks of a multiple of 16 units with a narrower last one, 2 to 8 of them: values and every gradient
-    to float64 round-off."""
+@pytest.mark.parametrize("cell, threads, b, h, fwd, bwd", SPLITS)
+def test_the_split_loops_equal_the_python_loop(cell, threads, b, h, fwd, bwd):
+    """The loops over time in one parallel region: each block of rows its own whole loop, or each block of hidden
+    units its rows (columns) of W_hh and its units' element-wise work with a barrier per step. Values and every
+    gradient to float64 round-off, for each split with 2 to 8 blocks, the last one narrower."""
+    assert kernels.available()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        kinds = (1, 2) if cell == "gru" else (0,)  # the GRU forward and backward; the Elman forward and backward
-        units = [torch.ops.rnnlab.unit_block(kind, h) for kind in kinds]
-        assert all(u > 0 and u % 16 == 0 and h % u != 0 for u in units)
-        assert threads == 2 or all(-(-h // u) >= 4 for u in units)
-        args = _inputs(cell, 4, 5, h)
-        dout = torch.randn(4, 5, h, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+        assert tuple(torch.ops.rnnlab.split_plan(cell, False, b, h)) == fwd
+        assert tuple(torch.ops.rnnlab.split_plan(cell, True, b, h)) == bwd
+        args = _inputs(cell, 4, b, h)
+        dout = torch.randn(4, b, h, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
         got = _run(cell, args, dout)
         with kernels.disabled():
             want = _run(cell, args, dout)
@@ -104,17 +112,24 @@ def test_the_unit_split_steps_equal_the_python_loop(cell, threads, h):
 
 
 @needs_kernels
-def test_small_sequences_are_not_split_by_units():
-    """Where the split was measured slower than MKL's threads it is not made (the Elman RNN and the GRU backward
-    below 512 units, the GRU forward below 128); with one thread there is nothing to split over."""
+def test_the_split_follows_the_measurements():
+    """Batch 64 on 2 threads: the Elman RNN by rows at every size, the GRU by rows up to 128 units and by units
+    beyond (its backward from 512 units, on MKL's threads at 256); fewer than 32 rows are not split by rows, and
+    with one thread nothing is split."""
+    assert kernels.available()
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        sizes = (64, 128, 256, 512)
-        assert [[torch.ops.rnnlab.unit_block(kind, h) for h in sizes] for kind in (0, 1, 2)] == \
-            [[0, 0, 0, 256], [0, 64, 128, 256], [0, 0, 0, 256]]
+
+        def plans(cell: str, backward: bool, b: int = 64) -> list[str]:
+            return [torch.ops.rnnlab.split_plan(cell, backward, b, h)[0] for h in (64, 128, 256, 512)]
+
+        assert plans("elman", False) == plans("elman", True) == ["rows"] * 4
+        assert plans("gru", False) == ["rows", "rows", "units", "units"]
+        assert plans("gru", True) == ["rows", "rows", "none", "units"]
+        assert plans("elman", False, b=31) == ["none"] * 4
         torch.set_num_threads(1)
-        assert torch.ops.rnnlab.unit_block(1, 4096) == 0
+        assert plans("elman", False) == plans("gru", False) == ["none"] * 4
     finally:
         torch.set_num_threads(before)
 

@@ -21,6 +21,7 @@
 #include <exception>
 #include <cmath>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -63,21 +64,37 @@ void check(const Tensor& t, const char* name) {
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// Training's recurrences split by hidden units. MKL's own threads split a step's (B, K) x (K, N) product by rows, so
-// each reads the whole of W_hh for its share of the 64 rows, and the element-wise pass is a second fork and join.
-// Here the loop over time runs in one OpenMP region instead: thread k owns the hidden units [j0, j0 + w) of block k,
-// multiplies by its own rows (or columns) of W_hh -- MKL single-threaded, reading only that block -- does the
-// element-wise work of its units, and a barrier ends the step.
+// How training's loops over time use the threads. MKL's own threads split each step's (B, K) x (K, N) product by
+// rows, each reading the whole of W_hh, and the element-wise pass after it is a second fork and join: two per step.
+// Two ways do without them, each the whole loop over time in one parallel region:
+//
+// * by rows: the B rows of a batch are independent recurrences, so each thread runs the whole loop for its own rows,
+//   with no synchronisation at all -- each reads all of W_hh every step, which pays where W_hh is small;
+// * by units: thread k owns the hidden units [j0, j0 + w) of block k, multiplies by its own rows (the backward: its
+//   columns) of W_hh, reading only that block, does the element-wise work of its units, and a barrier ends each step
+//   (the GRU backward needs two: every block's dL/da_t before any block's product).
+//
+// Chosen from interleaved A/B runs of whole sequences (T 100, B 64, 2 threads), the time against MKL's threads:
+//   Elman by rows: 0.95x / 0.89x (forward / backward) at 64 units, 0.92x / 0.92x at 128, 0.97x / 0.97x at 256,
+//     0.92x / 0.96x at 512 (by units at 512: 0.91x / 0.99x; 1.05-1.13x slower at 128 and 256);
+//   GRU by rows: 0.74x / 0.86x at 64, 0.91x / 0.95x at 128, 0.94x / 0.99x at 256, 0.98x / 0.96x at 512;
+//   GRU by units: 0.87-0.91x forward at 128 and 256, 0.86-0.93x at 512; backward 0.92-0.97x at 512, 1.0x at 256,
+//     1.04-1.06x slower at 128.
+// So: the Elman RNN by rows; the GRU by rows up to 128 units, by units beyond (its backward from 512).
+enum class Split { kNone, kRows, kUnits };
+constexpr int64_t kMinRowsPerBlock = 16, kGruRowsMaxUnits = 128, kGruForwardMinUnits = 128,
+                  kGruBackwardMinUnits = 256;
 
-// Units per block where a sequence of H units is split so at this thread count (a multiple of 16: whole cache lines
-// of a row), or 0 where it runs on MKL's threads and a row-split element-wise pass. At least min_units per block.
-// The least units per block, from interleaved A/B runs of whole sequences (T 100, B 64, 2 threads) against the
-// MKL-threaded loop: the GRU forward 0.87x the time at 128 and 256 units, 0.93x at 512 (1.07-1.09x slower at 64);
-// its backward, whose step needs a second barrier (every block's dL/da_t before any block's product), 0.97x at 512,
-// even at 256, 1.04-1.06x slower at 128; the Elman forward and backward 0.93x and 0.96-0.98x at 512, even at 256,
-// 1.03-1.13x slower at 128.
-constexpr int64_t kGruForwardMinUnits = 64, kGruBackwardMinUnits = 256, kElmanMinUnits = 256;
+// Rows per block of a batch of B split by rows at this thread count, or 0 where it is not split so.
+int64_t row_block(int64_t B) {
+  const int64_t threads = at::get_num_threads();
+  if (threads < 2 || at::in_parallel_region() || B < 2 * kMinRowsPerBlock) return 0;
+  const int64_t blocks = std::min(threads, B / kMinRowsPerBlock);
+  return (B + blocks - 1) / blocks;
+}
 
+// Units per block (a multiple of 16: whole cache lines of a row) where H units are split so, at least min_units each;
+// 0 where they are not.
 int64_t unit_block(int64_t H, int64_t min_units) {
   const int64_t threads = at::get_num_threads();
   if (threads < 2 || at::in_parallel_region() || H < 2 * min_units) return 0;
@@ -85,11 +102,30 @@ int64_t unit_block(int64_t H, int64_t min_units) {
   return ((H + blocks - 1) / blocks + 15) / 16 * 16;
 }
 
+// The split of a training loop over time (gru: the GRU, else the Elman RNN; backward: its backward pass), with the
+// rows or units per block in *block.
+Split plan(bool gru, bool backward, int64_t B, int64_t H, int64_t* block) {
+  *block = 0;
+  if ((!gru || H <= kGruRowsMaxUnits) && (*block = row_block(B)) > 0) return Split::kRows;
+  if (gru && (*block = unit_block(H, backward ? kGruBackwardMinUnits : kGruForwardMinUnits)) > 0) return Split::kUnits;
+  return Split::kNone;
+}
+
+// f(b0, b1) for the rows [b0, b1) of each block of `rows` rows of [0, B), each block on one of the pool's threads,
+// in one parallel region. The pool's threads do not inherit the caller's no-grad mode: f's ATen calls run below
+// autograd, on operands the caller has detached.
+template <typename F>
+void over_row_blocks(int64_t B, int64_t rows, const F& f) {
+  at::parallel_for(0, (B + rows - 1) / rows, 1, [&](int64_t k0, int64_t k1) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    for (int64_t k = k0; k < k1; ++k) f(k * rows, std::min(B, (k + 1) * rows));
+  });
+}
+
 // body(k, i) for the steps i = 0..n-1 in order and, within a step, for every block k of [0, blocks), all in one
 // parallel region: thread tid runs blocks tid, tid + team, ... (a fixed share, so its data stays in its cache) and a
 // barrier ends every step. The team is OpenMP's whole pool, as at::parallel_for's (a num_threads clause would
-// rebuild GOMP's pool, pytorch#32008); threads without a block just wait at the barriers. The pool's threads do not
-// inherit the caller's no-grad mode: body's ATen calls run below autograd, on operands the caller has detached.
+// rebuild GOMP's pool, pytorch#32008); threads without a block just wait at the barriers. Below autograd, as above.
 template <typename F>
 void steps_over_blocks(int64_t blocks, int64_t n, const F& body) {
   std::exception_ptr error;
@@ -154,7 +190,7 @@ void gru_forward_rows(const T* x, const T* a, const T* bias, const T* hp, T* rz,
 std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh,
                                                        const Tensor& b_hh) {
   check(xp_, "xp");
-  const Tensor xp = xp_.contiguous(), h0 = h0_.contiguous(), bias = b_hh.contiguous();
+  const Tensor xp = xp_.contiguous(), h0 = h0_.detach().contiguous(), bias = b_hh.contiguous();
   const int64_t T = xp.size(0), B = xp.size(1), H = xp.size(2) / 3;
   TORCH_CHECK(T > 0, "rnnlab gru_forward: no time steps");
   TORCH_CHECK(xp.size(2) == 3 * H && h0.sizes() == at::IntArrayRef({B, H}) &&
@@ -165,12 +201,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const 
   Tensor rz = at::empty({T, B, 2 * H}, xp.options());
   Tensor n = at::empty({T, B, H}, xp.options());
   const Tensor w_d = w_hh.detach();
-  const int64_t grain = grain_rows(H), units = unit_block(H, kGruForwardMinUnits);
+  int64_t block = 0;
+  const Split split = plan(true, false, B, H, &block);
+  const int64_t grain = grain_rows(H), units = block;
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
     const scalar_t* bias_p = bias.const_data_ptr<scalar_t>();
     const auto x_at = [&](int64_t t) { return xp.const_data_ptr<scalar_t>() + t * B * 3 * H; };
     const auto h_at = [&](int64_t t) { return t < 0 ? h0.const_data_ptr<scalar_t>() : out.const_data_ptr<scalar_t>() + t * B * H; };
-    if (units > 0) {  // block k: units [k units, ...); its rows {r, z, n} of W_hh, contiguous, and its own (B, 3w) product
+    if (split == Split::kRows) {  // each block of rows its own whole loop
+      Tensor a = at::empty({B, 3 * H}, xp.options());
+      const Tensor wt = w_d.t();
+      over_row_blocks(B, block, [&](int64_t b0, int64_t b1) {
+        Tensor a_r = a.narrow(0, b0, b1 - b0);
+        for (int64_t t = 0; t < T; ++t) {
+          at::mm_out(a_r, (t == 0 ? h0 : out[t - 1]).narrow(0, b0, b1 - b0), wt);
+          gru_forward_rows<scalar_t>(x_at(t), a.const_data_ptr<scalar_t>(), bias_p, h_at(t - 1),
+                                     rz.data_ptr<scalar_t>() + t * B * 2 * H, a_n.data_ptr<scalar_t>() + t * B * H,
+                                     n.data_ptr<scalar_t>() + t * B * H, out.data_ptr<scalar_t>() + t * B * H, H, 0, H,
+                                     b0, b1);
+        }
+      });
+      return;
+    }
+    if (split == Split::kUnits) {  // block k: units [k units, ...); its rows {r, z, n} of W_hh, contiguous, its own (B, 3w) product
       const int64_t blocks = (H + units - 1) / units;
       std::vector<Tensor> hs{h0.detach()}, w_blk, a_blk;
       for (int64_t t = 0; t < T; ++t) hs.push_back(out[t]);
@@ -255,7 +308,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
   Tensor dac = at::empty({T, B, 3 * H}, out.options());
   Tensor g = dout[T - 1].detach().clone(), g_next = at::empty({B, H}, out.options());
   const Tensor w_d = w_hh.detach();
-  const int64_t grain = grain_rows(H), units = unit_block(H, kGruBackwardMinUnits);
+  int64_t block = 0;
+  const Split split = plan(true, true, B, H, &block);
+  const int64_t grain = grain_rows(H), units = block;
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_backward", [&] {
     // step t's pass: g (dL/dh_t) -> dxp_t, dac_t and gnext = dprev + g z, all (B, .) at t
     const auto pass = [&](int64_t t, const Tensor& g_t, Tensor& gn_t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
@@ -266,7 +321,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
                                   hp, dprev, dout.stride(1), dxp.data_ptr<scalar_t>() + t * B * 3 * H,
                                   dac.data_ptr<scalar_t>() + t * B * 3 * H, gn_t.data_ptr<scalar_t>(), H, j0, j1, b0, b1);
     };
-    if (units > 0) {  // per step: each block's units through the pass, a barrier, then its columns of + dac_t W_hh
+    if (split == Split::kRows) {  // each block of rows its own whole loop; step t reads buf[(T - 1 - t) % 2]
+      Tensor buf[2] = {g, g_next};
+      over_row_blocks(B, block, [&](int64_t b0, int64_t b1) {
+        for (int64_t t = T - 1; t >= 0; --t) {
+          const int64_t i = T - 1 - t;
+          pass(t, buf[i % 2], buf[(i + 1) % 2], 0, H, b0, b1);
+          buf[(i + 1) % 2].narrow(0, b0, b1 - b0).addmm_(dac[t].narrow(0, b0, b1 - b0), w_d);
+        }
+      });
+      g = buf[T % 2];
+    } else if (split == Split::kUnits) {  // per step: each block's units through the pass, a barrier, then its columns of + dac_t W_hh
       const int64_t blocks = (H + units - 1) / units;
       Tensor buf[2] = {g, g_next};  // step t reads buf[(T - 1 - t) % 2] and writes the other
       std::vector<Tensor> dacs;
@@ -303,7 +368,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
 // and the pass that applies tanh reads x^p_t beside it: no copy of the whole of xp.
 Tensor elman_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh) {
   check(xp_, "xp");
-  const Tensor xp = xp_.contiguous(), h0 = h0_.contiguous();
+  const Tensor xp = xp_.contiguous(), h0 = h0_.detach().contiguous();
   const int64_t T = xp.size(0), B = xp.size(1), H = xp.size(2);
   TORCH_CHECK(T > 0, "rnnlab elman_forward: no time steps");
   TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && w_hh.sizes() == at::IntArrayRef({H, H}),
@@ -311,21 +376,22 @@ Tensor elman_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh) {
   Tensor out = at::empty({T, B, H}, xp.options());
   Tensor a = at::empty({B, H}, xp.options());  // W_hh h_{t-1}
   const Tensor wt = w_hh.detach().t();
-  const int64_t grain = grain_rows(H), units = unit_block(H, kElmanMinUnits);
+  const int64_t grain = grain_rows(H);
+  int64_t block = 0;
+  const Split split = plan(false, false, B, H, &block);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "elman_forward", [&] {
     using V = at::vec::Vectorized<scalar_t>;
     const auto tanh_sum = [](V xv, V av) { return (xv + av).tanh(); };
     const scalar_t* a_p = a.const_data_ptr<scalar_t>();
-    if (units > 0) {  // block k: its columns of the product and of h_t
-      std::vector<Tensor> hs{h0.detach()};
-      for (int64_t t = 0; t < T; ++t) hs.push_back(out[t]);
-      steps_over_blocks((H + units - 1) / units, T, [&](int64_t k, int64_t t) {
-        const int64_t j0 = k * units, w = std::min(units, H - j0);
-        Tensor a_cols = a.narrow(1, j0, w);
-        at::mm_out(a_cols, hs[t], wt.narrow(1, j0, w));
-        const scalar_t* x = xp.const_data_ptr<scalar_t>() + t * B * H;
-        scalar_t* h = out.data_ptr<scalar_t>() + t * B * H;
-        for (int64_t b = 0; b < B; ++b) at::vec::map2(tanh_sum, h + b * H + j0, x + b * H + j0, a_p + b * H + j0, w);
+    if (split == Split::kRows) {  // each block of rows its own whole loop
+      over_row_blocks(B, block, [&](int64_t b0, int64_t b1) {
+        Tensor a_r = a.narrow(0, b0, b1 - b0);
+        for (int64_t t = 0; t < T; ++t) {
+          at::mm_out(a_r, (t == 0 ? h0 : out[t - 1]).narrow(0, b0, b1 - b0), wt);
+          const scalar_t* x = xp.const_data_ptr<scalar_t>() + t * B * H;
+          scalar_t* h = out.data_ptr<scalar_t>() + t * B * H;
+          at::vec::map2(tanh_sum, h + b0 * H, x + b0 * H, a_p + b0 * H, (b1 - b0) * H);
+        }
       });
       return;
     }
@@ -357,34 +423,31 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dout_, const Ten
   Tensor delta = at::empty({T, B, H}, out.options());
   Tensor s = at::zeros({B, H}, out.options());  // delta_{t+1} W_hh (none after the last step)
   const Tensor w_d = w_hh.detach();
-  const int64_t grain = grain_rows(H), units = unit_block(H, kElmanMinUnits), st = dout.stride(0), sb = dout.stride(1);
+  const int64_t grain = grain_rows(H), st = dout.stride(0), sb = dout.stride(1);
+  int64_t block = 0;
+  const Split split = plan(false, true, B, H, &block);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_backward", [&] {
     const scalar_t* s_p = s.const_data_ptr<scalar_t>();
-    // step t's delta_t, rows [b0, b1) and units [j0, j0 + w)
-    const auto pass = [&](int64_t t, int64_t j0, int64_t w, int64_t b0, int64_t b1) {
+    // step t's delta_t, rows [b0, b1)
+    const auto pass = [&](int64_t t, int64_t b0, int64_t b1) {
       scalar_t* d = delta.data_ptr<scalar_t>() + t * B * H;
       const scalar_t* h = out.const_data_ptr<scalar_t>() + t * B * H;
       const scalar_t* g = dout.const_data_ptr<scalar_t>() + t * st;
-      for (int64_t b = b0; b < b1; ++b) {
-        elman_delta_row<scalar_t>(g + b * sb + j0, s_p + b * H + j0, h + b * H + j0, d + b * H + j0, w);
-      }
+      for (int64_t b = b0; b < b1; ++b) elman_delta_row<scalar_t>(g + b * sb, s_p + b * H, h + b * H, d + b * H, H);
     };
-    if (units > 0) {  // block k: its columns of s = delta_{t+1} W_hh and of delta_t
-      std::vector<Tensor> deltas;
-      for (int64_t t = 0; t < T; ++t) deltas.push_back(delta[t]);
-      steps_over_blocks((H + units - 1) / units, T, [&](int64_t k, int64_t i) {
-        const int64_t t = T - 1 - i, j0 = k * units, w = std::min(units, H - j0);
-        if (t < T - 1) {
-          Tensor s_cols = s.narrow(1, j0, w);
-          at::mm_out(s_cols, deltas[t + 1], w_d.narrow(1, j0, w));
+    if (split == Split::kRows) {  // each block of rows its own whole loop
+      over_row_blocks(B, block, [&](int64_t b0, int64_t b1) {
+        Tensor s_r = s.narrow(0, b0, b1 - b0);
+        for (int64_t t = T - 1; t >= 0; --t) {
+          if (t < T - 1) at::mm_out(s_r, delta[t + 1].narrow(0, b0, b1 - b0), w_d);
+          pass(t, b0, b1);
         }
-        pass(t, j0, w, 0, B);
       });
       return;
     }
     for (int64_t t = T - 1; t >= 0; --t) {
       if (t < T - 1) at::mm_out(s, delta[t + 1], w_d);
-      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { pass(t, 0, H, b0, b1); });
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { pass(t, b0, b1); });
     }
   });
   Tensor dh0 = at::mm(delta[0], w_hh);
@@ -760,11 +823,15 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("lstm_backward(Tensor dout, Tensor dcs, Tensor out, Tensor cs, Tensor gates, Tensor tcs, Tensor h0, Tensor c0,"
         " Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("elman_forward(Tensor xp, Tensor h0, Tensor w_hh) -> Tensor");
-  // for the tests: the hidden units per block of a sequence of h units at this thread count (0: not split by units)
-  // of kind 0 (the Elman forward and backward), 1 (the GRU forward) or 2 (the GRU backward)
-  m.def("unit_block(int kind, int h) -> int", [](int64_t kind, int64_t h) {
-    return unit_block(h, kind == 1 ? kGruForwardMinUnits : kind == 2 ? kGruBackwardMinUnits : kElmanMinUnits);
-  });
+  // for the tests: how a training loop over time of B rows and H units is split at this thread count ("rows",
+  // "units" or "none") and the rows or units per block
+  m.def("split_plan(str cell, bool backward, int b, int h) -> (str, int)",
+        [](std::string cell, bool backward, int64_t b, int64_t h) {
+          int64_t block = 0;
+          const Split split = plan(cell == "gru", backward, b, h, &block);
+          return std::make_tuple(std::string(split == Split::kRows ? "rows" : split == Split::kUnits ? "units" : "none"),
+                                 block);
+        });
   m.def("elman_backward(Tensor dout, Tensor out, Tensor h0, Tensor w_hh) -> (Tensor, Tensor, Tensor)");
   m.def("gru_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor b_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_backward(Tensor dout, Tensor out, Tensor h0, Tensor w_hh, Tensor a_n, Tensor rz, Tensor n)"
