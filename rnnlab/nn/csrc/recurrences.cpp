@@ -34,10 +34,21 @@ constexpr int64_t kGrainElements = 2048;
 
 int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, width)); }
 
+// The gates' sigmoid and tanh, on ATen's faster exp (exp_u20, a degree-5 polynomial, 20 ULP) rather than Sleef's
+// (1 ULP) and Sleef's own tanh: sigma(x) = 1 / (1 + e^-x), tanh(x) = 2 sigma(2x) - 1. In float32, single-threaded
+// here: 0.56 and 0.60 ns per element against 1.18 and 3.16 ns, with a largest absolute error over [-20, 20] of
+// 8.9e-8 and 1.8e-7 (Sleef's: 8.9e-8 and 6.0e-8) -- what a step's state can tell apart. (float64: exp_u20 is
+// Sleef's exp.) A NaN stays NaN (the polynomial alone would turn it into a number, hiding a diverged run).
 template <typename T>
 inline at::vec::Vectorized<T> sigmoid(const at::vec::Vectorized<T>& x) {
   using V = at::vec::Vectorized<T>;
-  return V(T(1)) / (V(T(1)) + x.neg().exp());
+  return V::blendv(V(T(1)) / (V(T(1)) + x.neg().exp_u20()), x, x.isnan());
+}
+
+template <typename T>
+inline at::vec::Vectorized<T> fast_tanh(const at::vec::Vectorized<T>& x) {
+  using V = at::vec::Vectorized<T>;
+  return V::blendv(V(T(2)) / (V(T(1)) + (x * V(T(-2))).exp_u20()) - V(T(1)), x, x.isnan());
 }
 
 // t (T, B, N) itself where each (t, b) row is contiguous (as the transpose of a batch-major tensor is), else a
@@ -174,7 +185,7 @@ void gru_forward_rows(const T* x, const T* a, const T* bias, const T* hp, T* rz,
       const V r = sigmoid(V::loadu(xb + j, c) + V::loadu(ab + i, c) + V::loadu(bias + j, c));
       const V z = sigmoid(V::loadu(xb + H + j, c) + V::loadu(ab + w + i, c) + V::loadu(bias + H + j, c));
       const V va = V::loadu(ab + 2 * w + i, c) + V::loadu(bias + 2 * H + j, c);
-      const V nn = (V::loadu(xb + 2 * H + j, c) + r * va).tanh();
+      const V nn = fast_tanh(V::loadu(xb + 2 * H + j, c) + r * va);
       const V hv = V::loadu(hb + j, c);
       r.store(rzb + j, c);
       z.store(rzb + H + j, c);
@@ -381,7 +392,7 @@ Tensor elman_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh) {
   const Split split = plan(false, false, B, H, &block);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "elman_forward", [&] {
     using V = at::vec::Vectorized<scalar_t>;
-    const auto tanh_sum = [](V xv, V av) { return (xv + av).tanh(); };
+    const auto tanh_sum = [](V xv, V av) { return fast_tanh(xv + av); };
     const scalar_t* a_p = a.const_data_ptr<scalar_t>();
     if (split == Split::kRows) {  // each block of rows its own whole loop
       over_row_blocks(B, block, [&](int64_t b0, int64_t b1) {
@@ -516,9 +527,9 @@ void lstm_forward_rows(T* z, const T* c_prev, T* c, T* tc, T* h, int64_t H, int6
     for (int64_t j = 0; j < H; j += W) {
       const int n = static_cast<int>(std::min(W, H - j));
       const V i = sigmoid(V::loadu(zb + j, n)), f = sigmoid(V::loadu(zb + H + j, n));
-      const V g = V::loadu(zb + 2 * H + j, n).tanh(), o = sigmoid(V::loadu(zb + 3 * H + j, n));
+      const V g = fast_tanh(V::loadu(zb + 2 * H + j, n)), o = sigmoid(V::loadu(zb + 3 * H + j, n));
       const V cn = f * V::loadu(c_prev + b * H + j, n) + i * g;
-      const V t = cn.tanh();
+      const V t = fast_tanh(cn);
       i.store(zb + j, n);
       f.store(zb + H + j, n);
       g.store(zb + 2 * H + j, n);
@@ -673,7 +684,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
           if (cell == kElman) {
             using Vec = at::vec::Vectorized<scalar_t>;
             at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-              at::vec::map([](Vec v) { return v.tanh(); }, h_p + b0 * H, z + b0 * H, (b1 - b0) * H);
+              at::vec::map([](Vec v) { return fast_tanh(v); }, h_p + b0 * H, z + b0 * H, (b1 - b0) * H);
             });
           } else {
             const scalar_t* cp = c[k].const_data_ptr<scalar_t>();
