@@ -214,7 +214,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const 
   const Tensor w_d = w_hh.detach();
   int64_t block = 0;
   const Split split = plan(true, false, B, H, &block);
-  const int64_t grain = grain_rows(H), units = block;
+  const int64_t grain = grain_rows(H);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
     const scalar_t* bias_p = bias.const_data_ptr<scalar_t>();
     const auto x_at = [&](int64_t t) { return xp.const_data_ptr<scalar_t>() + t * B * 3 * H; };
@@ -234,17 +234,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const 
       });
       return;
     }
-    if (split == Split::kUnits) {  // block k: units [k units, ...); its rows {r, z, n} of W_hh, contiguous, its own (B, 3w) product
-      const int64_t blocks = (H + units - 1) / units;
-      std::vector<Tensor> hs{h0.detach()}, w_blk, a_blk;
+    if (split == Split::kUnits) {  // block k: units [k block, ...); its rows {r, z, n} of W_hh, contiguous, its own (B, 3w) product
+      const int64_t blocks = (H + block - 1) / block;
+      std::vector<Tensor> hs{h0}, w_blk, a_blk;
       for (int64_t t = 0; t < T; ++t) hs.push_back(out[t]);
       for (int64_t k = 0; k < blocks; ++k) {
-        const int64_t j0 = k * units, w = std::min(units, H - j0);
+        const int64_t j0 = k * block, w = std::min(block, H - j0);
         w_blk.push_back(at::cat({w_d.narrow(0, j0, w), w_d.narrow(0, H + j0, w), w_d.narrow(0, 2 * H + j0, w)}).t());
         a_blk.push_back(at::empty({B, 3 * w}, xp.options()));
       }
       steps_over_blocks(blocks, T, [&](int64_t k, int64_t t) {
-        const int64_t j0 = k * units, w = std::min(units, H - j0);
+        const int64_t j0 = k * block, w = std::min(block, H - j0);
         at::mm_out(a_blk[k], hs[t], w_blk[k]);  // (B, 3w)
         gru_forward_rows<scalar_t>(x_at(t), a_blk[k].const_data_ptr<scalar_t>(), bias_p, h_at(t - 1),
                                    rz.data_ptr<scalar_t>() + t * B * 2 * H, a_n.data_ptr<scalar_t>() + t * B * H,
@@ -255,7 +255,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xp_, const 
     }
     Tensor a = at::empty({B, 3 * H}, xp.options());
     const Tensor wt = w_d.t();
-    Tensor h_prev = h0.detach();
+    Tensor h_prev = h0;
     for (int64_t t = 0; t < T; ++t) {
       at::mm_out(a, h_prev, wt);  // (B, 3H)
       const scalar_t *x_t = x_at(t), *a_t = a.const_data_ptr<scalar_t>(), *hp = h_at(t - 1);
@@ -321,7 +321,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
   const Tensor w_d = w_hh.detach();
   int64_t block = 0;
   const Split split = plan(true, true, B, H, &block);
-  const int64_t grain = grain_rows(H), units = block;
+  const int64_t grain = grain_rows(H);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_backward", [&] {
     // step t's pass: g (dL/dh_t) -> dxp_t, dac_t and gnext = dprev + g z, all (B, .) at t
     const auto pass = [&](int64_t t, const Tensor& g_t, Tensor& gn_t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
@@ -343,12 +343,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dout_, con
       });
       g = buf[T % 2];
     } else if (split == Split::kUnits) {  // per step: each block's units through the pass, a barrier, then its columns of + dac_t W_hh
-      const int64_t blocks = (H + units - 1) / units;
+      const int64_t blocks = (H + block - 1) / block;
       Tensor buf[2] = {g, g_next};  // step t reads buf[(T - 1 - t) % 2] and writes the other
       std::vector<Tensor> dacs;
       for (int64_t t = 0; t < T; ++t) dacs.push_back(dac[t]);
       steps_over_blocks(blocks, 2 * T, [&](int64_t k, int64_t i) {
-        const int64_t t = T - 1 - i / 2, j0 = k * units, w = std::min(units, H - j0);
+        const int64_t t = T - 1 - i / 2, j0 = k * block, w = std::min(block, H - j0);
         Tensor& gn = buf[(i / 2 + 1) % 2];
         if (i % 2 == 0) {
           pass(t, buf[(i / 2) % 2], gn, j0, j0 + w, 0, B);
@@ -406,7 +406,7 @@ Tensor elman_forward(const Tensor& xp_, const Tensor& h0_, const Tensor& w_hh) {
       });
       return;
     }
-    Tensor h_prev = h0.detach();
+    Tensor h_prev = h0;
     for (int64_t t = 0; t < T; ++t) {
       const scalar_t* x = xp.const_data_ptr<scalar_t>() + t * B * H;
       scalar_t* h = out.data_ptr<scalar_t>() + t * B * H;
