@@ -174,10 +174,27 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (a GPU if there is one)")
 
 
+def _warn(message: str) -> None:
+    print(f"rnnlab: warning: {message}", file=sys.stderr)
+
+
+def _sample_config(ns: argparse.Namespace) -> SampleConfig:
+    """The sampling options given, checked; a warning names those the strategy ignores."""
+    given = _given(ns, SampleConfig)
+    cfg = from_dict(SampleConfig, given).validate()
+    unused = [k for k in ("temperature", "top_k", "top_p", "seed") if k in given] if cfg.strategy != "sample" else []
+    if unused:
+        _warn(f"{', '.join('--' + k.replace('_', '-') for k in unused)} "
+                      f"{'does' if len(unused) == 1 else 'do'} not apply to --strategy {cfg.strategy}: ignored")
+    if cfg.strategy != "sample" and cfg.num_samples > 1:
+        _warn(f"--strategy {cfg.strategy} is deterministic: its {cfg.num_samples} samples are the same text")
+    return cfg
+
+
 def cmd_sample(ns: argparse.Namespace) -> int:
     from rnnlab.sampling import encode_prime, generate
 
-    cfg = from_dict(SampleConfig, _given(ns, SampleConfig)).validate()
+    cfg = _sample_config(ns)
     model, vocab, _ = _load_lm(ns)
     encode_prime(vocab, cfg.prime)  # refuse an unknown character before anything is printed
     if cfg.num_samples == 1 and cfg.strategy != "beam":
@@ -342,9 +359,9 @@ def cmd_ngram(ns: argparse.Namespace) -> int:
         else:  # sample
             from rnnlab.decoding import make_sampler
 
-            sc = from_dict(SampleConfig, _given(ns, SampleConfig)).validate()
+            sc = _sample_config(ns)
             prime = vocab.encode(sc.prime) if sc.prime else np.zeros(0, dtype=np.int64)
-            last = vocab.symbols[int(prime[-1])] if len(prime) else None
+            last = vocab.symbols[int(prime[-1])] if len(prime) and not sc.prime[-1].isspace() else None
             if sc.strategy == "beam":
                 rows = [model.beam(prime, sc.length, sc.beam_width)[0]] * sc.num_samples
             else:

@@ -270,7 +270,11 @@ class RunSections:
 
     def validate(self) -> Any:
         """Raise one :class:`ConfigError` listing every problem of every section, or return ``self``."""
-        problems = [p for f in dataclasses.fields(self) for p in getattr(self, f.name).problems()]  # type: ignore[arg-type]
+        sections = [getattr(self, f.name) for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        problems = [p for section in sections for p in type_problems(section)]
+        if problems:  # the range checks below assume the right types
+            raise ConfigError(problems)
+        problems = [p for section in sections for p in section.problems()]
         problems += self.cross_problems()
         if problems:
             raise ConfigError(problems)
@@ -400,7 +404,9 @@ class SampleConfig:
     seed: int | None = _f(None, "seed for the sampler (unset: a fresh random seed)")
 
     def validate(self) -> SampleConfig:
-        p = []
+        p = type_problems(self)
+        if p:
+            raise ConfigError(p)
         if self.strategy not in ("sample", "argmax", "beam"):
             p.append(f"strategy must be sample, argmax or beam, got {self.strategy!r}")
         if self.length < 0:
@@ -408,11 +414,36 @@ class SampleConfig:
         p += sampling_problems(self.temperature, self.top_k, self.top_p)
         if self.beam_width < 1:
             p.append(f"beam_width must be >= 1, got {self.beam_width}")
+        if self.beam_width > MAX_BEAM:
+            p.append(f"beam_width must be <= {MAX_BEAM:,} (each step scores beam_width x vocabulary continuations), "
+                     f"got {self.beam_width:,}")
         if self.num_samples < 1:
             p.append(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            p.append(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
         if p:
             raise ConfigError(p)
         return self
+
+
+MAX_BEAM = 10_000  # widest beam search: its scores are beam_width x vocabulary numbers a step
+
+
+def type_problems(cfg: Any) -> list[str]:
+    """The fields of the dataclass ``cfg`` whose values are not of their declared type (a config built
+    in Python, not through :func:`from_dict`, which checks them as it reads)."""
+    hints = typing.get_type_hints(type(cfg))
+    p = []
+    for f in dataclasses.fields(cfg):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            p += type_problems(getattr(cfg, f.name))
+            continue
+        try:
+            _check_type(getattr(cfg, f.name), tp)
+        except TypeError as e:
+            p.append(f"{f.name}: {e}")
+    return p
 
 
 def sampling_problems(temperature: float, top_k: int, top_p: float) -> list[str]:

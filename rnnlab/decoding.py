@@ -67,6 +67,14 @@ def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, t
     return p / p.sum(axis=-1, keepdims=True)
 
 
+def token_buffer(num_samples: int, length: int) -> np.ndarray:
+    """Zeros (num_samples, length) for generated ids; a :class:`ConfigError` where that cannot be held."""
+    try:
+        return np.zeros((num_samples, length), dtype=np.int64)
+    except (MemoryError, ValueError):
+        raise ConfigError(f"{num_samples:,} sample(s) of {length:,} tokens do not fit in memory") from None
+
+
 class Argmax:
     """Greedy decoding: always the most probable token (ties: the lowest id)."""
 
@@ -91,7 +99,7 @@ class Sample:
         p = distribution(logits, self.temperature, self.top_k, self.top_p)  # (B, V)
         u = rng.random((p.shape[0], 1))
         cum = np.cumsum(p, axis=-1)
-        ids = (cum < u * cum[:, -1:]).sum(axis=-1)  # inverse-CDF draw, one per row
+        ids = (cum <= u * cum[:, -1:]).sum(axis=-1)  # inverse-CDF draw, one per row: the first id with cum > u
         return np.minimum(ids, p.shape[-1] - 1)
 
 

@@ -80,7 +80,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding import Argmax, Sample, beam_search
+from rnnlab.decoding import Argmax, Sample, beam_search, token_buffer
 from rnnlab.errors import CheckpointError, ConfigError, DataError, NotFittedError
 from rnnlab.metrics import LN2
 
@@ -481,7 +481,7 @@ class NGramLM:
         keep = len(self.keys_) - 1
         prime = _check_ids(prime_ids, self.vocab_size_, "prime ids", min_len=0)
         hist = np.tile(_tail(prime, keep), (num_samples, 1))  # (B, <= n-1)
-        out = np.zeros((num_samples, length), dtype=np.int64)
+        out = token_buffer(num_samples, length)
         for t in range(length):
             logits = self.next_logits(hist)  # (B, V)
             if np.isneginf(logits).all(axis=-1).any():

@@ -17,7 +17,7 @@ import torch
 
 from rnnlab.config import SampleConfig
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler
+from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler, token_buffer
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn.models import Decider, RNNLanguageModel, kernel_decides
@@ -51,11 +51,21 @@ def _stepper(model: RNNLanguageModel, streams: int, steps: int = GRAPH_FROM) -> 
     return GraphedStep(step) if _device(model).type == "cuda" and steps >= GRAPH_FROM else step
 
 
+PRIME_CHUNK = 4096  # prime tokens read per forward pass: only the last position's logits are kept
+
+
 def _read_prime(model: RNNLanguageModel, ids: np.ndarray, batch: int) -> tuple[torch.Tensor, StackState]:
-    """Run the prime through the model: the logits for the next token (B, V) and the state."""
-    x = torch.as_tensor(ids, dtype=torch.int64, device=_device(model)).unsqueeze(0).expand(batch, -1)  # (B, P)
-    logits, state = model(x, model.initial_state(batch))  # (B, P, V)
-    return logits[:, -1], state
+    """Run the prime through the model: the logits for the next token (B, V) and the state.
+
+    Every stream reads the same prime, so it is read once, as one row, :data:`PRIME_CHUNK` tokens at a
+    time (the state carried between chunks, which the recurrence makes exact); the logits and the state
+    are then repeated for the ``batch`` streams."""
+    x = torch.as_tensor(ids, dtype=torch.int64, device=_device(model)).unsqueeze(0)  # (1, P)
+    state = model.initial_state(1)
+    for i in range(0, x.shape[1], PRIME_CHUNK):
+        logits, state = model(x[:, i:i + PRIME_CHUNK], state)  # (1, n, V)
+    last = logits[:, -1].expand(batch, -1).contiguous()  # (B, V)
+    return last, tuple(tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in layer) for layer in state)
 
 
 def _begin(model: RNNLanguageModel, ids: np.ndarray,
@@ -103,10 +113,12 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
     cfg.validate()
     model.eval()
     ids = encode_prime(vocab, cfg.prime)
-    last = vocab.symbols[int(ids[-1])] if cfg.prime else None
+    # the symbol the continuation follows (at word level a space is written between two words, but not
+    # after a prime that already ends in white space)
+    last = vocab.symbols[int(ids[-1])] if cfg.prime and not cfg.prime[-1].isspace() else None
     if cfg.strategy == "beam":
         return [cfg.prime + vocab.decode(_beam(model, ids, cfg), after=last)] * cfg.num_samples
-    out = np.zeros((cfg.num_samples, cfg.length), dtype=np.int64)
+    out = token_buffer(cfg.num_samples, cfg.length)  # (B, N)
     prev = [last] * cfg.num_samples
     chunks = _kernel_chunks(model, ids, cfg) if _kernel_applies(model, cfg) else (
         nxt[:, None] for nxt, _ in sample_steps(model, vocab, cfg))

@@ -183,6 +183,35 @@ def test_word_level_samples_are_spaced_like_text(tmp_path, capsys):
     text = generate(model, vocab, SampleConfig(prime="the cat", length=12, seed=1))[0]
     assert streamed.startswith("the cat ") and "  " not in streamed and " \n" not in streamed
     assert streamed == text + "\n"  # the streamed pieces join to the returned text
+    # a prime that ends in white space gets no second space before the first generated word
+    assert main(["sample", str(out), "--prime", "the cat ", "--length", "12", "--seed", "1"]) == 0
+    spaced = capsys.readouterr().out
+    assert spaced == streamed  # the same words: the prime's trailing space is the separator
+    text = generate(model, vocab, SampleConfig(prime="the cat\n", length=12, seed=1))[0]
+    assert text.startswith("the cat\n") and text[len("the cat\n")] != " "
+
+
+def test_sample_options_the_strategy_ignores_are_named(run, capsys):
+    assert main(["sample", str(run), "--strategy", "beam", "--temperature", "0.5", "--top-k", "3",
+                 "--num-samples", "2", "--length", "5"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["rnnlab: warning: --temperature, --top-k do not apply to --strategy beam: ignored",
+                   "rnnlab: warning: --strategy beam is deterministic: its 2 samples are the same text"]
+    assert main(["sample", str(run), "--temperature", "0.5", "--top-k", "3", "--length", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seed=-1"], "seed must be a whole number from 0"),
+    (["--length", "100000000000000000000"], "do not fit in memory"),
+    (["--num-samples", "1000000000000", "--length", "1000"], "do not fit in memory"),
+    (["--strategy", "beam", "--beam-width", "1000000000000"], "beam_width must be <= 10,000"),
+    (["--device", "meta"], "device must be cpu, cuda, cuda:N or auto, got 'meta'"),
+])
+def test_impossible_sampling_requests_are_one_line(run, capsys, args, says):
+    assert main(["sample", str(run), *args]) != 0
+    captured = capsys.readouterr()
+    assert says in captured.err and len(captured.err.strip().splitlines()) == 1 and captured.out == ""
 
 
 def test_pytorch_option_names_exist():

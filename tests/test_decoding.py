@@ -86,6 +86,20 @@ def test_sampled_frequencies_match_the_distribution(kw):
     assert chi2 < quantile
 
 
+class _Zeros:
+    """A generator whose every uniform draw is exactly 0 (the edge of [0, 1))."""
+
+    def random(self, shape):
+        return np.zeros(shape)
+
+
+def test_a_zero_draw_never_picks_a_token_of_probability_zero():
+    logits = np.array([[0.0, 5.0, 1.0], [-np.inf, -np.inf, 2.0]])
+    assert Sample(top_k=1).choose(logits, _Zeros()).tolist() == [1, 2]
+    assert Sample(top_p=0.5).choose(logits, _Zeros()).tolist() == [1, 2]
+    assert Sample().choose(logits, _Zeros()).tolist() == [0, 2]  # token 0 has mass here: the first cell of the CDF
+
+
 def test_make_sampler_rejects_bad_values():
     with pytest.raises(ConfigError):
         make_sampler("sample", temperature=0)

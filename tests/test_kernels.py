@@ -358,6 +358,25 @@ def test_generate_in_the_kernel_writes_what_the_python_loop_writes(cell, options
     assert len(pieces) == cfg.length and all(len(t) == len("ab") + cfg.length for t in got)
 
 
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_the_prime_is_read_once_in_chunks_with_the_state_of_every_stream(cell, monkeypatch):
+    """The prime read as one row, 4 tokens at a time, gives every stream the logits and the state of the
+    whole prime read at once by every stream."""
+    from rnnlab import sampling
+
+    monkeypatch.setattr(sampling, "PRIME_CHUNK", 4)
+    lm = _lm(cell)
+    ids = torch.randint(0, 13, (11,), generator=torch.Generator().manual_seed(5)).numpy()
+    with torch.no_grad():
+        logits, state = sampling._read_prime(lm, ids, 3)
+        want_logits, want_state = lm(torch.as_tensor(ids).expand(3, -1), lm.initial_state(3))
+    torch.testing.assert_close(logits, want_logits[:, -1], rtol=1e-10, atol=1e-12)
+    for a, b in zip(state, want_state, strict=True):
+        for ta, tb in zip(a, b, strict=True):
+            assert ta.shape == tb.shape and ta.is_contiguous()
+            torch.testing.assert_close(ta, tb, rtol=1e-10, atol=1e-12)
+
+
 @needs_kernels
 def test_top_k_and_top_p_stay_in_the_python_loop():
     from rnnlab import sampling
