@@ -37,7 +37,7 @@ from rnnlab.errors import CheckpointError, ConfigError, DataError, VocabError
 from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
 from rnnlab.metrics import classification_metrics, confusion_text
 from rnnlab.nn.classifier import RNNClassifier
-from rnnlab.plots import plot_confusion
+from rnnlab.plots import check_writable, plot_confusion
 
 BUCKET = 50  # batches sorted by length together (less padding, still shuffled)
 
@@ -62,13 +62,26 @@ def encode_inputs(inputs: list[Any], vocab: Vocab | None, what: str = "input") -
     """Text -> ids (L,) with ``vocab``; vectors stay (L, F) float32. An input with no tokens is an error."""
     if vocab is None:
         return [np.asarray(x, dtype=np.float32) for x in inputs]
+    refuse_blank(inputs, what)
     out = []
     for i, x in enumerate(inputs):
         ids = vocab.encode(x)
         if len(ids) == 0:
-            raise DataError(f"{what} {i + 1} ({x!r}) holds no {vocab.level}s")
+            raise DataError(f"{_nth(inputs, i, what)} ({x!r}) holds no {vocab.level}s"[:300])
         out.append(ids)
     return out
+
+
+def _nth(inputs: list[Any], i: int, what: str) -> str:
+    return f"the {what}" if len(inputs) == 1 else f"{what} {i + 1}"
+
+
+def refuse_blank(texts: list[Any], what: str = "input") -> None:
+    """A :class:`DataError` naming the first text that is empty or only white space (training data
+    refuse such examples, so no prediction is made for one)."""
+    for i, x in enumerate(texts):
+        if isinstance(x, str) and not x.strip():
+            raise DataError(f"{_nth(texts, i, what)} ({x!r}) is empty or only white space"[:300])
 
 
 @torch.no_grad()
@@ -197,13 +210,25 @@ def _prepare(cfg: ClassifyRunConfig, vocab: Vocab | None = None, classes: list[s
     return data, classes, y, split, vocab
 
 
+def _check_same_data(run: Path, data: LabelledData, needs: str) -> None:
+    """Refuse data that differ from those the run in ``run`` was trained on (their checksum in
+    ``split.json``): the split re-made from other data would mix training examples into the others."""
+    try:
+        stored = json.loads((run / "split.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return  # a run from before split.json, or one whose record is damaged: nothing to compare with
+    if isinstance(stored, dict) and stored.get("sha256") not in (None, data.sha256):
+        raise DataError(f"{data.source} has changed since the run in {run} was trained (its checksum differs from "
+                        f"split.json); {needs} needs the same data")
+
+
 def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or, with ``cfg.train.resume``, continue) the classifier run in ``cfg.train.out``.
 
     Returns a summary: steps, epochs, why it stopped, the validation metrics of the last
     evaluation, and the test metrics of the best checkpoint (when there is a test split).
     """
-    cfg.validate()
+    cfg = cfg.validate().with_absolute_paths()  # config.json then finds the data from any folder
     tc = cfg.train
     out, device = start_run(tc)
 
@@ -218,13 +243,7 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
     data, classes, y, split, vocab = _prepare(cfg, ckpt.vocab if ckpt else None, ckpt.labels if ckpt else None)
     record = split_record(data, y, classes, split)
     if ckpt:
-        try:
-            stored = json.loads((out / "split.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            stored = None
-        if stored is not None and stored.get("sha256") != record["sha256"]:
-            raise DataError(f"the data have changed since the run in {out} started (the checksum differs from "
-                            "split.json); resume needs the same data")
+        _check_same_data(out, data, "resume")
     seqs = encode_inputs(data.inputs, vocab)
 
     torch.manual_seed(tc.seed)
@@ -285,6 +304,8 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
     """Score a classifier on a split of its own data (re-made from its config: the same split)
     or on every example of another ``data`` file or folder. Returns the metrics, the
     confusion matrix and its text form; ``plot`` writes the confusion matrix as a PNG."""
+    if plot is not None:
+        check_writable(plot)
     model, ckpt = load_classifier(path)
     cfg: ClassifyRunConfig = ckpt.config
     classes = ckpt.labels
@@ -296,6 +317,7 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
         if split not in ("train", "val", "test"):
             raise ConfigError(f"split must be train, val or test, got {split!r}")
         labelled, _, y_all, parts, _ = _prepare(cfg, ckpt.vocab, classes)
+        _check_same_data(Path(ckpt.path).parent, labelled, f"scoring its {split} split")
         idx = parts[split]
         if len(idx) == 0:
             raise DataError(f"the {split} split is empty (test_fraction {cfg.data.test_fraction})")
@@ -303,6 +325,10 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
     if (ckpt.vocab is None) != (not inputs or not isinstance(inputs[0], str)):
         raise DataError(f"{source}: the classifier reads {'vectors' if ckpt.vocab is None else 'text'}, "
                         "the data hold the other kind")
+    width = labelled.feature_size if ckpt.vocab is None else 0
+    if width != model.feature_size:
+        raise DataError(f"{source}: the classifier reads vectors of {model.feature_size} numbers a step, "
+                        f"the data hold {width}")
     s = _scores(predict_proba(model, encode_inputs(inputs, ckpt.vocab)), y, classes)
     s.update({"checkpoint": str(ckpt.path), "data": source, "examples": int(len(y)),
               "confusion_text": confusion_text(s["confusion"], classes)})
@@ -320,13 +346,13 @@ def predict(path: str | Path, texts: list[str], top_k: int = 3) -> list[dict[str
         raise ConfigError(f"{ckpt.path} classifies vector sequences; score a .jsonl file with rnnlab classify eval --data")
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    seqs = []
+    refuse_blank(texts, "text")
     for t in texts:
         unknown = ckpt.vocab.unknown(t) if ckpt.vocab.level == "char" else []
         if unknown:
             raise VocabError(f"{t!r} holds {len(unknown)} character(s) the classifier never saw: "
                              + ", ".join(map(repr, unknown[:10])))
-        seqs.extend(encode_inputs([t], ckpt.vocab, what="text"))
+    seqs = encode_inputs(texts, ckpt.vocab, what="text")
     probs = predict_proba(model, seqs)
     k = min(top_k, probs.shape[1])
     out = []

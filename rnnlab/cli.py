@@ -77,10 +77,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+SEQUENCE_BATCH_HELP = {"batch_size": "sequences per batch"}  # the classifier's and the tasks' (not streams of text)
+
+
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
-                           defaults: Any = None) -> None:
+                           defaults: Any = None, helps: dict[str, str] | None = None) -> None:
     """One option per field; defaults are suppressed so that only given options are applied.
-    ``defaults`` (an instance of ``cls``) supplies the defaults shown, where they differ from the class's."""
+    ``defaults`` (an instance of ``cls``) supplies the defaults shown, where they differ from the class's;
+    ``helps`` replaces the help of fields that mean something else to this command."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -89,7 +93,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: st
         tp = hints[f.name]
         default = getattr(defaults, f.name) if defaults is not None else f.default
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                              "help": f"{f.metadata.get('help', '')} (default: {default})"}
+                              "help": f"{(helps or {}).get(f.name, f.metadata.get('help', ''))} (default: {default})"}
         if tp is bool:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             continue
@@ -518,7 +522,9 @@ def _add_classify_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     t = csub.add_parser("train", help="train a classifier", formatter_class=fmt, epilog=CLASSIFY_EXAMPLES)
     defaults = ClassifyRunConfig()
     for section, cls in CLASSIFY_SECTIONS.items():
-        _add_dataclass_options(t, cls, f"{section} options", skip=CLASSIFY_SKIP, defaults=getattr(defaults, section))
+        _add_dataclass_options(t, cls, f"{section} options", skip=CLASSIFY_SKIP, defaults=getattr(defaults, section),
+                               helps=SEQUENCE_BATCH_HELP | {"eval_batch_size": "validation sequences scored at once, "
+                                                                               "x 8 (scoring needs no gradients)"})
     t.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = csub.add_parser("eval", help="accuracy, balanced accuracy, F1 and the confusion matrix", formatter_class=fmt,
@@ -797,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     task_defaults = TaskRunConfig()
     for section, cls in _task_sections().items():
         _add_dataclass_options(tr, cls, f"{section} options", skip=("seq_len", "name"),
-                               defaults=getattr(task_defaults, section))
+                               defaults=getattr(task_defaults, section),
+                               helps=SEQUENCE_BATCH_HELP | {"eval_batch_size": "validation sequences scored at once"})
     tr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_tasks)
@@ -859,6 +866,11 @@ def main(argv: list[str] | None = None) -> int:
     show = warnings.showwarning
     warnings.showwarning = _one_line_warning  # a user sees one line, not our source file and line
     try:
+        for name in ("plot", "json_out"):  # an output that cannot be written is refused before the work
+            if getattr(ns, name, None):
+                from rnnlab.plots import check_writable
+
+                check_writable(getattr(ns, name))
         return ns.func(ns)
     except RnnlabError as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)

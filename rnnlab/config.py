@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -261,6 +262,17 @@ class TrainConfig:
         return p
 
 
+PATH_FIELDS = ("data", "train", "val", "test")  # the data section's fields that name files or folders
+
+
+def absolute_path(value: Any) -> Any:
+    """A file or folder named relative to the working folder, made absolute (a run's config then finds its
+    data from any folder); a built-in corpus (``builtin:...``), a URL and None stay as they are."""
+    if not isinstance(value, str) or not value or value.startswith("builtin:") or "://" in value:
+        return value
+    return os.path.abspath(value)
+
+
 class RunSections:
     """What every run config (a dataclass of sections, each with ``problems()``) shares."""
 
@@ -270,11 +282,11 @@ class RunSections:
 
     def validate(self) -> Any:
         """Raise one :class:`ConfigError` listing every problem of every section, or return ``self``."""
-        sections = [getattr(self, f.name) for f in dataclasses.fields(self)]  # type: ignore[arg-type]
-        problems = [p for section in sections for p in type_problems(section)]
-        if problems:  # the range checks below assume the right types
-            raise ConfigError(problems)
-        problems = [p for section in sections for p in section.problems()]
+        problems = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            section = getattr(self, f.name)
+            wrong = type_problems(section)
+            problems += wrong or section.problems()  # a section's range checks assume the right types
         problems += self.cross_problems()
         if problems:
             raise ConfigError(problems)
@@ -282,6 +294,12 @@ class RunSections:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def with_absolute_paths(self) -> Any:
+        """A copy whose data files and folders are absolute paths (see :func:`absolute_path`)."""
+        data = self.data  # type: ignore[attr-defined]
+        fixed = {k: absolute_path(getattr(data, k)) for k in PATH_FIELDS if hasattr(data, k)}
+        return dataclasses.replace(self, data=dataclasses.replace(data, **fixed))  # type: ignore[type-var]
 
 
 @dataclass
@@ -438,6 +456,8 @@ def type_problems(cfg: Any) -> list[str]:
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             p += type_problems(getattr(cfg, f.name))
+            continue
+        if get_origin(tp) is Literal:  # a choice: the config's own checks name the choices
             continue
         try:
             _check_type(getattr(cfg, f.name), tp)

@@ -46,5 +46,9 @@ class DownloadError(RnnlabError, OSError):
     """A dataset could not be fetched or failed its checksum."""
 
 
+class OutputError(RnnlabError, OSError):
+    """An output file (a plot, a report) cannot be written: its folder is missing, it is a folder, the disk is full."""
+
+
 class NotFittedError(RnnlabError, ValueError, AttributeError):
     """An estimator (:class:`rnnlab.ngram.NGramLM`) was used before ``fit``, as scikit-learn's NotFittedError."""

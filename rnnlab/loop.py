@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 from rnnlab import jsonio
 from rnnlab.allocator import keep_large_blocks
 from rnnlab.checkpoint import BEST, LAST, atomic_write
-from rnnlab.config import OptimConfig, TrainConfig
+from rnnlab.config import PATH_FIELDS, OptimConfig, TrainConfig, absolute_path
 from rnnlab.distributed import SINGLE, Dist, launched
-from rnnlab.errors import CheckpointError, ConfigError, TrainingError
+from rnnlab.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from rnnlab.plots import plot_curves, read_metrics
 
 # Config keys that a resumed run may change: where and how long it runs, not what it learns.
@@ -185,8 +185,11 @@ def check_resume_config(stored: dict[str, dict[str, Any]], given: dict[str, dict
     diffs = []
     for section in stored:
         for key, val in stored[section].items():
-            if key not in RESUMABLE_CHANGES and given.get(section, {}).get(key) != val:
-                diffs.append(f"{key}: the run has {val!r}, the command gives {given.get(section, {}).get(key)!r}")
+            now = given.get(section, {}).get(key)
+            if section == "data" and key in PATH_FIELDS:  # the same file, named from another folder
+                val, now = absolute_path(val), absolute_path(now)
+            if key not in RESUMABLE_CHANGES and now != val:
+                diffs.append(f"{key}: the run has {val!r}, the command gives {now!r}")
     if diffs:
         raise ConfigError(["--resume continues the run with its own settings; only stop conditions and logging "
                            "may change"] + diffs)
@@ -408,8 +411,9 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         if main:
             try:
                 plot_curves(out / "metrics.jsonl", out / "curves.png", job.unit)
-            except OSError as e:
-                raise CheckpointError(f"cannot write {out / 'curves.png'}: {e.strerror or e}") from None
+            except OSError as e:  # an OutputError names the file and the cause already
+                raise CheckpointError(str(e) if isinstance(e, OutputError)
+                                      else f"cannot write {out / 'curves.png'}: {e.strerror or e}") from None
         return m
 
     limits = [s for s in (tc.max_steps, int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0) if s]

@@ -10,18 +10,33 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rnnlab.errors import OutputError
+
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Write ``fig`` to ``path`` (PNG) atomically: a temporary file beside it, then a rename; the
     temporary file is removed if writing fails (a full disk), and the old picture stays."""
     path = Path(path)
+    check_writable(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         fig.savefig(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`OutputError` where a file cannot be written at ``path``: its folder is missing or
+    it is a folder (checked before the work whose result it will hold, not after)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name (for example {path / 'plot.png'})")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: the folder {path.parent} does not exist")
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict]:

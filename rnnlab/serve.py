@@ -459,6 +459,30 @@ def _pieces(vocab: Vocab, tokens: list[str]) -> list[str]:
     return out
 
 
+class _TrustedHosts(TrustedHostMiddleware):
+    """Starlette's check of the Host header, its refusal sent as JSON like every other error (400)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]):
+        async def passed(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["rnnlab.host_passed"] = True  # the check let the request through: its answer is the app's
+            await app(scope, receive, send)
+
+        super().__init__(passed, allowed_hosts=allowed_hosts, www_redirect=False)
+        self.names = ", ".join(allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def refuse_as_json(message: Message) -> None:
+            if scope.get("rnnlab.host_passed"):
+                await send(message)
+            elif message["type"] == "http.response.start":  # the check's plain-text refusal: ours instead
+                host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+                await _error(400, f"this server answers requests addressed to {self.names} only "
+                                  f"(the Host header was {host[:100]!r})")(scope, receive, send)
+            # and the plain-text body is dropped
+
+        await super().__call__(scope, receive, refuse_as_json)
+
+
 class _BodyLimit:
     """Refuse a request body over ``max_bytes`` (413) before the framework reads it into memory."""
 
@@ -671,8 +695,11 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()]
         message = _validation_message(exc.errors())
-        if "json" not in request.headers.get("content-type", "json"):
-            message += f" (the body was sent as {request.headers['content-type']!r}; send JSON, as application/json)"
+        sent_as = request.headers.get("content-type")
+        if sent_as is None and request.method == "POST":
+            message += " (the body was sent without a Content-Type; send JSON, as application/json)"
+        elif sent_as is not None and "json" not in sent_as:
+            message += f" (the body was sent as {sent_as!r}; send JSON, as application/json)"
         return _error(422, message, detail=jsonable_encoder(errors))
 
     @app.exception_handler(StarletteHTTPException)
@@ -760,7 +787,7 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
 
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+        app.add_middleware(_TrustedHosts, allowed_hosts=allowed_hosts)
     return app
 
 

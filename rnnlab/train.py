@@ -214,7 +214,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     Returns a summary: steps, epochs, why it stopped, validation (and test) loss in
     nats and bits per token, training speed, and the run folder.
     """
-    cfg.validate()
+    cfg = cfg.validate().with_absolute_paths()  # config.json then finds the data from any folder
     tc = cfg.train
     world = world_size()  # torchrun's processes: check what they need before they join
     if world > 1:

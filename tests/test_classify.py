@@ -307,3 +307,66 @@ def test_the_data_layer_imports_no_torch():
     code = ("import sys, rnnlab.data.sequences, rnnlab.metrics; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+# found in review: paths, changed data, outputs, table files -----------------------------------
+
+def test_a_run_finds_its_data_from_any_folder_and_refuses_changed_data(tmp_path, monkeypatch, capsys):
+    """A relative --data is stored absolute: eval and resume work from another folder, an equivalent path
+    is the same data on resume; data changed since training are refused instead of re-split."""
+    (tmp_path / "d").mkdir()
+    stems = ["ivan", "petr", "boris", "oleg", "igor", "pavel", "yuri", "gleb", "lev", "roman"]
+    (tmp_path / "d" / "q.csv").write_text("text,label\n" + "".join(f"{s}ov,ru\n{s}ez,es\n" for s in stems))
+    monkeypatch.chdir(tmp_path / "d")
+    assert main(["classify", "train", "--data", "q.csv", "--max-steps", "4", "--hidden-size", "8",
+                 "--val-fraction", "0.2", "--test-fraction", "0.2", "--out", "../run", "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["data"] == str(tmp_path / "d" / "q.csv")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["classify", "eval", "run"]) == 0
+    assert main(["classify", "train", "--out", "run", "--resume", "--max-steps", "6", "--data", "d/q.csv",
+                 "--quiet"]) == 0
+    with open(tmp_path / "d" / "q.csv", "a") as f:
+        f.write("glebev,ru\n")
+    capsys.readouterr()
+    assert main(["classify", "eval", "run"]) == 1
+    err = capsys.readouterr().err
+    assert "has changed since the run" in err and len(err.strip().splitlines()) == 1
+    assert main(["classify", "eval", "run", "--data", "d/q.csv"]) == 0  # another file scored whole: allowed
+
+
+def test_eval_refuses_vectors_of_another_width_and_an_unwritable_plot(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = [{"text": rng.normal(size=(3, 4)).tolist(), "label": str(i % 2)} for i in range(40)]
+    (tmp_path / "v.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["classify", "train", "--data", str(tmp_path / "v.jsonl"), "--max-steps", "2", "--hidden-size", "4",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    (tmp_path / "w.jsonl").write_text("".join(json.dumps({"text": [[1.0, 2.0, 3.0]], "label": str(i % 2)}) + "\n"
+                                              for i in range(4)))
+    capsys.readouterr()
+    assert main(["classify", "eval", str(tmp_path / "run"), "--data", str(tmp_path / "w.jsonl")]) == 1
+    assert "vectors of 4 numbers a step, the data hold 3" in capsys.readouterr().err
+    for plot, says in ((tmp_path / "no" / "cm.png", "does not exist"), (tmp_path, "it is a folder")):
+        assert main(["classify", "eval", str(tmp_path / "run"), "--plot", str(plot)]) == 1
+        captured = capsys.readouterr()
+        assert says in captured.err and len(captured.err.strip().splitlines()) == 1 and captured.out == ""
+
+
+def test_csv_fields_keep_their_line_ends_and_may_be_long(tmp_path):
+    long = "q" * 200_000  # over the csv module's default field limit
+    (tmp_path / "d.csv").write_bytes(f'text,label\r\n"a\nb",x\r\nplain\x0cpage,y\r\n"{long}",x\r\n'.encode())
+    d = read_labelled(str(tmp_path / "d.csv"))
+    assert d.inputs == ["a\nb", "plain\x0cpage", long] and d.labels == ["x", "y", "x"]
+    (tmp_path / "e.csv").write_text('text,label\n"a\nb",x\nshort\n')
+    with pytest.raises(DataError, match="line 4 has fewer fields"):  # the line the row is on, counting line ends
+        read_labelled(str(tmp_path / "e.csv"))
+
+
+def test_predict_names_the_right_text_and_refuses_blank_ones(tmp_path):
+    data = _tiny_names(tmp_path)
+    cfg = _cfg(tmp_path, data, max_steps=2)
+    train_classifier(cfg, progress=False)
+    with pytest.raises(DataError, match=r"text 3 \(''\) is empty"):
+        predict(cfg.train.out, ["ivanov", "lopez", ""])
+    with pytest.raises(DataError, match=r"the text \('   '\) is empty or only white space"):
+        predict(cfg.train.out, ["   "])

@@ -58,3 +58,18 @@ def test_a_run_needs_a_corpus_and_a_stop_condition():
 def test_sample_config_rejects_nonsense(kw):
     with pytest.raises(ConfigError):
         SampleConfig(**kw).validate()
+
+
+def test_configs_built_in_python_with_wrong_types_are_refused_in_one_error():
+    for kw, says in ((dict(length=10.5), "length: expected an integer, got 10.5"),
+                     (dict(top_k=2.5), "top_k: expected an integer"),
+                     (dict(num_samples=True), "num_samples: expected an integer"),
+                     (dict(temperature="hot"), "temperature: expected a number")):
+        with pytest.raises(ConfigError, match=says):
+            SampleConfig(**kw).validate()
+    assert SampleConfig(temperature=1).validate().temperature == 1  # an int where a float is expected is a number
+    cfg = RunConfig()
+    cfg.data.data, cfg.train.max_steps, cfg.model.hidden_size = "x.txt", "10", 0
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    assert e.value.problems == ["hidden_size must be >= 1, got 0", "max_steps: expected an integer, got '10'"]

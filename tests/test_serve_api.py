@@ -310,6 +310,7 @@ def test_unknown_characters_are_named(api, path, key):
 
 def test_wrong_methods_routes_and_content_types_are_4xx(api):
     assert_error(api.post(GEN, content=b'{"length": 3}', headers={"content-type": "text/plain"}), 422, "send JSON")
+    assert_error(api.post(GEN, content=b'{"length": 3}'), 422, "without a Content-Type", "send JSON")
     assert api.get(GEN).status_code == 405
     assert api.post("/api/models", json={}).status_code == 405
     assert_error(api.get("/api/nothing"), 404)
@@ -318,8 +319,10 @@ def test_wrong_methods_routes_and_content_types_are_4xx(api):
 def test_a_host_outside_the_allowed_list_is_refused(runs):
     api = Api(build_app([str(runs["gru"])], allowed_hosts=["127.0.0.1", "localhost"]))
     try:
-        assert api.get("/api/models").status_code == 400  # Host: testserver
+        body = assert_error(api.get("/api/models"), 400, "127.0.0.1, localhost", "'testserver'")  # JSON as every error
+        assert set(body) == {"error"}
         assert api.get("/api/models", headers={"host": "localhost:8000"}).status_code == 200
+        assert api.post(SCORE, json={"model": "gru", "text": "the cat"}, headers={"host": "localhost"}).status_code == 200
     finally:
         api.close()
 

@@ -109,7 +109,7 @@ def test_a_word_level_classifier_reads_words_and_unknown_words_as_unk(api, runs)
     assert [c["label"] for c in answer["classes"]] == [c["label"] for c in want]
     assert [c["prob"] for c in answer["classes"]] == pytest.approx([c["prob"] for c in want], rel=1e-6, abs=1e-9)
     assert answer["tokens"] == ["a", " good", " film,", " said", " the", " critic"]
-    assert_error(api.post(CLASSIFY, json={"model": "words", "text": "  \t "}), 422, "holds no words")
+    assert_error(api.post(CLASSIFY, json={"model": "words", "text": "  \t "}), 422, "is empty or only white space")
 
 
 def test_the_longest_text_is_classified(api):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -116,15 +117,18 @@ def read_table(path: Path, input_column: str, label_column: str) -> LabelledData
     """A CSV (``.csv``) or TSV (``.tsv``) file with a header row."""
     text = read_text(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    # the csv module finds the rows itself: a quoted field may hold line ends (a form feed or U+2028 is no row end)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     inputs, labels = [], []
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # one field may be the whole file
     try:
         header = reader.fieldnames or []
         missing = [c for c in (input_column, label_column) if c not in header]
         if missing:
             raise DataError(f"{path} has no column {', '.join(map(repr, missing))} (its header: "
                             f"{', '.join(header) or 'none'}); choose with --input-column and --label-column")
-        for i, row in enumerate(reader, start=2):
+        for row in reader:
+            i = reader.line_num  # the line the row ends on
             x, y = row.get(input_column), row.get(label_column)
             if x is None or y is None:
                 raise DataError(f"{path} line {i} has fewer fields than the header")
@@ -134,6 +138,8 @@ def read_table(path: Path, input_column: str, label_column: str) -> LabelledData
             labels.append(y.strip())
     except csv.Error as e:  # e.g. a field over csv.field_size_limit() (an unclosed quote swallows the rest)
         raise DataError(f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+    finally:
+        csv.field_size_limit(limit)
     return _finish(inputs, labels, "text", str(path))
 
 
