@@ -304,7 +304,64 @@ def catalogue() -> list[Case]:
              _resume(lambda d, s: ((d / "run" / "last.safetensors").unlink(),
                                    (d / "run" / "last.safetensors").mkdir()))),
     ]
+    c += options_and_outputs()
     return c
+
+
+def _foreign_folder(d: Path) -> Path:
+    """A folder of another program's files with a run's file names."""
+    (d / "proj").mkdir()
+    (d / "proj" / "config.json").write_text('{"my": 1}')
+    (d / "proj" / "split.json").write_text("precious")
+    return d / "proj"
+
+
+def _corpus_folder(d: Path, s: dict[str, Any]) -> Path:
+    (d / "texts").mkdir()
+    shutil.copy(s["corpus"], d / "texts" / "a.txt")
+    return d / "texts"
+
+
+def options_and_outputs() -> list[Case]:
+    """Options no run can use and outputs that would destroy a file (session 11's review)."""
+    train = ["train", "--max-steps", "2", "--hidden-size", "8", "--quiet"]
+    return [
+        Case("options", "--time-budget nan (passed every `< 0` check, ran forever)",
+             lambda d, s: ["train", "--data", s["corpus"], "--time-budget", "nan", "--out", d / "new"]),
+        Case("options", "--max-epochs inf", lambda d, s: ["train", "--data", s["corpus"], "--max-epochs", "inf",
+                                                           "--out", d / "new"]),
+        Case("options", "--clip-norm nan (turned clipping off)",
+             lambda d, s: [*train, "--data", s["corpus"], "--clip-norm", "nan", "--out", d / "new"]),
+        Case("options", "--weight-decay inf", lambda d, s: [*train, "--data", s["corpus"], "--weight-decay", "inf",
+                                                             "--out", d / "new"]),
+        Case("options", "--seed 10^20 to train", lambda d, s: [*train, "--data", s["corpus"], "--seed", "1" + "0" * 20,
+                                                               "--out", d / "new"]),
+        Case("options", "--seed -1 to sample", lambda d, s: ["sample", d / "run", "--seed=-1", "--length", "5"]),
+        Case("options", "--seed -1 to exposure", lambda d, s: ["exposure", d / "run", "--seed=-1"]),
+        Case("options", "--length 10^20 to sample", lambda d, s: ["sample", d / "run", "--length", "1" + "0" * 20]),
+        Case("options", "--beam-width 10^12", lambda d, s: ["sample", d / "run", "--strategy", "beam",
+                                                            "--beam-width", "1" + "0" * 12, "--length", "5"]),
+        Case("options", "--device meta", lambda d, s: ["sample", d / "run", "--device", "meta", "--length", "5"]),
+        Case("options", "--hidden-size 10^8 (100 GB of weights)",
+             lambda d, s: [*train, "--data", s["corpus"], "--hidden-size", "100000000", "--num-layers", "1",
+                           "--out", d / "new"]),
+        Case("options", "gradients --checkpoint with --batch-size 0",
+             lambda d, s: ["gradients", "--checkpoint", d / "run", "--cells", "--batch-size", "0"]),
+        Case("outputs", "train --out: a folder of another program's config.json and split.json",
+             lambda d, s: [*train, "--data", s["corpus"], "--out", _foreign_folder(d)]),
+        Case("outputs", "train --out ''", lambda d, s: [*train, "--data", s["corpus"], "--out", ""]),
+        Case("outputs", "train --out inside the corpus folder",
+             lambda d, s: [*train, "--data", _corpus_folder(d, s), "--out", d / "texts" / "runs" / "x"]),
+        Case("outputs", "ngram fit --out the corpus itself",
+             lambda d, s: ["ngram", "fit", "--data", _file("c.txt", s["corpus"].read_bytes())(d), "--order", "2",
+                           "--out", d / "c.txt"]),
+        Case("outputs", "ngram fit --out in a missing folder",
+             lambda d, s: ["ngram", "fit", "--data", s["corpus"], "--order", "2", "--out", d / "no" / "m.npz"]),
+        Case("outputs", "gradients --plot in a missing folder",
+             lambda d, s: ["gradients", "--cells", "elman", "--length", "5", "--plot", d / "no" / "g.png"]),
+        Case("outputs", "gradients --plot at a folder",
+             lambda d, s: ["gradients", "--cells", "elman", "--length", "5", "--plot", d]),
+    ]
 
 
 def printable(s: str) -> str:

@@ -36,7 +36,7 @@ from rnnlab.config import (
     TrainConfig,
     from_dict,
 )
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "cures": CuresConfig, "feeding": FeedingConfig,
             "optim": OptimConfig, "train": TrainConfig}
@@ -232,6 +232,12 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     else:
         split = ns.split or "val"
         corpus = load_corpus(dc)
+        from rnnlab.train import check_same_corpus
+
+        try:
+            check_same_corpus(Path(ckpt.path).parent, corpus.record, f"scoring its {split} split")
+        except CheckpointError as e:  # a damaged split.json: score, but say the corpus went unchecked
+            _warn(f"{e}; the corpus is scored unchecked")
         text = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[split]
         if text is None:
             raise ConfigError(f"the run has no {split} split (give --test at training time, or --data FILE)")
@@ -256,7 +262,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     out = ns.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     # the defaults are the configuration tuned on tiny-shakespeare for short CPU budgets
     cfg = RunConfig(data=DataConfig(data=BUILTIN),
-                    train=TrainConfig(time_budget=ns.time_budget, eval_interval=500, seed=ns.seed, out=out))
+                    train=TrainConfig(time_budget=ns.time_budget, eval_interval=500, seed=ns.seed, out=out)).validate()
     print(f"rnnlab demo: a 2-layer LSTM learns Python from the standard library's source, "
           f"for {ns.time_budget:.0f} s on this machine. Run folder: {out}", file=sys.stderr)
     summary = train(cfg, progress=not ns.quiet)
@@ -301,6 +307,21 @@ def _ngram_data(ns: argparse.Namespace) -> DataConfig:
     return from_dict(DataConfig, {**DataConfig().__dict__, **_given(ns, DataConfig)})
 
 
+def _check_ngram_out(out: str) -> None:
+    """Refuse an --out that is a folder, lies in a missing folder, or is a file other than an n-gram model
+    (the corpus itself, say), before the fitting: a refit replaces only a model."""
+    from rnnlab.ngram import load_ngram
+    from rnnlab.plots import check_writable
+
+    check_writable(out)
+    if Path(out).exists():
+        try:
+            load_ngram(out)
+        except CheckpointError:
+            raise ConfigError(f"--out {out} exists and is not an n-gram model; fitting would overwrite it: "
+                              "choose another name") from None
+
+
 def cmd_ngram(ns: argparse.Namespace) -> int:
     from rnnlab.data.corpus import build_vocab, load_corpus, read_corpus_file
     from rnnlab.metrics import LN2, token_metrics, unit_for
@@ -312,6 +333,7 @@ def cmd_ngram(ns: argparse.Namespace) -> int:
         if problems:
             raise ConfigError(problems)
         nc = from_dict(NGramConfig, _given(ns, NGramConfig))
+        _check_ngram_out(ns.out)
         corpus = load_corpus(dc)
         vocab = build_vocab(corpus, dc.level, dc.min_count)
         t0 = time.perf_counter()
@@ -565,6 +587,10 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
     from rnnlab.data.corpus import load_corpus
     from rnnlab.gradients import gradient_norms_per_step, gradient_report, plot_gradient_norms
 
+    bad = [f"{name} must be >= 1, got {getattr(ns, name)}" for name in ("length", "batch_size")
+           if getattr(ns, name) < 1]  # checked here too: --checkpoint alone never reaches gradient_report
+    if bad:
+        raise ConfigError(bad)
     report = gradient_report(cells=ns.cells, hidden_size=ns.hidden_size, length=ns.length, seed=ns.seed,
                              batch_size=ns.batch_size, num_layers=ns.num_layers, loss=ns.loss,
                              recurrent_gain=ns.gain) if ns.cells else None
@@ -866,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
     show = warnings.showwarning
     warnings.showwarning = _one_line_warning  # a user sees one line, not our source file and line
     try:
+        seed = getattr(ns, "seed", None)  # every command's --seed (also those that build no config)
+        if isinstance(seed, int) and not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
         for name in ("plot", "json_out"):  # an output that cannot be written is refused before the work
             if getattr(ns, name, None):
                 from rnnlab.plots import check_writable
@@ -875,6 +904,12 @@ def main(argv: list[str] | None = None) -> int:
     except RnnlabError as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
+    except (MemoryError, RuntimeError) as e:  # a size asked for that this machine cannot hold: one line, no traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if not (isinstance(e, MemoryError) or "can't allocate memory" in first or "out of memory" in first.lower()):
+            raise
+        print(f"rnnlab: error: not enough memory for the sizes asked for ({first[:200]})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return 130

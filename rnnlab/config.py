@@ -259,6 +259,8 @@ class TrainConfig:
             p.append("no stop condition: give --max-steps, --max-epochs or --time-budget")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             p.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        if not self.out.strip():
+            p.append("out must name the run's folder, got an empty name")
         return p
 
 
@@ -437,8 +439,6 @@ class SampleConfig:
                      f"got {self.beam_width:,}")
         if self.num_samples < 1:
             p.append(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            p.append(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
         if p:
             raise ConfigError(p)
         return self
@@ -459,10 +459,16 @@ def type_problems(cfg: Any) -> list[str]:
             continue
         if get_origin(tp) is Literal:  # a choice: the config's own checks name the choices
             continue
+        value = getattr(cfg, f.name)
         try:
-            _check_type(getattr(cfg, f.name), tp)
+            _check_type(value, tp)
         except TypeError as e:
             p.append(f"{f.name}: {e}")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every `x < 0` check
+            p.append(f"{f.name} must be a finite number, got {value}")
+        if f.name == "seed" and isinstance(value, int) and not 0 <= value < 2**63:
+            p.append(f"seed must be a whole number from 0 to 2**63 - 1, got {value}")
     return p
 
 

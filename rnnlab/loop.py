@@ -14,6 +14,7 @@ checkpoint (:func:`restore`), so a stopped and resumed run equals an uninterrupt
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -211,7 +212,23 @@ def start_run(tc: TrainConfig, distributed: bool = False) -> tuple[Path, torch.d
         raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
+    clash = [n for n in RUN_FILES if (out / n).exists()] if not tc.resume and out.is_dir() else []
+    if clash and not _holds_a_run(out):
+        raise ConfigError(f"--out {out} holds {', '.join(clash)}, not written by a run; a run would overwrite "
+                          f"{'it' if len(clash) == 1 else 'them'}: choose another --out")
     return out, device
+
+
+RUN_FILES = ("config.json", "vocab.json", "split.json", "task.json", "metrics.jsonl", "curves.png")  # what runs write
+
+
+def _holds_a_run(out: Path) -> bool:
+    """Whether ``out``'s config.json is a run's (one stopped before its first checkpoint, started again)."""
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("train"), dict) and isinstance(cfg.get("model"), dict)
 
 
 def open_run_folder(out: Path) -> None:

@@ -178,12 +178,13 @@ def _recorded_split(out: Path) -> dict[str, Any] | None:
     return stored
 
 
-def _check_same_corpus(out: Path, record: dict[str, Any]) -> None:
+def check_same_corpus(out: Path, record: dict[str, Any], needs: str = "resume") -> None:
+    """Refuse a corpus whose checksums differ from those the run in ``out`` recorded in split.json."""
     stored = _recorded_split(out)
     keys = [k for k in ("sha256", "train_sha256", "val_sha256", "test_sha256") if k in record]
     if stored is not None and any(stored.get(k) != record[k] for k in keys):
         raise DataError(f"the corpus has changed since the run in {out} started (its checksum differs from "
-                        f"split.json); resume needs the same text")
+                        f"split.json); {needs} needs the same text")
 
 
 def _load_ids(cfg: RunConfig, out: Path, ckpt: Checkpoint | None, dist: Dist
@@ -202,7 +203,7 @@ def _load_ids(cfg: RunConfig, out: Path, ckpt: Checkpoint | None, dist: Dist
         return m.vocab, m.train, m.val, None, m.record
     corpus = load_corpus(cfg.data)
     if ckpt:
-        _check_same_corpus(out, corpus.record)
+        check_same_corpus(out, corpus.record)
     vocab = ckpt.vocab if ckpt else build_vocab(corpus, cfg.data.level, cfg.data.min_count)
     test = vocab.encode(corpus.test) if corpus.test else None
     return vocab, vocab.encode(corpus.train), vocab.encode(corpus.val), test, corpus.record
@@ -216,6 +217,10 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """
     cfg = cfg.validate().with_absolute_paths()  # config.json then finds the data from any folder
     tc = cfg.train
+    folder = cfg.data.data
+    if folder and Path(folder).is_dir() and Path(tc.out).resolve().is_relative_to(Path(folder).resolve()):
+        raise ConfigError(f"--out {tc.out} lies inside the corpus folder {folder}: the run's own files would be read "
+                          "as text; put the run elsewhere")
     world = world_size()  # torchrun's processes: check what they need before they join
     if world > 1:
         if tc.batch_size % world:

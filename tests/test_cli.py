@@ -110,12 +110,61 @@ def test_eval_on_the_split_and_on_a_file(run, corpus_file, tmp_path, capsys):
     (["sample", "/no/such/run"], "no such checkpoint"),
     (["eval", "/no/such/run"], "no such checkpoint"),
     (["sample", "RUN", "--temperature", "0"], "temperature"),
+    (["train", "--data", "x", "--time-budget", "nan"], "time_budget must be a finite number, got nan"),
+    (["train", "--data", "x", "--max-epochs", "inf"], "max_epochs must be a finite number, got inf"),
+    (["train", "--data", "x", "--max-steps", "1", "--clip-norm", "nan"], "clip_norm must be a finite number"),
+    (["train", "--data", "x", "--max-steps", "1", "--weight-decay", "inf"], "weight_decay must be a finite number"),
+    (["demo", "--time-budget", "nan"], "time_budget must be a finite number"),
+    (["train", "--data", "x", "--max-steps", "1", "--seed", "99999999999999999999"], "seed must be a whole number"),
+    (["exposure", "RUN", "--seed", "-1"], "seed must be a whole number from 0"),
+    (["train", "--data", "x", "--max-steps", "1", "--out", ""], "out must name the run's folder"),
+    (["gradients", "--checkpoint", "RUN", "--cells", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    (["gradients", "--cells", "elman", "--length", "5", "--plot", "/no/such/folder/g.png"], "does not exist"),
+    (["train", "--data", "CORPUS", "--max-steps", "1", "--hidden-size", "100000000", "--num-layers", "1"],
+     "not enough memory for the sizes asked for"),
 ])
-def test_bad_input_is_one_line_and_a_nonzero_exit(argv, needle, run, capsys):
-    argv = [str(run) if a == "RUN" else a for a in argv]
+def test_bad_input_is_one_line_and_a_nonzero_exit(argv, needle, run, corpus_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a run that started by mistake would land here
+    argv = [{"RUN": str(run), "CORPUS": str(corpus_file)}.get(a, a) for a in argv]
+    capsys.readouterr()
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]  # nothing written
+
+
+def test_files_that_are_not_a_runs_are_never_overwritten(corpus_file, tmp_path, capsys):
+    """--out at a folder holding another program's config.json and split.json, an n-gram --out at the corpus, a run
+    inside its own corpus folder: refused, nothing changed; a folder with unrelated files only takes the run."""
+    mine = tmp_path / "proj"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": 1}')
+    (mine / "split.json").write_text("precious")
+    assert main(["train", "--data", str(corpus_file), "--max-steps", "1", "--out", str(mine)]) == 2
+    assert "holds config.json, split.json, not written by a run" in capsys.readouterr().err
+    assert (mine / "split.json").read_text() == "precious" and sorted(p.name for p in mine.iterdir()) == \
+        ["config.json", "split.json"]
+    before = corpus_file.read_bytes()
+    assert main(["ngram", "fit", "--data", str(corpus_file), "--order", "2", "--out", str(corpus_file)]) == 2
+    assert "is not an n-gram model" in capsys.readouterr().err and corpus_file.read_bytes() == before
+    assert main(["ngram", "fit", "--data", str(corpus_file), "--order", "2", "--out", str(tmp_path / "m.npz")]) == 0
+    assert main(["ngram", "fit", "--data", str(corpus_file), "--order", "3", "--out", str(tmp_path / "m.npz")]) == 0
+    assert main(["train", "--data", str(tmp_path), "--max-steps", "1", "--out", str(tmp_path / "runs" / "x")]) == 2
+    assert "lies inside the corpus folder" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(_train_args(corpus_file, other)[:-1]) == 0  # _train_args ends with --quiet
+    assert (other / "notes.txt").read_text() == "mine" and (other / "last.safetensors").exists()
+
+
+def test_eval_refuses_a_corpus_changed_since_training(own_run, corpus_file, capsys):
+    assert main(["eval", str(own_run)]) == 0
+    with open(corpus_file, "a") as f:
+        f.write("one more line.\n")
+    capsys.readouterr()
+    assert main(["eval", str(own_run)]) == 1
+    assert "the corpus has changed since the run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01\x02binary", "café".encode("latin-1")])
