@@ -357,6 +357,9 @@ def _parse(p: Path, meta: dict[str, str], key: str) -> Any:
 
 def _kind(p: Path, meta: dict[str, str]) -> str:
     kind = meta.get("kind", LANGUAGE_MODEL)
+    if kind == "task":  # rnnlab.task_train's own checkpoints: read by `rnnlab tasks`, not by the loaders here
+        raise CheckpointError(f"{p} is a long-memory task run's checkpoint; it is read by rnnlab tasks, not by this "
+                              "command")
     if kind not in CONFIG_TYPES:
         raise CheckpointError(f"{p} is an rnnlab checkpoint of an unknown kind {kind!r}")
     return kind

@@ -34,7 +34,16 @@ from rnnlab.data.sequences import (
 )
 from rnnlab.data.vocab import Vocab, tokenize_words
 from rnnlab.errors import CheckpointError, ConfigError, DataError, VocabError
-from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
+from rnnlab.loop import (
+    check_resume_config,
+    make_optimizer,
+    new_state,
+    open_run_folder,
+    restore,
+    run_loop,
+    start_run,
+    warn_schedule_change,
+)
 from rnnlab.metrics import classification_metrics, confusion_text
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.plots import check_writable, plot_confusion
@@ -258,6 +267,7 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
     job = ClassifierJob(cfg, model, seqs, y, split, classes, vocab, data.feature_size, device)
     if ckpt:
         state = restore(ckpt, optimizer, out)
+        warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, job.batches_per_epoch)
         if vocab is not None:

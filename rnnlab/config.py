@@ -225,6 +225,8 @@ class FeedingConfig:
             p.append(f"band_low and band_high must satisfy 0 <= low < high <= 1, got {self.band_low}, {self.band_high}")
         if self.disc_hidden < 1:
             p.append(f"disc_hidden must be >= 1, got {self.disc_hidden}")
+        if not self.disc_lr > 0:
+            p.append(f"disc_lr must be a positive number, got {self.disc_lr}")
         return p
 
 

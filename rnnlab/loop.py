@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +65,23 @@ def lr_multiplier(step: int, cfg: OptimConfig, horizon: int, time_frac: float | 
     else:
         return 1.0
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def warn_schedule_change(optim: OptimConfig, tc: TrainConfig, started: TrainConfig, state: TrainState) -> None:
+    """Warn where a resumed run's new stop condition changes its cosine schedule without saying so: the
+    step horizon is kept (the rate stays at its minimum past it); a time budget changed moves the rate."""
+    if optim.lr_schedule != "cosine" or optim.decay_steps:
+        return
+    if state.horizon and tc.max_steps and tc.max_steps != state.horizon:
+        warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "
+                      f"(the learning rate stays at its minimum after it); start a run with --decay-steps to "
+                      f"choose the horizon yourself", stacklevel=3)
+    elif not state.horizon and tc.time_budget and started.time_budget and tc.time_budget != started.time_budget:
+        before, now = (optim.lr * lr_multiplier(state.step, optim, 0, state.elapsed / b) * state.lr_scale
+                       for b in (started.time_budget, tc.time_budget))
+        warnings.warn(f"the cosine schedule follows the time budget: with --time-budget {tc.time_budget:g} instead "
+                      f"of {started.time_budget:g} the learning rate moves from {before:.3g} to {now:.3g}; start a "
+                      f"run with --decay-steps for a schedule in steps", stacklevel=3)
 
 
 # the run's position, saved in every checkpoint ---------------------------------------------

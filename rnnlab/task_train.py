@@ -72,7 +72,16 @@ from rnnlab.checkpoint import (
 from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, RunSections, TrainConfig, from_dict
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
-from rnnlab.loop import check_resume_config, make_optimizer, new_state, open_run_folder, restore, run_loop, start_run
+from rnnlab.loop import (
+    check_resume_config,
+    make_optimizer,
+    new_state,
+    open_run_folder,
+    restore,
+    run_loop,
+    start_run,
+    warn_schedule_change,
+)
 from rnnlab.nn.init import init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.tasks import TASKS, Task, make_task
@@ -464,6 +473,7 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     job = TaskJob(cfg, model, task, device)
     if ckpt:
         state = restore(ckpt, optimizer, out)
+        warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, job.batches_per_epoch)
         write_json(out / "task.json", task.to_dict())

@@ -19,7 +19,6 @@ and returns.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from rnnlab.loop import (
     restore,
     run_loop,
     start_run,
+    warn_schedule_change,
 )
 from rnnlab.feeding import make_feeding
 from rnnlab.gradients import norm_preserving_penalty
@@ -257,11 +257,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
     if ckpt:
         state = restore(ckpt, optimizer, out, write_log=dist.is_main, batches_per_epoch=bpe)
-        if cfg.optim.lr_schedule == "cosine" and not cfg.optim.decay_steps and state.horizon and \
-                tc.max_steps and tc.max_steps != state.horizon:
-            warnings.warn(f"the cosine schedule keeps the horizon of {state.horizon} steps set when the run started "
-                          f"(the learning rate stays at its minimum after it); start a run with --decay-steps to "
-                          f"choose the horizon yourself", stacklevel=2)
+        warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, bpe)
         if dist.is_main:

@@ -369,3 +369,24 @@ def test_feeding_options_are_checked_with_the_rest(corpus_file, tmp_path):
     with pytest.raises(ConfigError) as e:
         train(cfg, progress=False)
     assert any("band_low" in p for p in e.value.problems) and any("norm_reg works with teacher" in p for p in e.value.problems)
+
+
+def test_a_resumed_run_says_when_its_new_stop_changes_the_cosine_schedule():
+    import warnings as w
+
+    from rnnlab.config import TrainConfig
+    from rnnlab.loop import TrainState, warn_schedule_change
+
+    o = OptimConfig(lr_schedule="cosine", lr=1e-2, warmup_steps=0, min_lr_ratio=0.0)
+    by_time = TrainState(step=100, elapsed=3.0, horizon=0)
+    with pytest.warns(UserWarning, match=r"with --time-budget 6 instead of 3 the learning rate moves from 0 to 0\.005"):
+        warn_schedule_change(o, TrainConfig(time_budget=6), TrainConfig(time_budget=3), by_time)
+    with pytest.warns(UserWarning, match="keeps the horizon of 50 steps"):
+        warn_schedule_change(o, TrainConfig(max_steps=80), TrainConfig(max_steps=50), TrainState(step=50, horizon=50))
+    with w.catch_warnings():
+        w.simplefilter("error")  # nothing to say: the same budget, a constant schedule, or a horizon set by hand
+        warn_schedule_change(o, TrainConfig(time_budget=3), TrainConfig(time_budget=3), by_time)
+        warn_schedule_change(OptimConfig(lr_schedule="constant"), TrainConfig(time_budget=6),
+                             TrainConfig(time_budget=3), by_time)
+        warn_schedule_change(OptimConfig(lr_schedule="cosine", decay_steps=500), TrainConfig(time_budget=6),
+                             TrainConfig(time_budget=3), by_time)
