@@ -383,11 +383,11 @@ def cmd_ngram(ns: argparse.Namespace) -> int:
             summary = {"text": ns.text, "tokens": len(ids), "log_prob": total, "log2_prob": total / LN2,
                        "prob": float(np.exp(total)), unit: -total / LN2 / max(len(ids), 1)}
         else:  # sample
-            from rnnlab.decoding import make_sampler
+            from rnnlab.decoding import make_sampler, prime_end
 
             sc = _sample_config(ns)
             prime = vocab.encode(sc.prime) if sc.prime else np.zeros(0, dtype=np.int64)
-            last = vocab.symbols[int(prime[-1])] if len(prime) and not sc.prime[-1].isspace() else None
+            last = prime_end(vocab, sc.prime, prime)
             if sc.strategy == "beam":
                 rows = [model.beam(prime, sc.length, sc.beam_width)[0]] * sc.num_samples
             else:
@@ -410,7 +410,8 @@ def cmd_ngram_stats(ns: argparse.Namespace) -> int:
     from rnnlab.ngram import ngram_table, pair_asymmetry
 
     dc = _ngram_data(ns)
-    problems = dc.problems()
+    problems = dc.problems() + [f"{name} must be >= 1, got {getattr(ns, name)}" for name in ("top", "max_order")
+                                if getattr(ns, name) < 1]  # before any output
     if problems:
         raise ConfigError(problems)
     corpus = load_corpus(dc)
@@ -428,7 +429,7 @@ def cmd_ngram_stats(ns: argparse.Namespace) -> int:
     for key, title in titles.items():
         print(f"\n{title}:")
         for r in pairs[key]:
-            print(f"  {r['a'] + r['b']!r:>10}  P(a,b)={r['p_ab']:.5f}  P(b,a)={r['p_ba']:.5f}  "
+            print(f"  {r['a'] + vocab.separator(r['a'], r['b']) + r['b']!r:>10}  P(a,b)={r['p_ab']:.5f}  P(b,a)={r['p_ba']:.5f}  "
                   f"P(a)P(b)={r['p_a_p_b']:.5f}  PMI={r['pmi']:+.2f} bits")
     table = ngram_table(ids, len(vocab), ns.max_order)
     print("\nn-grams possible (|V|^n) against observed in training:")

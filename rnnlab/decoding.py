@@ -22,13 +22,16 @@ any model given as a step function.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 import numpy as np
 
 from rnnlab.config import sampling_problems
 from rnnlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rnnlab.data.vocab import Vocab
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -65,6 +68,12 @@ def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, t
         np.put_along_axis(keep, order, keep_sorted, axis=-1)
         p = np.where(keep, p, 0.0)
     return p / p.sum(axis=-1, keepdims=True)
+
+
+def prime_end(vocab: Vocab, prime: str, ids: np.ndarray) -> str | None:
+    """The symbol a continuation is written after (:meth:`Vocab.separator`'s ``prev``): the prime's last,
+    or None where there is no prime or it ends in white space (at word level no second space is written)."""
+    return vocab.symbols[int(ids[-1])] if prime and len(ids) and not prime[-1].isspace() else None
 
 
 def token_buffer(num_samples: int, length: int) -> np.ndarray:

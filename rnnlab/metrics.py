@@ -21,7 +21,8 @@ def unit_for(level: str) -> str:
 
 def token_metrics(loss: float, level: str) -> dict[str, float]:
     """A mean loss in nats per token, also as bits per token and as perplexity."""
-    return {"loss": loss, unit_for(level): loss / LN2, "ppl": math.exp(min(loss, 700.0))}
+    ppl = math.exp(loss) if loss < 709.0 else math.inf  # past exp's float range (or an infinite loss): infinite
+    return {"loss": loss, unit_for(level): loss / LN2, "ppl": ppl}
 
 
 def classification_metrics(y_true: Any, y_pred: Any, classes: list[str]) -> dict[str, Any]:

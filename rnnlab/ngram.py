@@ -399,6 +399,20 @@ class NGramLM:
         disc = self._dtab[m - 1][np.minimum(a, 3).astype(np.int64)]  # D_m(a)
         return np.where(seen, (np.maximum(a - disc, 0.0) + weight * lower) / safe, lower)
 
+    def _orders_within_sentence(self, x: np.ndarray) -> np.ndarray:
+        """For each position t of ``x`` (T,), the highest order m whose context x[t-m+1:t] holds the
+        boundary at most as its first id: t - b + 1 for the last boundary b < t (no limit without one).
+        Higher orders' n-grams span two sentences and were never counted; every smoothing then keeps
+        the order below (Kneser-Ney and Witten-Bell would reach it through their unseen contexts, but
+        MLE and add-k would give 0 or 1/V)."""
+        t_len = len(x)
+        if self.boundary is None:
+            return np.full(t_len, np.iinfo(np.int64).max, dtype=np.int64)
+        pos = np.where(x == self.boundary, np.arange(t_len), -1)
+        last = np.maximum.accumulate(pos)  # the last boundary at or before each position
+        before = np.concatenate([[-1], last[:-1]])  # ... strictly before t
+        return np.where(before >= 0, np.arange(t_len) - before + 1, np.iinfo(np.int64).max)
+
     def log_prob(self, ids: Any, include_first: bool = False) -> np.ndarray:
         """ln p(ids[t] | ids[max(0, t-n+1) : t]) for t = 1..T-1, shape (T-1,), as the RNN scores.
 
@@ -411,12 +425,13 @@ class NGramLM:
         t_len = len(x)
         p = np.full(t_len, 1.0 / self.vocab_size_)  # p_0, then p_m for every target t >= m - 1
         c = np.zeros(t_len, dtype=np.int64)  # rank of the (m-1)-gram starting at each s: the empty gram first
+        top = self._orders_within_sentence(x)  # (T,) the highest order whose context starts at the last boundary
         for m in range(1, len(self.keys_) + 1):
             cnt = t_len - m + 1  # targets t = m-1..T-1, their context starting at s = t - m + 1
             if cnt <= 0:
                 break
             g = self._lookup(m, c[:cnt], x[m - 1:])  # (cnt,) rank of x[s:s+m]
-            p[m - 1:] = self._level(m, c[:cnt], g, p[m - 1:])
+            p[m - 1:] = np.where(m <= top[m - 1:], self._level(m, c[:cnt], g, p[m - 1:]), p[m - 1:])
             c = g
         with np.errstate(divide="ignore"):
             lp = np.log(p)
@@ -453,9 +468,11 @@ class NGramLM:
         w = np.tile(np.arange(v, dtype=np.int64), b)  # (B*V,) every symbol after every context
         p = np.full(b * v, 1.0 / v)
         ranks = np.zeros((b, length + 1), dtype=np.int64)  # rank of h[:, s:s+m-1] for s = 0..L-m+1
+        # the highest order within the context's last sentence (see _orders_within_sentence), each row's
+        top = np.repeat(np.array([self._orders_within_sentence(np.append(row, 0))[-1] for row in h], dtype=np.int64), v)
         for m in range(1, min(n, length + 1) + 1):
             c = np.repeat(ranks[:, length - m + 1], v)  # (B*V,) the last m-1 ids of each context
-            p = self._level(m, c, self._lookup(m, c, w), p)
+            p = np.where(m <= top, self._level(m, c, self._lookup(m, c, w), p), p)
             if m <= length:
                 ranks = self._lookup(m, ranks[:, :length - m + 1], h[:, m - 1:])  # (B, L-m+1)
         p = p.reshape(b, v)

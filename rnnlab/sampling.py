@@ -17,7 +17,7 @@ import torch
 
 from rnnlab.config import SampleConfig
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler, token_buffer
+from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler, prime_end, token_buffer
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn.models import Decider, RNNLanguageModel, kernel_decides
@@ -113,9 +113,7 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
     cfg.validate()
     model.eval()
     ids = encode_prime(vocab, cfg.prime)
-    # the symbol the continuation follows (at word level a space is written between two words, but not
-    # after a prime that already ends in white space)
-    last = vocab.symbols[int(ids[-1])] if cfg.prime and not cfg.prime[-1].isspace() else None
+    last = prime_end(vocab, cfg.prime, ids)
     if cfg.strategy == "beam":
         return [cfg.prime + vocab.decode(_beam(model, ids, cfg), after=last)] * cfg.num_samples
     out = token_buffer(cfg.num_samples, cfg.length)  # (B, N)

@@ -73,6 +73,7 @@ from rnnlab.introspect import anatomy, layer_activations, rank_units, score_toke
 from rnnlab.metrics import unit_for
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.nn.models import RNNLanguageModel
+from rnnlab.decoding import prime_end
 from rnnlab.sampling import encode_prime, sample_steps
 
 # Limits: every request is checked against these before any model work starts.
@@ -443,11 +444,15 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _encode(vocab: Vocab, text: str, what: str) -> np.ndarray:
+def _encode(vocab: Vocab, text: str, what: str, at_least: int = 0) -> np.ndarray:
     try:
-        return vocab.encode(text)
+        ids = vocab.encode(text)
     except VocabError as e:
         raise ApiError(422, f"{what}: {e}", unknown=vocab.unknown(text)) from None
+    if len(ids) < at_least:
+        raise ApiError(422, f"{what} holds no {vocab.level}s" if not len(ids) else
+                       f"{what} holds {len(ids)} {vocab.level}(s); at least {at_least} are needed")
+    return ids
 
 
 def _pieces(vocab: Vocab, tokens: list[str]) -> list[str]:
@@ -536,7 +541,7 @@ class _Generation:
         self.entry, self.cfg, self.top = entry, cfg, top
         self.steps: Generator[tuple[np.ndarray, np.ndarray], None, None] = sample_steps(entry.model, entry.vocab, cfg)
         ids = encode_prime(entry.vocab, cfg.prime)
-        self.prev = entry.vocab.symbols[int(ids[-1])] if cfg.prime else None
+        self.prev = prime_end(entry.vocab, cfg.prime, ids)
         self.done = 0
         self.pieces: list[str] = []
 
@@ -733,7 +738,7 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
         summary="Generate text, streamed token by token with the model's top next-token probabilities")
     async def generate(req: GenerateRequest) -> StreamingResponse:
         entry = registry.language_model(req.model, "/api/generate")
-        seed = req.seed if req.seed is not None else secrets.randbits(63)
+        seed = req.seed if req.seed is not None else secrets.randbits(53)  # below 2**53: the page's JavaScript numbers hold it exactly
         cfg = SampleConfig(strategy=req.strategy, length=req.length, prime=req.prime, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, seed=seed).validate()
         _encode(entry.vocab, req.prime, "prime")  # unknown characters: a 422 before the stream starts
@@ -760,14 +765,14 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
               summary="The probability the model gave every token of a text, and the running bits per token")
     async def score(req: ScoreRequest) -> Response:
         entry = registry.language_model(req.model, "/api/score")
-        _encode(entry.vocab, req.text, "text")
+        _encode(entry.vocab, req.text, "text", at_least=1)
         return Response(await run(_score, entry, req.text, req.top), media_type="application/json")
 
     @app.post("/api/activations", response_model=ActivationsAnswer, responses=_ERRORS,
               summary="One layer's units over a text (an LSTM's cell state and gates too), ranked by variation")
     async def activations(req: ActivationsRequest) -> Response:
         entry = registry.language_model(req.model, "/api/activations")
-        _encode(entry.vocab, req.text, "text")
+        _encode(entry.vocab, req.text, "text", at_least=1)
         return Response(await run(_activations, entry, req), media_type="application/json")
 
     @app.post("/api/classify", response_model=ClassifyAnswer, responses=_ERRORS,

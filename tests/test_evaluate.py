@@ -55,3 +55,6 @@ def test_token_metrics_units():
     m = token_metrics(math.log(2) * 1.5, "char")
     assert m["bpc"] == pytest.approx(1.5) and m["ppl"] == pytest.approx(2 ** 1.5)
     assert "bpw" in token_metrics(1.0, "word")
+    # an infinite loss (an MLE n-gram meeting an unseen n-gram) or one past exp's range: infinite perplexity
+    assert token_metrics(math.inf, "char")["ppl"] == math.inf and token_metrics(800.0, "char")["ppl"] == math.inf
+    assert token_metrics(700.0, "char")["ppl"] == pytest.approx(math.exp(700.0))

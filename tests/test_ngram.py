@@ -571,3 +571,23 @@ def test_the_module_imports_no_torch():
     code = "import sys, rnnlab.ngram; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("smoothing", ["mle", "add-k"])
+def test_mle_and_add_k_with_sentences_back_off_to_the_context_after_the_boundary(smoothing):
+    """An n-gram that spans a boundary is never counted: the order below it, whose context starts at the
+    boundary, is the estimate (before: MLE gave its own training text probability 0, add-k 1/V)."""
+    rng = np.random.default_rng(2)
+    v, nl = 5, 4
+    x = rng.integers(0, nl, size=300)
+    x[rng.choice(300, size=40, replace=False)] = nl  # sentences of random length
+    lm = NGramLM(order=3, smoothing=smoothing, k=0.5, boundary=nl).fit(x, v)
+    assert np.isfinite(lm.log_prob(x)).all()  # every target of its own training text has probability > 0
+    two = NGramLM(order=2, smoothing=smoothing, k=0.5, boundary=nl).fit(x, v)
+    for a in range(nl):  # a context ending in the boundary: the order-2 estimate from the boundary alone
+        np.testing.assert_allclose(lm.next_distribution([a, nl]), two.next_distribution([nl]), rtol=1e-12)
+        assert abs(lm.next_distribution([a, nl]).sum() - 1) < 1e-12
+    # scoring agrees with the next-token distributions, position by position
+    lp = lm.log_prob(x)
+    for t in range(2, 40):
+        assert lp[t - 1] == pytest.approx(np.log(lm.next_distribution(x[t - 2:t])[x[t]]), rel=1e-12)

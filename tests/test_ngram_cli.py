@@ -103,10 +103,14 @@ def test_stats_answers_the_lectures_questions(corpus_file, tmp_path, capsys):
     (["ngram", "fit", "--data", "x.txt", "--order", "0", "--out", "m.npz"], "order"),
     (["ngram", "fit", "--out", "m.npz"], "no corpus"),
     (["ngram", "eval", "missing.npz"], "cannot read"),
+    (["ngram", "stats", "--data", "x.txt", "--top", "0"], "top must be >= 1, got 0"),
+    (["ngram", "stats", "--data", "x.txt", "--max-order", "0"], "max_order must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line(argv, needle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.txt").write_text("abc" * 100)
     assert main(argv) != 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert captured.out == ""  # refused before anything is printed

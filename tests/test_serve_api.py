@@ -403,3 +403,32 @@ def test_the_serve_command_refuses_a_missing_checkpoint_in_one_line(tmp_path, ca
     assert main(["serve", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"rnnlab: error: no such checkpoint: {tmp_path / 'missing'}"]
+
+
+def test_a_word_level_model_streams_what_the_command_line_writes(runs, tmp_path):
+    """A prime ending in a space gets no second space (as `rnnlab sample`), a text of white space alone is
+    a 422 naming it, and an unseeded request's seed fits a JavaScript number (so the page can repeat it)."""
+    from conftest import TEXT
+
+    from rnnlab.checkpoint import load_model
+    from rnnlab.config import SampleConfig
+    from rnnlab.sampling import generate
+
+    (tmp_path / "w.txt").write_text(TEXT, encoding="utf-8")
+    cfg = RunConfig(data=DataConfig(data=str(tmp_path / "w.txt"), level="word"),
+                    model=ModelConfig(cell="gru", hidden_size=16, num_layers=1, dropout=0.0, embedding_size=8),
+                    train=TrainConfig(batch_size=4, seq_len=8, max_steps=4, eval_interval=4, out=str(tmp_path / "w")))
+    train(cfg, progress=False)
+    api = Api(build_app([str(tmp_path / "w")]))
+    try:
+        got = lines(api.post(GEN, json={"prime": "the ", "length": 6, "seed": 3}))
+        text = "the " + "".join(e["text"] for e in got if e["type"] == "token")
+        model, vocab, _ = load_model(tmp_path / "w")
+        assert text == generate(model, vocab, SampleConfig(prime="the ", length=6, seed=3))[0]
+        assert not text.startswith("the  ")
+        for path in (SCORE, ACTS):
+            assert_error(api.post(path, json={"text": "  \t "}), 422, "text holds no words")
+        seeds = [lines(api.post(GEN, json={"length": 1}))[0]["seed"] for _ in range(20)]
+        assert all(0 <= s < 2**53 for s in seeds) and len(set(seeds)) == 20
+    finally:
+        api.close()
