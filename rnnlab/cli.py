@@ -586,7 +586,7 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
     from rnnlab import jsonio as jio
     from rnnlab.checkpoint import load_model
     from rnnlab.data.corpus import load_corpus
-    from rnnlab.gradients import gradient_norms_per_step, gradient_report, plot_gradient_norms
+    from rnnlab.gradients import gradient_norms_per_step, gradient_report, plot_gradient_norms, recurrent_spectra
 
     bad = [f"{name} must be >= 1, got {getattr(ns, name)}" for name in ("length", "batch_size")
            if getattr(ns, name) < 1]  # checked here too: --checkpoint alone never reaches gradient_report
@@ -604,13 +604,17 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
                               f"= {need} needed")
         rows = torch.from_numpy(ids[:need].reshape(ns.batch_size, ns.length + 1))  # (B, T+1)
         norms = gradient_norms_per_step(model.double(), rows[:, :-1], loss=ns.loss, targets=rows[:, 1:])
-        name = f"{ckpt.config.model.cell} {Path(path).name} (step {ckpt.train_state.get('step', '?')})"
-        entry = {"norms": [float(v) for v in norms],
+        name = f"{ckpt.config.model.cell} {path} (step {ckpt.train_state.get('step', '?')})"  # the path as given
+        entry = {"norms": [float(v) for v in norms], "spectra": recurrent_spectra(model),
                  "first_over_last": float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")}
         if report is None:
             report = {"config": {"length": ns.length, "loss": ns.loss, "batch_size": ns.batch_size},
                       "steps": list(range(1, ns.length + 1)), "cells": {}}
-        report["cells"][name] = entry
+        unique, k = name, 1
+        while unique in report["cells"]:  # the same checkpoint twice: a curve each, never one over the other
+            k += 1
+            unique = f"{name} #{k}"
+        report["cells"][unique] = entry
     if report is None:
         raise ConfigError("nothing to measure: give --cells or --checkpoint")
     for name, entry in report["cells"].items():

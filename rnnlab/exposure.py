@@ -100,6 +100,10 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
             problems.append(f"{name} must be an integer >= 1, got {v!r}")
     if isinstance(buckets, int) and isinstance(length, int) and buckets > length:
         problems.append(f"buckets ({buckets}) cannot exceed length ({length})")
+    elif all(isinstance(v, int) and v > 0 for v in (buckets, length, stat_order)) and length // buckets < stat_order:
+        # a band shorter than one n-gram holds none: its divergence would read 0, perfect agreement
+        problems.append(f"each of the {buckets} bands of length {length} holds {length // buckets} token(s), fewer "
+                        f"than stat_order ({stat_order}): give fewer --buckets or a larger --length")
     if problems:
         raise ConfigError(problems)
     val, train = vocab.encode(val_text), vocab.encode(train_text)

@@ -495,14 +495,16 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 items *= dist.world  # every rank trains as many
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                raw_norm = 0.0
+                raw_norm, value_clipped = None, False
                 if optim.clip_value > 0:  # clamping would turn an Inf into clip_value: judge the gradient before
-                    raw_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+                    grads = [p.grad for p in params if p.grad is not None]
+                    raw_norm = float(torch.nn.utils.get_total_norm(grads))
+                    value_clipped = float(torch.nn.utils.get_total_norm(grads, norm_type=math.inf)) > optim.clip_value
                     torch.nn.utils.clip_grad_value_(params, optim.clip_value)
                 max_norm = optim.clip_norm if optim.clip_norm > 0 else math.inf
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the norm before clipping
-                if not math.isfinite(raw_norm):
-                    gnorm = raw_norm
+                norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the norm before clipping by norm
+                gnorm = norm if raw_norm is None else raw_norm  # the norm before any clipping: what is logged
+                step_clipped = value_clipped or (optim.clip_norm > 0 and norm > optim.clip_norm)
                 loss_v = dist.mean(loss).item()  # the same on every rank, as the averaged gradient is
                 state.batch += 1
                 if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
@@ -528,7 +530,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 window["items"] += items
                 window["time"] += dt
                 window["steps"] += 1
-                window["clipped"] += int(optim.clip_norm > 0 and gnorm > optim.clip_norm)
+                window["clipped"] += int(step_clipped)
                 if state.step % tc.log_interval == 0 or state.step == 1:
                     m = job.train_metrics(loss_v)
                     extra = dist.mean_values(extra)  # rank 0 logs every rank's mean

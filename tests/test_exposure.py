@@ -53,5 +53,7 @@ def test_bad_options_are_one_line(tmp_path, corpus_file, capsys):
     capsys.readouterr()
     assert main(["exposure", str(out), "--buckets", "50", "--length", "10"]) == 2
     assert "buckets (50) cannot exceed length (10)" in capsys.readouterr().err
+    assert main(["exposure", str(out), "--buckets", "10", "--length", "10"]) == 2  # bands of 1 token: no bigram
+    assert "holds 1 token(s), fewer than stat_order (2)" in capsys.readouterr().err
     assert main(["exposure", str(out), "--length", "100000"]) == 1
     assert "validation text has" in capsys.readouterr().err

@@ -18,8 +18,13 @@ def test_gradients_of_fresh_models_and_a_checkpoint(tmp_path, corpus_file, capsy
     out = capsys.readouterr().out
     report = json.loads(js.read_text())
     names = list(report["cells"])
-    assert names[0] == "elman" and names[1].startswith("gru run (step 3)")
+    assert names == ["elman", f"gru {run} (step 3)"]
     assert all(len(e["norms"]) == 20 for e in report["cells"].values())
+    assert report["cells"][names[1]]["spectra"][0]["gates"] == ["r", "z", "n"]  # a checkpoint's spectra too
+    # two checkpoints of the same name (runs/a/best, runs/b/best; here one twice): a curve each
+    assert main(["gradients", "--cells", "--checkpoint", str(run), str(run), "--length", "5", "--batch-size", "2",
+                 "--json-out", str(js)]) == 0
+    assert list(json.loads(js.read_text())["cells"]) == [f"gru {run} (step 3)", f"gru {run} (step 3) #2"]
     calm = tmp_path / "calm.json"
     assert main(["gradients", "--cells", "elman", "--length", "20", "--hidden-size", "8", "--batch-size", "2",
                  "--json-out", str(calm)]) == 0
