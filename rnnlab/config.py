@@ -469,8 +469,8 @@ def type_problems(cfg: Any) -> list[str]:
             continue
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes every `x < 0` check
             p.append(f"{f.name} must be a finite number, got {value}")
-        if f.name == "seed" and isinstance(value, int) and not 0 <= value < 2**63:
-            p.append(f"seed must be a whole number from 0 to 2**63 - 1, got {value}")
+        if f.name.endswith("seed") and isinstance(value, int) and not 0 <= value < 2**63:  # split_seed, data_seed too
+            p.append(f"{f.name} must be a whole number from 0 to 2**63 - 1, got {value}")
     return p
 
 

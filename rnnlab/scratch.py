@@ -409,7 +409,7 @@ def train_scratch(text: str, hidden_size: int = 100, seq_len: int = 25, lr: floa
         problems.append(f"lr must be a positive number, got {lr!r}")
     if optimizer not in ("adagrad", "sgd"):
         problems.append(f"optimizer must be adagrad or sgd, got {optimizer!r}")
-    if clip_value < 0 or clip_norm < 0:
+    if not (clip_value >= 0 and clip_norm >= 0):  # NaN too: it would turn clipping off
         problems.append(f"clip_value and clip_norm must be >= 0 (0 turns clipping off), got {clip_value} and {clip_norm}")
     if problems:
         raise ConfigError(problems)

@@ -84,6 +84,7 @@ from rnnlab.loop import (
 )
 from rnnlab.nn.init import init_recurrent
 from rnnlab.nn.stack import RecurrentStack
+from rnnlab.plots import read_metrics
 from rnnlab.tasks import TASKS, Task, make_task
 
 TASK = "task"
@@ -445,6 +446,12 @@ def resume_task_config(out: str | os.PathLike[str], overrides: dict[str, dict[st
 
 # the entry point ----------------------------------------------------------------------------------
 
+def _last_evaluation(out: Path) -> dict[str, Any]:
+    """The metrics of the run's last logged evaluation (empty if it has none)."""
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r.get("split") == "val"]
+    return {k: v for k, v in rows[-1].items() if k not in ("split", "step", "epoch", "elapsed", "best")} if rows else {}
+
+
 def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or, with ``cfg.train.resume``, continue) the task run in ``cfg.train.out``.
 
@@ -483,7 +490,7 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
                       desc=f"{task.name} T={task.length} {m.cell} {m.num_layers}x{m.hidden_size}")
     bpe = job.batches_per_epoch
-    last = result.last_val or {}
+    last = result.last_val or _last_evaluation(out)  # a resumed run that stopped at once: its last evaluation
     summary: dict[str, Any] = {
         "run": str(out), "task": task.name, "length": task.length, "cell": m.cell, "stopped": result.stopped,
         "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),

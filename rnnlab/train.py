@@ -257,7 +257,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
     if ckpt:
         state = restore(ckpt, optimizer, out, write_log=dist.is_main, batches_per_epoch=bpe)
-        warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
+        if dist.is_main:  # once, not once a process
+            warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, bpe)
         if dist.is_main:

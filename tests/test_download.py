@@ -277,7 +277,11 @@ def test_http_404(tiny: dl.Source, server: Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match=f"tiny from {re.escape(url)}: HTTP 404"):
         dl.download("tiny", dest_dir=tmp_path / "d", url=url, progress=False)
     assert files_under(tmp_path / "d") == []
-    assert not (tmp_path / "d" / "tiny").exists()  # nor an empty folder
+    assert not (tmp_path / "d").exists()  # nor an empty folder: the dataset's, nor the --dir this call made
+    (tmp_path / "kept").mkdir()  # a --dir that was there before stays
+    with pytest.raises(DownloadError):
+        dl.download("tiny", dest_dir=tmp_path / "kept" / "a" / "b", url=url, progress=False)
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
 
 
 def test_connection_refused(tiny: dl.Source, tmp_path: Path) -> None:

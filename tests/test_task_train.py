@@ -216,3 +216,15 @@ def test_a_bad_config_lists_every_problem(tmp_path):
     with pytest.raises(ConfigError, match="unknown key task.'seed'"):
         TaskRunConfig.from_dict({"task": {"seed": 3}})
     assert TaskRunConfig.from_dict(TaskRunConfig().to_dict()) == TaskRunConfig()  # the JSON form round-trips
+
+
+def test_a_resumed_run_that_stops_at_once_reports_its_last_evaluation(tmp_path):
+    cfg = _cfg(tmp_path, "adding", 5, hidden=4, max_steps=4, eval_interval=2)
+    first = train_task(cfg, progress=False)
+    again = train_task(resume_task_config(cfg.train.out, {"train": {"max_steps": 4}}), progress=False)
+    assert again["steps"] == 4 and again["val_loss"] == first["val_loss"] and again["success"] == first["success"]
+    bad = _cfg(tmp_path, "adding", 5, hidden=4, max_steps=4, out=str(tmp_path / "bad"))
+    bad.task.data_seed = -1
+    with pytest.raises(ConfigError, match="data_seed must be a whole number from 0"):
+        train_task(bad, progress=False)
+    assert not (tmp_path / "bad").exists()

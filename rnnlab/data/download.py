@@ -45,7 +45,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.client import HTTPException
+from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -157,6 +157,8 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, urllib.error.URLError):
         reason = e.reason
         return _describe(reason) if isinstance(reason, BaseException) else f"cannot connect: {reason}"
+    if isinstance(e, IncompleteRead):  # a chunked transfer cut off
+        return f"the connection closed early ({len(e.partial):,d} bytes of a chunk read); try again"
     if isinstance(e, TimeoutError):
         return "timed out (no data for the timeout period)"
     if isinstance(e, OSError) and e.strerror:
@@ -226,7 +228,7 @@ def download(name: str, dest_dir: str | os.PathLike[str] | None = None, url: str
             f"(sha256 {got}, expected {src.sha256}); delete it and download again")
 
     folder = final.parent
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # the folders this call makes, deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -258,11 +260,12 @@ def download(name: str, dest_dir: str | os.PathLike[str] | None = None, url: str
         raise fail(_describe(e)) from None
     finally:
         tmp.unlink(missing_ok=True)
-        if created and not final.exists():
-            try:
-                folder.rmdir()  # leave no empty folder behind either
-            except OSError:
-                pass
+        if not final.exists():
+            for made in created:  # leave no empty folder behind either (--dir's own, too)
+                try:
+                    made.rmdir()
+                except OSError:
+                    break
     return final
 
 
