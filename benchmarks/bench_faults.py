@@ -425,10 +425,11 @@ def compare(run: Path, ref: Path) -> dict[str, Any]:
 def kill_rounds(spec: RunSpec, work: Path, kills: int, seed: int = 0,
                 aims: tuple[str, ...] = ("startup", "training", "training", "write", "write", "best-write"),
                 in_order: bool = False, time_limit: float = 1e9, log: Callable[[str], None] = print,
-                ref: Path | None = None) -> dict[str, Any]:
+                ref: Path | None = None, train_s: float = 2.0) -> dict[str, Any]:
     """Kill runs of ``spec`` ``kills`` times in all (several rounds: a round ends when its run
     completes and is compared with the uninterrupted run ``ref``, made here if not given). Each
-    kill's aim is drawn from ``aims`` (taken in turn with ``in_order``)."""
+    kill's aim is drawn from ``aims`` (taken in turn with ``in_order``); a kill aimed at training
+    lands within ``train_s`` seconds of the run's start of training."""
     rng = random.Random(seed)
     t_start = time.monotonic()
     if ref is None:
@@ -446,7 +447,7 @@ def kill_rounds(spec: RunSpec, work: Path, kills: int, seed: int = 0,
         first = len(records)
         while len(records) < kills and time.monotonic() - t_start < time_limit:
             aim = aims[len(records) % len(aims)] if in_order else rng.choice(aims)
-            k = attempt(spec, out, aim, rng, len(records) + 1, history)
+            k = attempt(spec, out, aim, rng, len(records) + 1, history, train_s=train_s)
             if k is None:
                 break
             records.append(k)

@@ -270,10 +270,11 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
         warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, job.batches_per_epoch)
+    write_json(out / "config.json", cfg.to_dict())  # first: see rnnlab.train
+    if not ckpt:
         if vocab is not None:
             write_json(out / "vocab.json", vocab.to_dict())
         write_json(out / "split.json", record)
-    write_json(out / "config.json", cfg.to_dict())
 
     m = cfg.model
     result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,

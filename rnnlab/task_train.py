@@ -483,8 +483,9 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
         warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, job.batches_per_epoch)
+    write_json(out / "config.json", cfg.to_dict())  # first: see rnnlab.train
+    if not ckpt:
         write_json(out / "task.json", task.to_dict())
-    write_json(out / "config.json", cfg.to_dict())
 
     m = cfg.model
     result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,

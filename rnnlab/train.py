@@ -261,11 +261,13 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
     else:
         state = new_state(cfg.optim, tc, bpe)
-        if dist.is_main:
+    if dist.is_main:
+        # config.json first: a folder holding any file of a run holds its config (loop.start_run tells a run's
+        # folder, killed before its first checkpoint, from another program's files by it)
+        write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
+        if not ckpt:
             write_json(out / "vocab.json", vocab.to_dict())
             write_json(out / "split.json", record)
-    if dist.is_main:
-        write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
     if dist.rank:  # the other ranks draw their own dropout masks and samples
         torch.manual_seed(tc.seed + 7919 * dist.rank + state.step)
 
