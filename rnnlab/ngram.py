@@ -401,13 +401,12 @@ class NGramLM:
 
     def _orders_within_sentence(self, x: np.ndarray) -> np.ndarray:
         """For each position t of ``x`` (T,), the highest order m whose context x[t-m+1:t] holds the
-        boundary at most as its first id: t - b + 1 for the last boundary b < t (no limit without one).
+        boundary (the model has one) at most as its first id: t - b + 1 for the last boundary b < t (no
+        limit where none came before).
         Higher orders' n-grams span two sentences and were never counted; every smoothing then keeps
         the order below (Kneser-Ney and Witten-Bell would reach it through their unseen contexts, but
         MLE and add-k would give 0 or 1/V)."""
         t_len = len(x)
-        if self.boundary is None:
-            return np.full(t_len, np.iinfo(np.int64).max, dtype=np.int64)
         pos = np.where(x == self.boundary, np.arange(t_len), -1)
         last = np.maximum.accumulate(pos)  # the last boundary at or before each position
         before = np.concatenate([[-1], last[:-1]])  # ... strictly before t
@@ -425,13 +424,15 @@ class NGramLM:
         t_len = len(x)
         p = np.full(t_len, 1.0 / self.vocab_size_)  # p_0, then p_m for every target t >= m - 1
         c = np.zeros(t_len, dtype=np.int64)  # rank of the (m-1)-gram starting at each s: the empty gram first
-        top = self._orders_within_sentence(x)  # (T,) the highest order whose context starts at the last boundary
+        # (T,) the highest order whose context starts at the last boundary (None: no boundary, no limit)
+        top = self._orders_within_sentence(x) if self.boundary is not None else None
         for m in range(1, len(self.keys_) + 1):
             cnt = t_len - m + 1  # targets t = m-1..T-1, their context starting at s = t - m + 1
             if cnt <= 0:
                 break
             g = self._lookup(m, c[:cnt], x[m - 1:])  # (cnt,) rank of x[s:s+m]
-            p[m - 1:] = np.where(m <= top[m - 1:], self._level(m, c[:cnt], g, p[m - 1:]), p[m - 1:])
+            q = self._level(m, c[:cnt], g, p[m - 1:])
+            p[m - 1:] = q if top is None else np.where(m <= top[m - 1:], q, p[m - 1:])
             c = g
         with np.errstate(divide="ignore"):
             lp = np.log(p)
@@ -468,11 +469,15 @@ class NGramLM:
         w = np.tile(np.arange(v, dtype=np.int64), b)  # (B*V,) every symbol after every context
         p = np.full(b * v, 1.0 / v)
         ranks = np.zeros((b, length + 1), dtype=np.int64)  # rank of h[:, s:s+m-1] for s = 0..L-m+1
-        # the highest order within the context's last sentence (see _orders_within_sentence), each row's
-        top = np.repeat(np.array([self._orders_within_sentence(np.append(row, 0))[-1] for row in h], dtype=np.int64), v)
+        top = None  # the highest order within each context's last sentence (see _orders_within_sentence)
+        if self.boundary is not None and length:
+            at = h == self.boundary  # (B, L)
+            last = np.where(at.any(axis=1), length - 1 - np.argmax(at[:, ::-1], axis=1), -1)  # (B,) -1: none
+            top = np.repeat(np.where(last >= 0, length - last + 1, np.iinfo(np.int64).max), v)  # (B*V,)
         for m in range(1, min(n, length + 1) + 1):
             c = np.repeat(ranks[:, length - m + 1], v)  # (B*V,) the last m-1 ids of each context
-            p = np.where(m <= top, self._level(m, c, self._lookup(m, c, w), p), p)
+            q = self._level(m, c, self._lookup(m, c, w), p)
+            p = q if top is None else np.where(m <= top, q, p)
             if m <= length:
                 ranks = self._lookup(m, ranks[:, :length - m + 1], h[:, m - 1:])  # (B, L-m+1)
         p = p.reshape(b, v)
