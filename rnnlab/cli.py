@@ -35,6 +35,7 @@ from rnnlab.config import (
     SampleConfig,
     TrainConfig,
     from_dict,
+    seed_problems,
 )
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 
@@ -178,8 +179,9 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (a GPU if there is one)")
 
 
-def _warn(message: str) -> None:
-    print(f"rnnlab: warning: {message}", file=sys.stderr)
+def _warn(message: str, file: Any = None) -> None:
+    """A warning as the user sees every warning: one line on stderr."""
+    print(f"rnnlab: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _sample_config(ns: argparse.Namespace) -> SampleConfig:
@@ -189,7 +191,7 @@ def _sample_config(ns: argparse.Namespace) -> SampleConfig:
     unused = [k for k in ("temperature", "top_k", "top_p", "seed") if k in given] if cfg.strategy != "sample" else []
     if unused:
         _warn(f"{', '.join('--' + k.replace('_', '-') for k in unused)} "
-                      f"{'does' if len(unused) == 1 else 'do'} not apply to --strategy {cfg.strategy}: ignored")
+              f"{'does' if len(unused) == 1 else 'do'} not apply to --strategy {cfg.strategy}: ignored")
     if cfg.strategy != "sample" and cfg.num_samples > 1:
         _warn(f"--strategy {cfg.strategy} is deterministic: its {cfg.num_samples} samples are the same text")
     return cfg
@@ -886,7 +888,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: Any = None, line: str | None = None) -> None:
-    print(f"rnnlab: warning: {message}", file=sys.stderr if file is None else file)
+    _warn(str(message), file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -897,9 +899,9 @@ def main(argv: list[str] | None = None) -> int:
     show = warnings.showwarning
     warnings.showwarning = _one_line_warning  # a user sees one line, not our source file and line
     try:
-        seed = getattr(ns, "seed", None)  # every command's --seed (also those that build no config)
-        if isinstance(seed, int) and not 0 <= seed < 2**63:
-            raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
+        bad_seed = seed_problems("seed", getattr(ns, "seed", None))  # every --seed, also of commands with no config
+        if bad_seed:
+            raise ConfigError(bad_seed)
         for name in ("plot", "json_out"):  # an output that cannot be written is refused before the work
             if getattr(ns, name, None):
                 from rnnlab.plots import check_writable

@@ -469,9 +469,16 @@ def type_problems(cfg: Any) -> list[str]:
             continue
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes every `x < 0` check
             p.append(f"{f.name} must be a finite number, got {value}")
-        if f.name.endswith("seed") and isinstance(value, int) and not 0 <= value < 2**63:  # split_seed, data_seed too
-            p.append(f"{f.name} must be a whole number from 0 to 2**63 - 1, got {value}")
+        if f.name.endswith("seed"):  # split_seed, data_seed too
+            p += seed_problems(f.name, value)
     return p
+
+
+def seed_problems(name: str, value: Any) -> list[str]:
+    """A seed the generators take: a whole number from 0 to 2**63 - 1 (NumPy refuses negative ones)."""
+    if isinstance(value, int) and not 0 <= value < 2**63:
+        return [f"{name} must be a whole number from 0 to 2**63 - 1, got {value}"]
+    return []
 
 
 def sampling_problems(temperature: float, top_k: int, top_p: float) -> list[str]:
