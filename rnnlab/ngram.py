@@ -647,8 +647,9 @@ def ngram_table(ids: Any, vocab_size: int, max_order: int) -> list[dict[str, Any
     ``ids``), ``occurrences`` (N - n + 1), ``fraction`` (observed / possible) and
     ``singletons`` (n-grams seen once).
 
-    >>> [(r["n"], r["possible"], r["observed"]) for r in ngram_table([0, 1, 0, 1, 1], 2, 3)]
-    [(1, 2, 2), (2, 4, 3), (3, 8, 3)]
+    Examples:
+        >>> [(r["n"], r["possible"], r["observed"]) for r in ngram_table([0, 1, 0, 1, 1], 2, 3)]
+        [(1, 2, 2), (2, 4, 3), (3, 8, 3)]
     """
     if not (isinstance(max_order, Integral) and max_order >= 1 and isinstance(vocab_size, Integral) and vocab_size >= 1):
         raise ConfigError(f"max_order and vocab_size must be positive integers, got {max_order!r} and {vocab_size!r}")
