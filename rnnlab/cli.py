@@ -119,7 +119,7 @@ def _config_from_args(ns: argparse.Namespace, cls: type, sections: dict[str, typ
     if getattr(ns, "resume", False):
         from rnnlab.train import resume_config
 
-        cfg = resume_config(getattr(ns, "out", defaults.train.out), given)
+        cfg = resume_config(getattr(ns, "out", defaults.train.out), given, kind=cls)
         if not isinstance(cfg, cls):
             raise ConfigError(f"--out {ns.out} holds a run of another kind ({type(cfg).__name__}), not a {cls.__name__}")
         return cfg
@@ -710,7 +710,11 @@ def cmd_tasks(ns: argparse.Namespace) -> int:
     given = {section: _given(ns, cls) for section, cls in _task_sections().items()}
     given["task"]["name"] = ns.task
     if getattr(ns, "resume", False):
-        cfg = resume_task_config(getattr(ns, "out", TaskRunConfig().train.out), given)
+        from rnnlab.loop import resume_point, starting_config
+
+        out = Path(getattr(ns, "out", TaskRunConfig().train.out))
+        cfg = starting_config(out, TaskRunConfig, given) if resume_point(out) is None \
+            else resume_task_config(out, given)
     else:
         base = TaskRunConfig().to_dict()
         for section, values in given.items():
@@ -726,18 +730,20 @@ def cmd_tasks(ns: argparse.Namespace) -> int:
 SERVE_EXAMPLES = """examples:
   rnnlab serve runs/shakespeare                        # then open http://127.0.0.1:8000
   rnnlab serve runs/a runs/b/best.safetensors --port 8080
-  rnnlab serve runs/x --host 0.0.0.0                   # reachable from other machines (warns)
+  rnnlab serve runs/x --host 0.0.0.0                   # other machines too: open the printed URL (token)
+  rnnlab serve runs/x --host 0.0.0.0 --token "$TOKEN" --certfile cert.pem --keyfile key.pem   # HTTPS
 """
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
     from rnnlab.serve import serve
 
-    def ready() -> None:
-        print(f"rnnlab: serving {len(ns.checkpoints)} model(s) on http://{ns.host}:{ns.port} "
+    def ready(url: str) -> None:
+        print(f"rnnlab: serving {len(ns.checkpoints)} model(s) on {url} "
               f"(API docs at /docs, schema at /openapi.json); Ctrl-C stops", file=sys.stderr)
 
-    serve(ns.checkpoints, host=ns.host, port=ns.port, workers=ns.workers, log_level=ns.log_level, on_ready=ready)
+    serve(ns.checkpoints, host=ns.host, port=ns.port, workers=ns.workers, log_level=ns.log_level, on_ready=ready,
+          token=ns.token, certfile=ns.certfile, keyfile=ns.keyfile, max_streams=ns.max_streams)
     return 0
 
 
@@ -870,6 +876,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, default=4, help="threads that run the models (default: 4)")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                     help="server log level (default: warning)")
+    sv.add_argument("--token", default=None,
+                    help="every request must carry this token (Authorization: Bearer TOKEN, or ?token=TOKEN); "
+                         "16 or more URL-safe characters (default: none on loopback, a fresh one printed in the "
+                         "URL on any other host)")
+    sv.add_argument("--certfile", default=None, help="serve HTTPS with this certificate (PEM; with --keyfile)")
+    sv.add_argument("--keyfile", default=None, help="the certificate's private key (PEM; with --certfile)")
+    sv.add_argument("--max-streams", type=int, default=8,
+                    help="generations one client (address) may stream at once; one more is refused with 429 "
+                         "(default: 8)")
     sv.set_defaults(func=cmd_serve)
 
     da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)

@@ -31,6 +31,14 @@ of ``workers`` threads, so the event loop keeps serving every other client; a lo
 generation hands the pool back every few milliseconds, so many streams advance side by
 side instead of queueing behind each other.
 
+Beyond loopback every request, the page's included, carries a token (``Authorization: Bearer
+TOKEN`` or ``?token=TOKEN``; the page keeps the one its address carried and sends it as a
+header), compared in constant time; without it the answer is a 401 before any work. A cookie
+never counts, the access log shows ``token=[redacted]``, and ``certfile``/``keyfile`` serve
+HTTPS. On loopback the Host header is checked instead (DNS rebinding). Each client (address)
+streams at most ``max_streams`` generations at once, the server :data:`MAX_ACTIVE_STREAMS`;
+one more is a 429, never a queue.
+
 Checkpoint kinds plug in through :data:`LOADERS` (``kind`` in the checkpoint's
 metadata -> a loader returning a :class:`ServedModel`); the endpoints ask the registry
 for the kind they need (:meth:`Registry.language_model`, :meth:`Registry.classifier`),
@@ -40,8 +48,12 @@ so a new kind adds a loader, an entry class and its endpoints.
 from __future__ import annotations
 
 import asyncio
+import copy
+import hmac
+import logging
 import re
 import secrets
+import socket
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator
@@ -51,6 +63,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -90,6 +103,9 @@ MAX_BODY_BYTES = 256 * 1024  # a request body; the largest valid one (10,000 esc
 DEFAULT_WORKERS = 4  # model computations at once; more requests wait their turn in the pool
 STREAM_SLICE_SECONDS = 0.02  # a generation holds a worker this long at most before handing it back
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+DEFAULT_MAX_STREAMS = 8  # generations one client (its address) streams at once; one more is a 429
+MAX_ACTIVE_STREAMS = 256  # generations the whole server streams at once; one more is a 429
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")  # URL-safe as it stands, long enough not to be guessed
 
 
 # --- the registry -------------------------------------------------------------------------
@@ -524,7 +540,138 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
+# --- the token, the stream limits, the access log ---------------------------------------------------
+def new_token() -> str:
+    """A fresh token for a server reachable from other machines (192 random bits, URL-safe)."""
+    return secrets.token_urlsafe(24)
+
+
+def check_token(token: str) -> str:
+    """``token`` if it is usable (16 to 256 of ``A-Z a-z 0-9 . _ ~ -``, so a URL carries it unescaped);
+    else a :class:`~rnnlab.errors.ConfigError` saying what is expected."""
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise ConfigError(f"a token must be 16 to 256 characters of A-Z, a-z, 0-9, '.', '_', '~', '-'; got "
+                          f"{len(token)} character(s){'' if token.isascii() else ', not all ASCII'}")
+    return token
+
+
+def _presented_token(scope: Scope) -> bytes | None:
+    """The token a request carries: ``Authorization: Bearer TOKEN``, else ``?token=TOKEN``. A cookie never
+    counts (a browser sends cookies with requests that other sites make it send)."""
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            scheme, _, given = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                return given.strip()
+    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
+        if key == "token":
+            return value.encode("latin-1")
+    return None
+
+
+class _TokenGate:
+    """Every request must carry the token (:func:`_presented_token`), compared in constant time; without it,
+    or with another, the answer is a 401 before the request reaches the application (no model work, no body
+    read)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.token = app, token.encode("ascii")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _presented_token(scope)
+        if given is not None and hmac.compare_digest(given, self.token):
+            await self.app(scope, receive, send)
+            return
+        why = ("this server needs its token: send the header 'Authorization: Bearer TOKEN' or add ?token=TOKEN "
+               "(the address rnnlab serve printed carries it)" if given is None else "the token is wrong")
+        resp = _error(401, why)
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        await resp(scope, receive, send)
+
+
+class StreamLimits:
+    """Concurrent generations, counted per client (its address) and over the whole server; a stream over
+    either bound is refused (429) instead of waiting in a queue without bound."""
+
+    def __init__(self, per_client: int = DEFAULT_MAX_STREAMS, total: int = MAX_ACTIVE_STREAMS):
+        if per_client < 1 or total < 1:
+            raise ConfigError(f"stream limits must be >= 1, got {per_client} per client and {total} in all")
+        self.per_client, self.total = per_client, total
+        self.open: dict[str, int] = {}
+
+    @property
+    def active(self) -> int:
+        return sum(self.open.values())
+
+    def take(self, client: str) -> Callable[[], None]:
+        """Count one more stream for ``client``; returns the release (idempotent). An ApiError(429) when full."""
+        if self.open.get(client, 0) >= self.per_client:
+            raise ApiError(429, f"this client already streams {self.per_client} generation(s), the most one client "
+                                "may at once; wait for one to end")
+        if self.active >= self.total:
+            raise ApiError(429, f"the server streams {self.total} generations, as many as it takes; try again soon")
+        self.open[client] = self.open.get(client, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open[client] -= 1
+                if not self.open[client]:
+                    del self.open[client]
+        return release
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s#\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every ``token=`` query parameter replaced by ``[redacted]``."""
+    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactToken(logging.Filter):
+    """Keeps ``?token=`` out of the logs: uvicorn's access line carries the request's path and query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration with :class:`RedactToken` on every handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg.setdefault("filters", {})["redact_token"] = {"()": RedactToken}
+    for handler in cfg["handlers"].values():
+        handler["filters"] = [*handler.get("filters", []), "redact_token"]
+    return cfg
+
+
 # --- the model work (runs in the pool) ---------------------------------------------------------
+class _Stream(StreamingResponse):
+    """A streamed answer that gives back its stream's place (:class:`StreamLimits`) however it ends, even
+    when the client leaves before the first line."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 def _line(obj: dict[str, Any]) -> bytes:
     """One NDJSON line, compact."""
     return (jsonio.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
@@ -642,7 +789,8 @@ def page_html() -> bytes:
 
 
 # --- the application --------------------------------------------------------------------------
-_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorAnswer, "description": "no such model"},
+_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorAnswer, "description": "the token is missing or wrong"},
+                                            404: {"model": ErrorAnswer, "description": "no such model"},
                                             413: {"model": ErrorAnswer, "description": "request body too large"},
                                             422: {"model": ErrorAnswer, "description": "a parameter is invalid"}}
 
@@ -661,16 +809,24 @@ The same seed and settings give the same tokens as `rnnlab.sampling.generate`.
 
 
 def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
-              allowed_hosts: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+              allowed_hosts: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+              token: str | None = None, max_streams: int = DEFAULT_MAX_STREAMS,
+              max_active_streams: int = MAX_ACTIVE_STREAMS) -> FastAPI:
     """The ASGI application serving these checkpoints (files or run folders).
 
     ``workers`` threads do the model work; ``allowed_hosts`` (e.g. ``["127.0.0.1",
     "localhost"]``) refuses requests whose Host header names anything else, which stops a
     web page on another site from reaching a loopback server through DNS rebinding.
-    Raises :class:`~rnnlab.errors.CheckpointError` for a checkpoint it cannot serve.
+    With a ``token`` every request, the page's included, must carry it (``Authorization:
+    Bearer TOKEN`` or ``?token=TOKEN``; 401 otherwise). A client (an address) streams at
+    most ``max_streams`` generations at once and the server ``max_active_streams``; more is
+    a 429. Raises :class:`~rnnlab.errors.CheckpointError` for a checkpoint it cannot serve.
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if token is not None:
+        check_token(token)
+    streams = StreamLimits(max_streams, max_active_streams)
     registry = Registry.load([str(p) for p in checkpoint_paths])
     page = page_html()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnnlab-serve")
@@ -733,16 +889,22 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     async def limits() -> Response:
         return _json(Limits().model_dump())
 
-    @app.post("/api/generate", responses={**_ERRORS, 200: {
+    @app.post("/api/generate", responses={**_ERRORS, 429: {
+        "model": ErrorAnswer, "description": "this client, or the whole server, streams as many as it may"}, 200: {
         "description": _NDJSON_DOC, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
         summary="Generate text, streamed token by token with the model's top next-token probabilities")
-    async def generate(req: GenerateRequest) -> StreamingResponse:
+    async def generate(req: GenerateRequest, request: Request) -> StreamingResponse:
         entry = registry.language_model(req.model, "/api/generate")
         seed = req.seed if req.seed is not None else secrets.randbits(53)  # below 2**53: the page's JavaScript numbers hold it exactly
         cfg = SampleConfig(strategy=req.strategy, length=req.length, prime=req.prime, temperature=req.temperature,
                            top_k=req.top_k, top_p=req.top_p, seed=seed).validate()
         _encode(entry.vocab, req.prime, "prime")  # unknown characters: a 422 before the stream starts
-        gen = _Generation(entry, cfg, req.top)
+        release = streams.take(request.client.host if request.client else "")  # a 429 when full
+        try:
+            gen = _Generation(entry, cfg, req.top)
+        except BaseException:
+            release()
+            raise
         start = {"type": "start", "model": entry.name, "seed": seed, "prime": req.prime, "length": req.length,
                  "strategy": req.strategy}
 
@@ -757,9 +919,10 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
                 yield _line({"type": "error", "error": str(e)})
             finally:
                 gen.close()
+                release()
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _Stream(release, lines(), media_type="application/x-ndjson",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/api/score", response_model=ScoreAnswer, responses=_ERRORS,
               summary="The probability the model gave every token of a text, and the running bits per token")
@@ -790,30 +953,79 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
             _encode(entry.vocab, req.text, "text")  # unknown characters: a 422 naming them, before the pool
         return Response(await run(_classify, entry, req.text, top), media_type="application/json")
 
+    app.state.streams = streams
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    if token is not None:  # before the body is read: a request without the token costs nothing
+        app.add_middleware(_TokenGate, token=token)
     if allowed_hosts:
         app.add_middleware(_TrustedHosts, allowed_hosts=allowed_hosts)
     return app
 
 
-def serve(checkpoint_paths: list[str], host: str = "127.0.0.1", port: int = 8000, workers: int = DEFAULT_WORKERS,
-          log_level: str = "info", on_ready: Callable[[], None] | None = None) -> None:
-    """Serve these checkpoints until interrupted (Ctrl-C). On a loopback host only requests
-    addressed to a loopback name are answered; any other host warns that the models are then
-    reachable from other machines."""
+@dataclass
+class Served:
+    """What :func:`server_config` prepared: uvicorn's configuration, and the address to open (with the
+    token, where there is one)."""
+
+    config: Any  # uvicorn.Config
+    url: str
+    token: str | None
+
+
+def server_config(checkpoint_paths: list[str], host: str = "127.0.0.1", port: int = 8000,
+                  workers: int = DEFAULT_WORKERS, log_level: str = "info", token: str | None = None,
+                  certfile: str | None = None, keyfile: str | None = None,
+                  max_streams: int = DEFAULT_MAX_STREAMS) -> Served:
+    """The application for these checkpoints and uvicorn's configuration to serve it.
+
+    On a loopback host only requests addressed to a loopback name are answered (the Host
+    check), and a token is asked for only where one is given. On any other host a token is
+    required: ``token``, or a fresh one (:func:`new_token`), printed in the returned URL.
+    ``certfile`` and ``keyfile`` (PEM) serve HTTPS. The access log never shows ``?token=``.
+    """
     import uvicorn
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must lie in [0, 65535], got {port}")
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("TLS needs both certfile and keyfile (PEM), got only "
+                          f"{'certfile' if certfile else 'keyfile'}")
+    for what, f in (("certfile", certfile), ("keyfile", keyfile)):
+        if f is not None and not Path(f).is_file():
+            raise ConfigError(f"{what} must be a PEM file, got {f!r}, which is not a file")
     loopback = host in LOOPBACK_HOSTS
-    if not loopback:
-        warnings.warn(f"serving on {host}: anyone who can reach this machine can use the models", stacklevel=2)
-    app = build_app(checkpoint_paths, workers=workers, allowed_hosts=[*LOOPBACK_HOSTS] if loopback else None)
+    if token is not None:
+        check_token(token)
+    elif not loopback:
+        token = new_token()
+    if not loopback and certfile is None:
+        warnings.warn(f"serving on {host} without TLS: the token and the texts cross the network unencrypted "
+                      "(give --certfile and --keyfile for HTTPS)", stacklevel=2)
+    app = build_app(checkpoint_paths, workers=workers, allowed_hosts=[*LOOPBACK_HOSTS] if loopback else None,
+                    token=token, max_streams=max_streams)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=log_config(),
+                            ssl_certfile=certfile, ssl_keyfile=keyfile)
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    url = f"{'https' if certfile else 'http'}://{shown}:{port}/" + (f"?token={token}" if token else "")
+    return Served(config, url, token)
+
+
+def serve(checkpoint_paths: list[str], host: str = "127.0.0.1", port: int = 8000, workers: int = DEFAULT_WORKERS,
+          log_level: str = "info", on_ready: Callable[[str], None] | None = None, token: str | None = None,
+          certfile: str | None = None, keyfile: str | None = None, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+    """Serve these checkpoints until interrupted (Ctrl-C), as :func:`server_config` describes; ``on_ready``
+    is given the address to open (with the token) once every checkpoint is loaded."""
+    import uvicorn
+
+    served = server_config(checkpoint_paths, host, port, workers, log_level, token, certfile, keyfile, max_streams)
     if on_ready is not None:  # every checkpoint loaded: the shell may say where to look
-        on_ready()
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+        on_ready(served.url)
+    uvicorn.Server(served.config).run()
 
 
-__all__ = ["DEFAULT_WORKERS", "LOADERS", "MAX_INSPECT_CHARS", "MAX_LENGTH", "MAX_PRIME_CHARS", "MAX_TEXT_CHARS",
-           "ClassifierEntry", "LanguageModelEntry", "Registry", "ServedModel", "build_app", "load_classifier_entry",
-           "load_language_model", "page_html", "serve"]
+__all__ = ["DEFAULT_MAX_STREAMS", "DEFAULT_WORKERS", "LOADERS", "MAX_ACTIVE_STREAMS", "MAX_INSPECT_CHARS",
+           "MAX_LENGTH", "MAX_PRIME_CHARS", "MAX_TEXT_CHARS",
+           "ClassifierEntry", "LanguageModelEntry", "RedactToken", "Registry", "Served", "ServedModel", "StreamLimits",
+           "build_app", "check_token", "load_classifier_entry", "load_language_model", "log_config", "new_token",
+           "page_html", "redact", "serve", "server_config"]

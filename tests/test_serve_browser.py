@@ -232,3 +232,52 @@ def test_the_page_shows_a_classifiers_class_probabilities(server, tmp_path):
             browser.close()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
     assert [p for p in problems if "422" not in p] == []  # the 422 above is logged by the browser, as expected
+
+
+def test_the_page_keeps_the_token_of_the_address_it_was_opened_with(server, tmp_path):
+    """A server that asks for a token: the page opened with ?token= sends it with every request (as a
+    header, kept for the tab); the page without it is a 401."""
+    _, run, _ = server
+    token = "browser-test-token-0123456789"
+    port = _free_port()
+    code = (f"from rnnlab.serve import serve; serve([{str(run)!r}], host='127.0.0.1', port={port}, "
+            f"log_level='warning', token={token!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/models", params={"token": token}, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        problems: list[str] = []
+        sent: list[str | None] = []
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+            try:
+                page = browser.new_page()
+                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/api/" in r.url else None)
+                assert page.goto(url).status == 401
+                assert page.goto(f"{url}/?token={token}").status == 200
+                page.wait_for_selector("#model option", state="attached")
+                page.fill("#prime", "the cat")
+                page.fill("#length", "20")
+                page.fill("#seed", "7")
+                page.click("#generate")
+                page.wait_for_selector("#output[data-done='1']", state="attached", timeout=20_000)
+                assert page.locator("#output .gen").count() == 20
+                assert page.evaluate("sessionStorage.getItem('rnnlab-token')") == token
+            finally:
+                browser.close()
+        assert problems == [] and len(sent) >= 2 and set(sent) == {f"Bearer {token}"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
