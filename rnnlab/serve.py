@@ -69,11 +69,13 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnlab import __version__, jsonio
@@ -105,6 +107,7 @@ STREAM_SLICE_SECONDS = 0.02  # a generation holds a worker this long at most bef
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_MAX_STREAMS = 8  # generations one client (its address) streams at once; one more is a 429
 MAX_ACTIVE_STREAMS = 256  # generations the whole server streams at once; one more is a 429
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from the fastapi-offline package
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")  # URL-safe as it stands, long enough not to be guessed
 
 
@@ -839,10 +842,25 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    app = FastAPI(title="rnnlab", version=__version__, lifespan=lifespan,
+    # docs_url and redoc_url off: FastAPI's own pages load Swagger UI from a CDN; /docs below serves the copy
+    # installed with the fastapi-offline package, so the server needs nothing outside this machine
+    app = FastAPI(title="rnnlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Sample from recurrent language models, see the probabilities they give, look at "
                               "their units. The page at / uses this API.")
     app.state.registry = registry
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(resources.files("fastapi_offline") / "static")),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        # the token this page came with (checked by the gate) goes on every URL it loads
+        given = request.query_params.get("token") if token is not None else None
+        q = f"?token={given}" if given else ""
+        return get_swagger_ui_html(openapi_url=f"/openapi.json{q}", title="rnnlab API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js{q}",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css{q}",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png{q}",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no badge from swagger.io
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:

@@ -345,6 +345,36 @@ def test_limits_openapi_docs_and_page_are_served(api):
     assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
+def _references(html: str) -> list[str]:
+    """Every URL a page loads or links to: src, href, action, CSS url(...), and the docs' OpenAPI url."""
+    import re
+
+    found = re.findall(r"""(?:src|href|action)\s*=\s*["']([^"']*)["']""", html)
+    found += re.findall(r"""url\(\s*["']?([^"')]*)""", html)
+    found += re.findall(r"""\burl:\s*["']([^"']*)["']""", html)
+    return found
+
+
+def test_no_page_references_an_outside_host(api):
+    """The page and /docs (Swagger UI, from the installed swagger-ui-bundle) load everything from this server."""
+    seen = []
+    for path in ("/", "/docs"):
+        page = api.get(path)
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower() and "fastapi.tiangolo.com" not in page.text
+        refs = [r for r in _references(page.text) if not r.startswith(("data:", "#"))]
+        assert all(r.startswith("/") and not r.startswith("//") for r in refs), (path, refs)
+        seen += refs
+    assert '"validatorUrl": null' in api.get("/docs").text  # no validity badge fetched from swagger.io
+    docs_refs = _references(api.get("/docs").text)
+    assert {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"} <= set(docs_refs)
+    for ref in seen:  # each one is served here
+        assert api.get(ref).status_code == 200, ref
+    css = api.get("/docs-assets/swagger-ui.css").text
+    assert all(r.startswith("data:") for r in _references(css))
+    assert api.get("/redoc").status_code == 404  # ReDoc would load from a CDN: not served
+
+
 def test_model_work_does_not_block_other_clients(api):
     async def scenario():
         t0 = time.perf_counter()

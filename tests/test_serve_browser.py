@@ -234,6 +234,25 @@ def test_the_page_shows_a_classifiers_class_probabilities(server, tmp_path):
     assert [p for p in problems if "422" not in p] == []  # the 422 above is logged by the browser, as expected
 
 
+def test_the_page_and_the_docs_load_nothing_from_another_host(server):
+    url, _, _ = server
+    requested: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(url)
+            page.wait_for_selector("#model option", state="attached")
+            page.goto(f"{url}/docs")
+            page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)  # Swagger UI ran and read the schema
+            assert "/api/generate" in page.inner_text(".swagger-ui")
+        finally:
+            browser.close()
+    assert any(u.endswith("/docs-assets/swagger-ui-bundle.js") for u in requested)
+    assert [u for u in requested if not u.startswith(url + "/") and not u.startswith("data:")] == []
+
+
 def test_the_page_keeps_the_token_of_the_address_it_was_opened_with(server, tmp_path):
     """A server that asks for a token: the page opened with ?token= sends it with every request (as a
     header, kept for the tab); the page without it is a 401."""

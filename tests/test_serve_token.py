@@ -75,6 +75,17 @@ def test_every_endpoint_needs_the_token(api, method, path, body, status):
     assert call(api, method, path, body, params={"token": TOKEN}).status_code == status
 
 
+def test_the_docs_page_carries_its_token_to_everything_it_loads(api):
+    assert api.get("/docs-assets/swagger-ui.css").status_code == 401
+    docs = api.get("/docs", params={"token": TOKEN})
+    assert docs.status_code == 200
+    for ref in ("/openapi.json", "/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert f"{ref}?token={TOKEN}" in docs.text
+        assert api.get(ref, params={"token": TOKEN}).status_code == 200
+    plain = api.get("/docs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert plain.status_code == 200 and TOKEN not in plain.text  # not written into a page that did not carry it
+
+
 def test_a_refused_request_does_no_model_work_and_reads_no_body(api, monkeypatch):
     import rnnlab.serve as serve_module
 
