@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnnlab.checkpoint import BEST, CLASSIFIER, LAST, Checkpoint, load_checkpoint, save_checkpoint, write_json
+from rnnlab.checkpoint import BEST, CLASSIFIER, Checkpoint, load_checkpoint, save_checkpoint, write_json
 from rnnlab.config import ClassifyRunConfig
 from rnnlab.data.sequences import (
     LabelledData,
@@ -40,6 +40,7 @@ from rnnlab.loop import (
     new_state,
     open_run_folder,
     restore,
+    resume_from,
     run_loop,
     start_run,
     warn_schedule_change,
@@ -242,10 +243,9 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
     out, device = start_run(tc)
 
     ckpt: Checkpoint | None = None
-    if tc.resume:
-        if not (out / LAST).exists():
-            raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
-        ckpt = load_checkpoint(out / LAST)
+    last = resume_from(tc, cfg.to_dict())
+    if last is not None:
+        ckpt = load_checkpoint(last)
         if ckpt.kind != CLASSIFIER:
             raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint; resume it with rnnlab train")
         check_resume_config(ckpt.config.to_dict(), cfg.to_dict())

@@ -244,8 +244,12 @@ class TrainConfig:
     log_interval: int = _f(10, "write a metrics.jsonl line every N steps")
     seed: int = _f(1, "seed for weights, dropout and everything random in training")
     out: str = _f("runs/latest", "run folder: config, vocabulary, metrics, plots and checkpoints")
-    resume: bool = _f(False, "continue the run in --out from its last checkpoint")
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint, or start it where --out holds "
+                             "no checkpoint yet (so one command line restarts a run killed at any moment)")
     max_bad_steps: int = _f(10, "stop after this many consecutive steps with a non-finite loss or gradient")
+    checkpoint_interval_s: float = _f(
+        0.0, "also save last.safetensors every N seconds of wall time (0: only every eval_interval steps); for a "
+             "job killed more often than it evaluates: the run resumes as if it had not stopped")
     threads: int = _f(0, "intra-op CPU threads (0: PyTorch's default, one per core)")
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
 
@@ -254,7 +258,7 @@ class TrainConfig:
         for name in ("batch_size", "seq_len", "eval_interval", "eval_batch_size", "log_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "max_epochs", "time_budget", "threads"):
+        for name in ("max_steps", "max_epochs", "time_budget", "threads", "checkpoint_interval_s"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.max_steps or self.max_epochs or self.time_budget):

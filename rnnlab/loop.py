@@ -7,9 +7,11 @@ long-memory task: the learning-rate schedule (a pure function of the step), grad
 clipping (by value, then by global norm, the pre-clip norm and the clipped fraction
 logged), skipping a step whose loss or gradient is not finite, the progress bar,
 ``metrics.jsonl``, evaluation and checkpoints every ``eval_interval`` steps, stop
-conditions (steps, epochs, seconds), and Ctrl-C/SIGTERM (finish the step, checkpoint,
-return). Resuming restores the optimiser, the :class:`TrainState` and the RNG from the
-checkpoint (:func:`restore`), so a stopped and resumed run equals an uninterrupted one.
+conditions (steps, epochs, seconds), a checkpoint every ``checkpoint_interval_s`` seconds
+besides (``last`` only), and Ctrl-C/SIGTERM (finish the step, checkpoint, return).
+Resuming restores the optimiser, the :class:`TrainState` and the RNG from the checkpoint
+(:func:`restore`), so a stopped and resumed run equals an uninterrupted one; where the run
+folder holds no checkpoint yet, ``--resume`` starts the run (:func:`resume_from`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from rnnlab import jsonio
 from rnnlab.allocator import keep_large_blocks
 from rnnlab.checkpoint import BEST, LAST, atomic_write
-from rnnlab.config import PATH_FIELDS, OptimConfig, TrainConfig, absolute_path
+from rnnlab.config import PATH_FIELDS, OptimConfig, TrainConfig, absolute_path, from_dict
 from rnnlab.distributed import SINGLE, Dist, launched
 from rnnlab.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from rnnlab.plots import plot_curves, read_metrics
@@ -38,7 +40,7 @@ from rnnlab.plots import plot_curves, read_metrics
 # Config keys that a resumed run may change: where and how long it runs, not what it learns.
 # (eval_interval is not among them: it drives the plateau schedule.)
 RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "resume", "threads", "device",
-                     "eval_batch_size", "out", "mmap"}
+                     "eval_batch_size", "out", "mmap", "checkpoint_interval_s", "stop_on_success"}
 
 
 # schedules: pure functions of the step ----------------------------------------------------
@@ -101,6 +103,8 @@ class TrainState:
     last_eval_step: int = -1
     horizon: int = 0  # the cosine schedule's length in steps, fixed when the run starts (0: by time)
     train_time: float = 0.0  # seconds spent in training steps alone (for items per second)
+    solved_step: int = -1  # the step of the first evaluation that reached the job's goal (``success``); -1: none yet
+    solved_elapsed: float = 0.0  # ``elapsed`` at that step: the time to success
 
 
 def new_state(optim: OptimConfig, train: TrainConfig, batches_per_epoch: int) -> TrainState:
@@ -230,23 +234,93 @@ def start_run(tc: TrainConfig, distributed: bool = False) -> tuple[Path, torch.d
         raise ConfigError(f"run folder {out} already holds a run: add --resume to continue it, or choose another --out")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    clash = [n for n in RUN_FILES if (out / n).exists()] if not tc.resume and out.is_dir() else []
-    if clash and not _holds_a_run(out):
-        raise ConfigError(f"--out {out} holds {', '.join(clash)}, not written by a run; a run would overwrite "
-                          f"{'it' if len(clash) == 1 else 'them'}: choose another --out")
+    if not tc.resume:
+        _refuse_foreign_files(out)
     return out, device
 
 
 RUN_FILES = ("config.json", "vocab.json", "split.json", "task.json", "metrics.jsonl", "curves.png")  # what runs write
 
 
-def _holds_a_run(out: Path) -> bool:
-    """Whether ``out``'s config.json is a run's (one stopped before its first checkpoint, started again)."""
+def saved_run_config(out: Path) -> dict[str, Any] | None:
+    """The settings in ``out``'s config.json where it is a run's (a run writes it before its other files, so a run
+    killed before its first checkpoint leaves it), else None (no file, or another program's)."""
     try:
         cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and isinstance(cfg.get("train"), dict) and isinstance(cfg.get("model"), dict)
+        return None
+    ok = isinstance(cfg, dict) and isinstance(cfg.get("train"), dict) and isinstance(cfg.get("model"), dict)
+    return cfg if ok else None
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """Refuse a folder holding files of a run's names that no run wrote (a run would overwrite them)."""
+    clash = [n for n in RUN_FILES if (out / n).exists()] if out.is_dir() else []
+    if clash and saved_run_config(out) is None:
+        raise ConfigError(f"--out {out} holds {', '.join(clash)}, not written by a run; a run would overwrite "
+                          f"{'it' if len(clash) == 1 else 'them'}: choose another --out")
+
+
+def resume_point(out: Path) -> Path | None:
+    """What ``--resume`` continues in ``out``: its last checkpoint, or None where the folder holds no checkpoint
+    yet (no folder, an empty one, the config.json, vocab.json and split.json of a run killed before its first
+    checkpoint, a checkpoint's temporary file left by a kill during that write): such a run starts afresh."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if (out / LAST).exists():
+        return out / LAST
+    if (out / BEST).exists():  # a run writes last first; a best alone means last was removed
+        raise CheckpointError(f"nothing to resume: {out} holds {BEST} but not {LAST}, which a resume continues "
+                              f"from; restore it, or choose another --out")
+    return None
+
+
+def starting_config(out: Path, kind: type, overrides: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The config of a run that ``--resume`` starts (``out`` holds no checkpoint yet, :func:`resume_point`): the
+    settings of its config.json (a run killed before its first checkpoint) or else ``kind``'s defaults, with
+    ``overrides`` applied section by section and ``resume`` set, as a ``kind``."""
+    base = saved_run_config(out) or kind().to_dict()
+    if set(base) != set(kind().to_dict()):
+        raise ConfigError(f"--out {out} holds a run of another kind (its config.json has the sections "
+                          f"{', '.join(sorted(base))}), not a {kind.__name__}")
+    for section, values in (overrides or {}).items():
+        base[section].update(values)
+    base["train"]["resume"] = True
+    return from_dict(kind, base)
+
+
+def resume_from(tc: TrainConfig, config: dict[str, dict[str, Any]], dist: Dist = SINGLE) -> Path | None:
+    """The checkpoint a run continues from: with ``tc.resume``, the last checkpoint in ``tc.out``, or None where
+    the folder holds none yet (:func:`resume_point`), and then the run starts, saying so in a warning. So one
+    command line, repeated after a kill at any moment, starts the run or continues it.
+
+    A folder whose config.json (a run killed before its first checkpoint) has other settings than ``config``
+    is refused as a checkpoint with other settings is (:func:`check_resume_config`), and so are files of
+    another program. Without ``tc.resume``: None (:func:`start_run` refused a folder holding a run).
+    Rank 0 looks at the folder and every rank takes its answer, errors included, so that all ranks of a
+    ``torchrun`` restart agree even where one of them looked after rank 0 had begun to write."""
+    if not tc.resume:
+        return None
+    out = Path(tc.out)
+    answer: tuple[str, Any] = ("", None)
+    if dist.is_main:
+        try:
+            point = resume_point(out)
+            if point is None:
+                stored = saved_run_config(out)
+                if stored is not None:
+                    check_resume_config(stored, config)
+                else:
+                    _refuse_foreign_files(out)
+            answer = ("checkpoint" if point else "start", str(point) if point else None)
+        except (ConfigError, CheckpointError) as e:
+            answer = ("error", e)
+    kind, value = dist.broadcast(answer)
+    if kind == "error":
+        raise value
+    if kind == "start" and dist.is_main:
+        warnings.warn(f"--resume: {out} holds no checkpoint yet; the run starts from the beginning", stacklevel=2)
+    return Path(value) if value else None
 
 
 def open_run_folder(out: Path) -> None:
@@ -271,7 +345,7 @@ def _check_train_state(values: Any, batches_per_epoch: int | None) -> list[str]:
                 problems.append(f"{k} is {v!r}")
             continue
         if fields[k].type == "int":
-            if not (isinstance(v, int) and v >= (-1 if k == "last_eval_step" else 0)):
+            if not (isinstance(v, int) and v >= (-1 if k in ("last_eval_step", "solved_step") else 0)):
                 problems.append(f"{k} is {v!r}, not a count")
         elif not isinstance(v, (int, float)) or math.isnan(v) or \
                 (k not in unbounded and not (math.isfinite(v) and v >= 0)):
@@ -369,19 +443,26 @@ class _StopFlag:
 
 @dataclass
 class LoopResult:
-    stopped: str  # max_steps, max_epochs, time_budget or interrupted
+    stopped: str  # success, max_steps, max_epochs, time_budget, interrupted or non_finite
     last_val: dict[str, float] | None  # the last evaluation's metrics
     signal: int | None  # the signal that interrupted the run
 
 
 # the loop --------------------------------------------------------------------------------------
 
-STOPS = ("", "max_steps", "max_epochs", "time_budget", "interrupted")  # codes the ranks agree on (the largest wins)
+STOPS = ("", "success", "max_steps", "max_epochs", "time_budget", "interrupted")  # codes the ranks agree on (the largest wins)
+
+PLOT_INTERVAL_S = 30.0
+"""Seconds between redraws of a run's curves.png while it trains (it is drawn once more at the end)."""
+
+STOP_WORDS = {"success": "solved", "max_steps": "step limit", "max_epochs": "epoch limit",
+              "time_budget": "time budget", "interrupted": "interrupted", "non_finite": "non-finite loss"}
+"""What the progress bar says stopped a run."""
 
 
 def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: TrainState,
              optimizer: torch.optim.Optimizer, progress: bool = True, desc: str = "",
-             dist: Dist = SINGLE) -> LoopResult:
+             dist: Dist = SINGLE, stop_on_success: bool = False) -> LoopResult:
     """Train ``job`` from ``state`` until a stop condition; checkpoint into ``out``.
 
     Each step: the learning rate of the schedule, ``job.train_loss``, backward, clip by
@@ -390,6 +471,10 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
     the run with a :class:`~rnnlab.errors.TrainingError` that names the last good
     checkpoint). Every ``eval_interval`` steps ``job.evaluate`` scores the validation
     split, ``last`` is checkpointed and ``best`` kept. The run always ends on a checkpoint.
+
+    A job whose evaluation reports ``success`` (a long-memory task) has the step and the
+    elapsed time of its first successful evaluation recorded in the state
+    (``solved_step``, ``solved_elapsed``); with ``stop_on_success`` the run stops there.
 
     With ``dist`` (a ``torchrun`` launch, :mod:`rnnlab.distributed`) the job's loss runs
     inside ``DistributedDataParallel``, the logged loss is the mean over ranks, the ranks
@@ -430,6 +515,8 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         plateau schedule, so where a run stops (and resumes) does not change how it trains."""
         m = dist.broadcast(job.evaluate() if main else None)
         crit = m.get("criterion", m["loss"])
+        if state.solved_step < 0 and m.get("success", 0.0) >= 1.0:
+            state.solved_step, state.solved_elapsed = state.step, state.elapsed
         improved = crit < state.best_val
         if improved:
             state.best_val = crit
@@ -443,13 +530,25 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         log({"split": "val", "step": state.step, "epoch": state.epoch + state.batch / bpe,
              "elapsed": round(state.elapsed, 3), **m, "best": improved})
         checkpoint(best=improved)
-        if main:
-            try:
-                plot_curves(out / "metrics.jsonl", out / "curves.png", job.unit)
-            except OSError as e:  # an OutputError names the file and the cause already
-                raise CheckpointError(str(e) if isinstance(e, OutputError)
-                                      else f"cannot write {out / 'curves.png'}: {e.strerror or e}") from None
+        if time.monotonic() - drawn[1] >= PLOT_INTERVAL_S:
+            draw()
         return m
+
+    # the evaluation step curves.png shows, and when it was drawn (time.monotonic): the first drawing waits
+    # PLOT_INTERVAL_S too, so a short run (a task solved in seconds) pays for matplotlib once, at its end
+    drawn = [-1, time.monotonic()]
+
+    def draw() -> None:
+        """Redraw curves.png from metrics.jsonl (matplotlib takes a second or two: at most every
+        PLOT_INTERVAL_S seconds while the run trains, and once at its end)."""
+        drawn[:] = [state.last_eval_step, time.monotonic()]
+        if not main:
+            return
+        try:
+            plot_curves(out / "metrics.jsonl", out / "curves.png", job.unit)
+        except OSError as e:  # an OutputError names the file and the cause already
+            raise CheckpointError(str(e) if isinstance(e, OutputError)
+                                  else f"cannot write {out / 'curves.png'}: {e.strerror or e}") from None
 
     limits = [s for s in (tc.max_steps, int(math.ceil(tc.max_epochs * bpe)) if tc.max_epochs else 0) if s]
     params = [p for p in job.model.parameters() if p.requires_grad]
@@ -461,6 +560,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
 
         forward = DistributedDataParallel(_JobForward(job))  # averages the gradients over ranks in backward
     stopped = ""
+    post: dict[str, str] = {}
     consecutive_bad = 0
     window = {"items": 0, "time": 0.0, "clipped": 0, "steps": 0}
     last_val: dict[str, float] | None = None
@@ -469,8 +569,11 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         with _StopFlag() as flag:
             if dist.broadcast(not (out / LAST).exists()):  # a run killed before its first evaluation resumes too
                 checkpoint(best=False)
+            saved_at = time.monotonic()  # the last checkpoint's wall time (checkpoint_interval_s)
             while True:
-                if tc.max_steps and state.step >= tc.max_steps:
+                if stop_on_success and state.solved_step >= 0:
+                    stopped = "success"
+                elif tc.max_steps and state.step >= tc.max_steps:
                     stopped = "max_steps"
                 elif tc.max_epochs and state.epoch + state.batch / bpe >= tc.max_epochs - 1e-12:
                     stopped = "max_epochs"
@@ -552,6 +655,15 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     t1 = time.perf_counter()
                     last_val = evaluate_and_save(scheduled=True)
                     state.elapsed += time.perf_counter() - t1
+                    saved_at = time.monotonic()
+                elif tc.checkpoint_interval_s and dist.agree(
+                        int(time.monotonic() - saved_at >= tc.checkpoint_interval_s)):
+                    # by time: last alone, no evaluation (the plateau schedule moves only at eval_interval steps),
+                    # so where these fall does not change what the run learns
+                    t1 = time.perf_counter()
+                    checkpoint(best=False)
+                    state.elapsed += time.perf_counter() - t1
+                    saved_at = time.monotonic()
             # still inside the signal guard: a second Ctrl-C here cannot lose the checkpoint
             if stopped == "interrupted":
                 checkpoint(best=False)  # save first; the validation pass can wait for the resume
@@ -565,7 +677,11 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 last_val = evaluate_and_save(scheduled=False)
             else:
                 checkpoint(best=False)
+            if stopped != "interrupted" and drawn[0] != state.last_eval_step:
+                draw()  # the curves of the whole run
         caught = flag.signal
+        if stopped in STOP_WORDS:
+            bar.set_postfix({**post, "stopped": STOP_WORDS[stopped]}, refresh=True)
     finally:
         bar.close()
         if metrics_f is not None:

@@ -78,6 +78,7 @@ from rnnlab.loop import (
     new_state,
     open_run_folder,
     restore,
+    resume_from,
     run_loop,
     start_run,
     warn_schedule_change,
@@ -465,10 +466,9 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     out, device = start_run(tc)
 
     ckpt: TaskCheckpoint | None = None
-    if tc.resume:
-        if not (out / LAST).exists():
-            raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
-        ckpt = load_task_checkpoint(out / LAST)
+    last = resume_from(tc, cfg.to_dict())
+    if last is not None:
+        ckpt = load_task_checkpoint(last)
         check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
     task = cfg.task.make()
 

@@ -45,7 +45,10 @@ from rnnlab.loop import (
     open_run_folder,
     resolve_device,
     restore,
+    resume_from,
+    resume_point,
     run_loop,
+    starting_config,
     start_run,
     warn_schedule_change,
 )
@@ -143,11 +146,18 @@ class LanguageModelJob:
                             feeding=None if self.teacher else self.feeding.state_dict())
 
 
-def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Any:
+def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None = None, kind: type | None = None
+                  ) -> Any:
     """The config of the run in ``out`` (from its last checkpoint: a :class:`RunConfig`, or a
     classifier's config for a classifier run), with ``overrides`` applied section by section and
-    ``resume`` set. :func:`train` then refuses overrides that would change what the run learns."""
-    stored = read_config(Path(out) / LAST if Path(out).is_dir() else out, prefer=LAST)
+    ``resume`` set. :func:`train` then refuses overrides that would change what the run learns.
+    Where ``out`` holds no checkpoint yet, the run's config.json (a run killed before its first
+    checkpoint) or else ``kind``'s defaults (a :class:`RunConfig`'s) take its place."""
+    path = Path(out)
+    last = resume_point(path) if path.is_dir() or not path.exists() else path
+    if last is None:  # no checkpoint yet: the run starts, from the settings of its config.json if it has one
+        return starting_config(path, kind or RunConfig, overrides)
+    stored = read_config(last, prefer=LAST)
     base = stored.to_dict()
     for section, values in (overrides or {}).items():
         base[section].update(values)
@@ -155,10 +165,12 @@ def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None =
     return from_dict(type(stored), base)
 
 
-def _load_resume(out: Path, cfg: RunConfig) -> Checkpoint:
-    if not (out / LAST).exists():
-        raise CheckpointError(f"nothing to resume: {out / LAST} does not exist")
-    ckpt = load_checkpoint(out / LAST)
+def _load_resume(cfg: RunConfig, dist: Dist) -> Checkpoint | None:
+    """The checkpoint the run continues from (None: it starts; :func:`rnnlab.loop.resume_from` decides)."""
+    last = resume_from(cfg.train, cfg.to_dict(), dist)
+    if last is None:
+        return None
+    ckpt = load_checkpoint(last)
     check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
     return ckpt
 
@@ -229,7 +241,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     dist, device = from_env(resolve_device(tc.device))
     out, _ = start_run(tc, distributed=True)
 
-    ckpt = _load_resume(out, cfg) if tc.resume else None
+    ckpt = _load_resume(cfg, dist)
     vocab, train_ids, val_ids, test_ids, record = _load_ids(cfg, out, ckpt, dist)
     for name, ids in (("validation split", val_ids), ("test split", test_ids)):
         if ids is not None and len(ids) < 2:

@@ -133,6 +133,45 @@ def test_a_damaged_token_file_is_rebuilt(corpus, tmp_path):
     assert np.array_equal(np.asarray(again.train), ref)
 
 
+@pytest.mark.parametrize("damage", ["zero tail", "one byte", "no description", "description of another file"])
+def test_a_partly_written_token_file_of_the_right_size_is_rebuilt(corpus, tmp_path, damage):
+    """A token file whose tail never reached the disk (zeros, the size right), one changed byte, or a token
+    file without its description (killed between the two writes) is not used: it is written again."""
+    cfg = DataConfig(data=str(corpus), mmap="yes")
+    first = map_corpus(cfg, tmp_path)
+    ref = np.concatenate([np.array(first.train), np.array(first.val)])
+    del first
+    tok, meta = tmp_path / TOKENS, tmp_path / "tokens.json"
+    data = bytearray(tok.read_bytes())
+    if damage == "zero tail":
+        data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+    elif damage == "one byte":
+        data[123] ^= 1
+    tok.write_bytes(bytes(data))
+    if damage == "no description":
+        meta.unlink()
+    elif damage == "description of another file":
+        m = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**m, "ids_sha256": "0" * 64}))
+    again = map_corpus(cfg, tmp_path)
+    assert np.array_equal(np.concatenate([np.asarray(again.train), np.asarray(again.val)]), ref)
+    assert tok.read_bytes() == ref.astype(np.uint8).tobytes()
+    assert json.loads(meta.read_text())["ids_sha256"] != "0" * 64
+
+
+def test_a_run_whose_token_file_was_cut_short_resumes_to_the_uninterrupted_weights(corpus, tmp_path):
+    whole = tmp_path / "whole"
+    train(_cfg(corpus, whole, "yes", steps=12), progress=False)
+    run = tmp_path / "run"
+    train(_cfg(corpus, run, "yes", steps=6), progress=False)
+    data = (run / TOKENS).read_bytes()
+    (run / TOKENS).write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+    train(_cfg(corpus, run, "yes", steps=12, resume=True), progress=False)
+    assert (run / TOKENS).read_bytes() == data
+    wa, wb = load_file(str(whole / "last.safetensors")), load_file(str(run / "last.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def _peak_anon_mb(cmd: list[str], env: dict[str, str]) -> tuple[int, float, str]:
     """Run ``cmd``; sample its anonymous resident memory (heap, not the page cache of mapped files)."""
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

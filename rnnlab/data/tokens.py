@@ -134,6 +134,8 @@ def encode_to_file(path: str | os.PathLike[str], vocab: Vocab, dest: str | os.Pa
             raise DataError(f"{path} changed while it was read ({at} characters, {chars} expected)")
         out.flush()
         del out
+        with open(tmp, "rb+") as f:  # on disk before the rename: a crash cannot leave a named file half written
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
     except OSError as e:
         raise DataError(f"cannot write the token file {dest}: {e.strerror or e}") from None
@@ -141,6 +143,15 @@ def encode_to_file(path: str | os.PathLike[str], vocab: Vocab, dest: str | os.Pa
         if tmp.exists():
             tmp.unlink()
     return np.memmap(dest, dtype=dtype, mode="r", shape=(chars,))
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
 
 
 def wants_mmap(cfg: DataConfig) -> bool:
@@ -178,7 +189,11 @@ def map_corpus(cfg: DataConfig, folder: str | os.PathLike[str], vocab: Vocab | N
                expect_sha256: str | None = None, chunk_bytes: int = CHUNK_BYTES) -> MappedCorpus:
     """Scan ``cfg.data``, encode it into ``folder/tokens.bin`` (reused when it already holds this
     text with this vocabulary) and split it. ``vocab``: a resumed run's own; ``expect_sha256``:
-    the checksum the run recorded (a changed corpus is refused before anything is written)."""
+    the checksum the run recorded (a changed corpus is refused before anything is written).
+
+    ``tokens.json`` describes the token file, its size and its own SHA-256 included, and is
+    written after it: a token file that is partly written (cut short, or its tail never reached
+    the disk), damaged or without its description is detected and rebuilt."""
     scan = scan_text(cfg.data, chunk_bytes)  # type: ignore[arg-type]
     if expect_sha256 is not None and scan.sha256 != expect_sha256:
         raise DataError(f"the corpus {cfg.data} has changed since the run started (its checksum differs from "
@@ -186,19 +201,27 @@ def map_corpus(cfg: DataConfig, folder: str | os.PathLike[str], vocab: Vocab | N
     vocab = vocab or Vocab(scan.symbols, level="char")
     folder = Path(folder)
     dest, meta_path = folder / TOKENS, folder / TOKENS_META
-    meta = {"sha256": scan.sha256, "chars": scan.chars, "symbols": vocab.symbols,
-            "dtype": id_dtype(len(vocab)).name}
+    dtype = id_dtype(len(vocab))
+    meta = {"sha256": scan.sha256, "chars": scan.chars, "symbols": vocab.symbols, "dtype": dtype.name,
+            "bytes": scan.chars * dtype.itemsize}
     ids: np.ndarray | None = None
     try:
-        if dest.is_file() and meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")) == meta:
-            ids = np.memmap(dest, dtype=meta["dtype"], mode="r", shape=(scan.chars,))
+        stored = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+        if isinstance(stored, dict) and {k: stored.get(k) for k in meta} == meta and dest.is_file() \
+                and dest.stat().st_size == meta["bytes"] and file_sha256(dest, chunk_bytes) == stored.get("ids_sha256"):
+            ids = np.memmap(dest, dtype=dtype, mode="r", shape=(scan.chars,))
     except (OSError, ValueError):
-        ids = None  # a damaged cache is rebuilt
+        ids = None  # a damaged token file or description is rebuilt
     if ids is None:
         folder.mkdir(parents=True, exist_ok=True)
+        meta_path.unlink(missing_ok=True)  # first: killed while the token file is rewritten, no description fits it
         ids = encode_to_file(cfg.data, vocab, dest, scan.chars, chunk_bytes)  # type: ignore[arg-type]
+        meta["ids_sha256"] = file_sha256(dest, chunk_bytes)
         tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, meta_path)
     cut = int(scan.chars * (1.0 - cfg.val_fraction))
     if cut < 2 or scan.chars - cut < 2:
