@@ -1,4 +1,4 @@
-"""Sequence classification benchmarks (issue 3): surnames by language, and digits as sequences.
+"""Sequence classification benchmarks: surnames by language, and digits as sequences.
 
 1. Surnames (``../shared/data/names_clean``, 18 languages, 20,050 names): the split is by
    distinct name (every copy of a name in one split), stratified by language, 80/10/10.
@@ -6,7 +6,7 @@
    elman, lstm and gru, each trained for ``--names-budget`` seconds (default 300) with the
    classifier defaults. Goal: >= 85% accuracy and >= 70% balanced accuracy in 5 minutes.
    The PyTorch tutorial reports no test accuracy; a plain 2x256 GRU with sqrt class
-   weights reaches 80% / 55% in 4 minutes on this split (the issue's measurement).
+   weights reaches 80% / 55% in 4 minutes on this split.
 2. scikit-learn's 8x8 digits, each row of pixels one time step: test accuracy for the
    three cells after ``--digits-budget`` seconds (default 90). Goal: >= 97%.
 

@@ -1,7 +1,7 @@
-"""Surnames by language (issue 3): what the split allows, and what a model of another family reaches.
+"""Surnames by language: what the split allows, and what a model of another family reaches.
 
 The RNN classifiers land at 77-80% accuracy and 44-53% balanced accuracy on the
-duplicate-free split (README table 5), far from the issue's goal of 85% / 70%. Two
+duplicate-free split (``bench_classify.py``), far from the goal of 85% / 70%. Two
 references on the very same split (``rnnlab classify train``'s defaults: 10% of each
 class's distinct names for validation, 10% for the test, seed 0) say how much of that gap
 is the model's:
@@ -226,7 +226,7 @@ def markdown(res: dict[str, Any]) -> str:
           f"split (val {c['split_options']['val_fraction']}, test {c['split_options']['test_fraction']}, seed "
           f"{c['split_options']['split_seed']}): " + ", ".join(
               f"{s} {v['examples']} examples ({v['distinct']} distinct)" for s, v in sp.items()) + "\n",
-          "goal (issue 3): >= 85% accuracy and >= 70% balanced accuracy\n",
+          "goal: >= 85% accuracy and >= 70% balanced accuracy\n",
           "| reference | val acc | val balanced acc | test acc | test balanced acc |", "|---|---:|---:|---:|---:|"]
 
     def line(label: str, val: list[float], test: list[float]) -> str:

@@ -1,7 +1,7 @@
-"""Surnames by language (issue 3): how far do other settings, logit adjustment and an ensemble get?
+"""Surnames by language: how far do other settings, logit adjustment and an ensemble get?
 
-The issue's goal (>= 85% accuracy and >= 70% balanced accuracy on the duplicate-free split)
-is far above what the classifier defaults reach (table 5 of the README). This script
+The goal (>= 85% accuracy and >= 70% balanced accuracy on the duplicate-free split)
+is far above what the classifier defaults reach (``bench_classify.py``). This script
 trains a set of variants of ``rnnlab classify train`` on the same split, each for
 ``--budget`` seconds with 2 intra-op threads, ``--jobs`` of them at a time, and reports
 for each the test accuracy and balanced accuracy of its best checkpoint (chosen on
@@ -94,7 +94,7 @@ def markdown(res: dict[str, Any]) -> str:
     md = [f"Surnames by language: variants, logit adjustment and an ensemble; {c['date']} on {c['machine']}, "
           f"{c['jobs']} run(s) at a time, 2 threads each, {c['budget']:.0f} s per variant, load average at start "
           f"{c['load_average_at_start'][0]:.2f}\n",
-          "goal (issue 3): >= 85% accuracy and >= 70% balanced accuracy; test split, best checkpoint by validation "
+          "goal: >= 85% accuracy and >= 70% balanced accuracy; test split, best checkpoint by validation "
           "accuracy; tau: logit adjustment chosen on validation\n",
           "| variant | epochs | test acc | test balanced acc | tau | test acc (adjusted) | test balanced acc "
           "(adjusted) |", "|---|---:|---:|---:|---:|---:|---:|"]

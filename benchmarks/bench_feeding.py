@@ -1,4 +1,4 @@
-"""How the model is fed while it learns (issue 4): every strategy at equal wall-clock time.
+"""How the model is fed while it learns: every strategy at equal wall-clock time.
 
 On tiny-shakespeare (the 90/10 split ``rnnlab train`` makes), one LSTM per strategy --
 teacher, free-raw, free-sample, free-argmax, scheduled, professor -- trained for

@@ -1,4 +1,4 @@
-"""Vanishing and exploding gradients, their cures, and BPTT by hand (issue 5's benchmarks).
+"""Vanishing and exploding gradients, their cures, and BPTT by hand.
 
 1. **Success table.** For T in {25, 50, 100, 200, 400} and four variants, the adding and
    copy-memory tasks, each run trained for a fixed time budget (``--budget`` seconds,

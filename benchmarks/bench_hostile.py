@@ -1,4 +1,4 @@
-"""Hostile inputs and fuzzing (issue 8): does every bad input get one readable line, and nothing else?
+"""Hostile inputs and fuzzing: does every bad input get one readable line, and nothing else?
 
 1. The catalogue: pickles whose unpickling would run code, truncated and foreign safetensors
    files, wrong or malformed metadata, vocabularies that do not fit their weights, bad
@@ -10,7 +10,7 @@
    non-zero, stderr is exactly one ``rnnlab: error:`` line, and nothing ran or changed; a
    valid but odd input (a byte-order mark, a 5 MB line) is clean when it succeeds the same
    way. Cases marked with a file are faults found there and reported (strict xfails in
-   ``tests/test_hostile.py``), not fixed by this issue.
+   ``tests/test_hostile.py``).
 2. The fuzz properties of ``tests/test_fuzz.py`` with ``RNNLAB_FUZZ_EXAMPLES`` examples each
    (2000 by default), run by pytest with hypothesis's statistics: examples run per
    property, its outcome and seconds.
@@ -102,7 +102,7 @@ class Case:
     name: str
     make: Callable[[Path, dict[str, Any]], list[Any]]  # (case folder, shared) -> argv; builds the hostile input
     expect: str = "refuse"  # or "accept": a valid input that merely looks odd; "resume": a run that goes on
-    known: str = ""  # the file holding a fault found here (reported, not fixed by this issue)
+    known: str = ""  # the file holding a known fault found here (a strict xfail there)
 
 
 def _save(path: Path, shared: dict[str, Any], meta: dict[str, str] | None = None,
@@ -323,7 +323,7 @@ def _corpus_folder(d: Path, s: dict[str, Any]) -> Path:
 
 
 def options_and_outputs() -> list[Case]:
-    """Options no run can use and outputs that would destroy a file (session 11's review)."""
+    """Options no run can use and outputs that would destroy a file."""
     train = ["train", "--max-steps", "2", "--hidden-size", "8", "--quiet"]
     return [
         Case("options", "--time-budget nan (passed every `< 0` check, ran forever)",

@@ -1,4 +1,4 @@
-"""n-gram language models: fit time, memory and bits per character (issue 9's benchmarks).
+"""n-gram language models: fit time, memory and bits per character.
 
 1. Penn Treebank characters (``../shared/data/ptb``, official splits, read as
    ``--format ptb-char``: end of sentence counted), interpolated modified Kneser-Ney for
@@ -13,7 +13,7 @@
    their ratios (goals: >= 100x fitting, >= 1000x scoring), and each one's bpc (NLTK's
    Kneser-Ney is a different model: one discount, no discount at the unigram, and a
    symbol it never saw scores 0, i.e. infinite loss).
-3. tiny-shakespeare at the 90/10 split: validation bpc by order, for the README table.
+3. tiny-shakespeare at the 90/10 split: validation bpc by order (the table in docs/guides/ngram.md).
 
 Every number goes through ``NGramLM.score`` (nats per token over every target after the
 first, as ``rnnlab.evaluate`` scores the RNNs) and ``rnnlab.metrics``.
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-KENLM_BPC = {5: 1.69, 7: 1.48, 9: 1.43}  # the issue's lmplz figures on PTB test
+KENLM_BPC = {5: 1.69, 7: 1.48, 9: 1.43}  # KenLM lmplz's figures on PTB test (these 2 cores)
 
 
 def timed_fit(lm: NGramLM, ids: np.ndarray, v: int) -> tuple[float, int]:

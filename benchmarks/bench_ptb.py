@@ -9,7 +9,7 @@ end-of-sentence symbol (``\\n``) is appended, giving a 50-symbol vocabulary. It 
 under ``--time-budget`` (default 1800 s); the test split is scored with the best
 checkpoint (lowest validation loss), so ``rnnlab eval RUN --split test`` repeats it.
 
-Published LSTMs reach 1.36-1.41 test bpc (the issue's figure) with far more compute
+Published LSTMs reach 1.36-1.41 test bpc with far more compute
 than a 30-minute run on two CPU cores.
 
     .venv/bin/python benchmarks/bench_ptb.py                      # 30 minutes, rnnlab defaults

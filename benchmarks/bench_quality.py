@@ -3,12 +3,12 @@
 For every budget (default 163 s and 600 s) this trains a fresh rnnlab run limited by
 ``--time-budget`` alone, then scores the *whole* validation split (the last 10% of the
 characters, as nanoGPT's ``shakespeare_char``) in nats per character. With
-``--baseline`` it also trains, in the same run and for the same budgets, the plain
-PyTorch loop the issue measured (``nn.Embedding -> nn.LSTM(2x256) -> nn.Linear``,
+``--baseline`` it also trains, in the same run and for the same budgets, a
+plain PyTorch loop (``nn.Embedding -> nn.LSTM(2x256) -> nn.Linear``,
 Adam 2e-3, clip 5, no dropout, batch 64 x 100, the same contiguous streams) and scores
 it with the same evaluation code, so the two are compared on one machine in one run.
 
-Reference points measured on these 2 cores (the issue): nanoGPT's README CPU
+Reference points measured on these 2 cores: nanoGPT's README CPU
 configuration reaches 1.89 nats at 163 s; the plain 2x256 LSTM loop 1.70 at 163 s and
 1.51 at 600 s. Goals: at most 1.65 at 163 s and at most 1.45 at 600 s.
 

@@ -10,7 +10,7 @@ writes first (``nn.Embedding -> nn.LSTM -> nn.Linear`` called once per character
 Variants are timed interleaved and the median of the repeats is reported.
 
 One stream is bound by reading the weights once per step (about 13 MB for a 2x512
-LSTM); "weights GB/s" says how close a variant comes to that. Goals (issue 6): one
+LSTM); "weights GB/s" says how close a variant comes to that. Goals: one
 stream at least 2,000 chars/s, 64 streams at least 15,000.
 
     .venv/bin/python benchmarks/bench_sampling.py          # about 4 minutes
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"weights {wb / med / 1e9:5.1f} GB/s  CPU share {rows[-1]['cpu_share']:.0%}")
     meta["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    goals = {1: 2000, 64: 15000} if not cuda else {}  # issue 6's goals are the CPU's
+    goals = {1: 2000, 64: 15000} if not cuda else {}  # the goals are the CPU's
     lines = ["| streams | variant | chars/s | ms/step | weights GB/s | spread | CPU share | peak RSS MB | goal |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:

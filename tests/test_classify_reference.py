@@ -1,4 +1,4 @@
-"""The names references of ``benchmarks/bench_classify_reference.py`` (issue 3) against brute force.
+"""The names references of ``benchmarks/bench_classify_reference.py`` against brute force.
 
 Its oracles are claimed to be bounds, over every classifier of the name alone, and its
 Kneser-Ney classifier to score each name as one sentence of a per-class model: both are

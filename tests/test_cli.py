@@ -1,4 +1,4 @@
-"""The command line: the issue's example commands, JSON summaries, and one-line errors."""
+"""The command line: the documented example commands, JSON summaries, and one-line errors."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Fuzzing (hypothesis): whatever the input, a valid result or one of rnnlab's own errors (issue 8).
+"""Fuzzing (hypothesis): whatever the input, a valid result or one of rnnlab's own errors.
 
 Every property here has the same shape: feed a reader, a sampler or the checkpoint loader
 arbitrary input, and accept either a result that passes an independent check (an oracle

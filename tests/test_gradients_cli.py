@@ -1,4 +1,4 @@
-"""The command lines of issue 5: rnnlab gradients (fresh models and a trained checkpoint), rnnlab scratch train."""
+"""The command lines of the gradients guide: rnnlab gradients (fresh models and a trained checkpoint), rnnlab scratch train."""
 
 import json
 

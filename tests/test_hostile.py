@@ -1,4 +1,4 @@
-"""Hostile and broken files: refused with one clear line, nothing executed, nothing overwritten (issue 8).
+"""Hostile and broken files: refused with one clear line, nothing executed, nothing overwritten.
 
 Each case is checked at two depths: the library call raises the right :class:`RnnlabError`
 subclass with a message naming the problem, and the command line exits non-zero with one

@@ -27,7 +27,7 @@ vectorized, multi-threaded element-wise pass per step. The Python loops here sta
 fallback and as the reference the kernels are tested against (float64, values and every
 gradient).
 
-Measured on 2 cores (issue 6, ``benchmarks/bench_speed.py``): with the Python loops, a
+Measured on 2 cores (``benchmarks/bench_speed.py``): with the Python loops, a
 whole training step 1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop; the kernels make the
 GRU at 2x128 about 1.5x faster again, the Elman RNN about 1.1x (both 1.05-1.14x at 2x512).
 An LSTM of the same design in Python lost to oneDNN's fused LSTM at every size tried; in
