@@ -19,10 +19,11 @@ from typing import Any, Literal, get_args, get_origin
 
 from rnnlab.errors import ConfigError
 
-CELLS = ("elman", "lstm", "gru")
+CELLS = ("elman", "elman-relu", "lstm", "gru")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
 RECURRENT_INITS = ("default", "orthogonal", "identity")
+GATE_INITS = ("default", "chrono")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -75,7 +76,8 @@ class DataConfig:
 class ModelConfig:
     """The network: input layer, recurrent stack, softmax output layer."""
 
-    cell: Literal["elman", "lstm", "gru"] = _f("lstm", "recurrent cell: elman (tanh), lstm or gru")
+    cell: Literal["elman", "elman-relu", "lstm", "gru"] = _f(
+        "lstm", "recurrent cell: elman (tanh), elman-relu (ReLU units, the IRNN's cell), lstm or gru")
     hidden_size: int = _f(384, "units per recurrent layer")
     num_layers: int = _f(2, "stacked recurrent layers")
     dropout: float = _f(0.1, "dropout on each layer's output (between layers and before the softmax)")
@@ -154,11 +156,21 @@ class CuresConfig:
                    "(IRNN, Le et al. 2015: each gate block I, biases 0)")
     norm_reg: float = _f(0.0, "weight of the norm-preserving regulariser of Pascanu et al. 2013 (0: off); it sums "
                               "T - 1 terms, so scale it down as T grows; training then runs the unrolled path")
+    gate_init: Literal["default", "chrono"] = _f(
+        "default", "gate biases of the LSTM and GRU: default (PyTorch's uniform) or chrono (Tallec & Ollivier "
+                   "2018: the keep gate's bias log u, u ~ U[1, T_max - 1], so the cell starts out remembering "
+                   "over up to T_max steps)")
+    chrono_max: int = _f(0, "chrono: T_max, the longest dependency expected (0: the task's sequence length)")
 
     def problems(self) -> list[str]:
         p = []
         if self.recurrent_init not in RECURRENT_INITS:
             p.append(f"recurrent_init must be one of {', '.join(RECURRENT_INITS)}, got {self.recurrent_init!r}")
+        if self.gate_init not in GATE_INITS:
+            p.append(f"gate_init must be one of {', '.join(GATE_INITS)}, got {self.gate_init!r}")
+        if not (isinstance(self.chrono_max, int) and not isinstance(self.chrono_max, bool)) or \
+                not (self.chrono_max == 0 or self.chrono_max >= 3):
+            p.append(f"chrono_max must be 0 (the task's length) or an integer >= 3, got {self.chrono_max!r}")
         if not (isinstance(self.norm_reg, (int, float)) and math.isfinite(self.norm_reg) and self.norm_reg >= 0):
             p.append(f"norm_reg must be a number >= 0, got {self.norm_reg!r}")
         return p

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +84,7 @@ from rnnlab.loop import (
     start_run,
     warn_schedule_change,
 )
-from rnnlab.nn.init import init_recurrent
+from rnnlab.nn.init import init_gate_bias, init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.plots import read_metrics
 from rnnlab.tasks import TASKS, Task, make_task
@@ -119,6 +120,9 @@ class TaskConfig:
                            "--no-fresh: one fixed training set of train_size sequences, reshuffled every epoch")
     val_size: int = _f(1000, "validation sequences (one fixed set)")
     data_seed: int = _f(0, "seed of every generated sequence (training and validation); --seed seeds the weights")
+    stop_on_success: bool = _f(True, "stop at the first evaluation that solves the task (metric below baseline / 10) "
+                                     "and report the time and steps it took; --no-stop-on-success trains on to "
+                                     "the stop condition")
 
     def make(self) -> Task:
         """The :class:`~rnnlab.tasks.Task` this section describes."""
@@ -152,8 +156,14 @@ def _task_optim() -> OptimConfig:
     return OptimConfig(lr=1e-3, clip_norm=1.0, lr_schedule="constant")
 
 
+DEFAULT_TIME_BUDGET = 300.0
+"""Seconds a task run trains for when no stop condition is given (and it does not stop on success first)."""
+
+
 def _task_train() -> TrainConfig:
-    return TrainConfig(batch_size=50, max_steps=2000, eval_interval=200, eval_batch_size=500, log_interval=10,
+    # no stop condition by default: train_task then gives DEFAULT_TIME_BUDGET, and whatever the user gives alone
+    # is the only limit. Evaluations every 50 steps (about 1-3 s of training) time a success to a few percent.
+    return TrainConfig(batch_size=50, max_steps=0, eval_interval=50, eval_batch_size=500, log_interval=10,
                        out="runs/task")
 
 
@@ -256,9 +266,12 @@ class TaskModel(nn.Module):
 
 
 def build_task_model(cfg: TaskRunConfig, task: Task | None = None) -> TaskModel:
-    """A fresh :class:`TaskModel` for ``cfg`` with its recurrent initialisation applied (torch's global RNG)."""
-    model = TaskModel(cfg.model, task or cfg.task.make())
-    return init_recurrent(model, cfg.cures.recurrent_init)  # type: ignore[return-value]
+    """A fresh :class:`TaskModel` for ``cfg`` with its recurrent and gate initialisations applied (torch's
+    global RNG); chrono's T_max is ``cures.chrono_max``, else the task's sequence length."""
+    task = task or cfg.task.make()
+    model = TaskModel(cfg.model, task)
+    init_recurrent(model, cfg.cures.recurrent_init)
+    return init_gate_bias(model, cfg.cures.gate_init, cfg.cures.chrono_max or task.sequence_length)  # type: ignore[return-value]
 
 
 # the job ------------------------------------------------------------------------------------------
@@ -456,13 +469,23 @@ def _last_evaluation(out: Path) -> dict[str, Any]:
 def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or, with ``cfg.train.resume``, continue) the task run in ``cfg.train.out``.
 
-    Returns a summary: the task, steps, epochs, why it stopped, the last evaluation's
-    validation metrics (``val_loss``, ``val_ratio``, ``val_success``, ...), ``success``
-    (the last evaluation solved the task: metric below baseline / 10), the baseline and
-    the threshold, and the best validation metric with its success.
+    A run given no stop condition (no steps, epochs or time budget) trains for
+    :data:`DEFAULT_TIME_BUDGET` seconds, and says so in a warning. With
+    ``task.stop_on_success`` (the default) it stops at the first evaluation that solves the task.
+
+    Returns a summary: the task, steps, epochs, why it stopped (``success``, ``time_budget``,
+    ``max_steps``, ...), the last evaluation's validation metrics (``val_loss``,
+    ``val_ratio``, ``val_success``, ...), ``success`` (the last evaluation solved the task:
+    metric below baseline / 10), ``steps_to_success`` and ``time_to_success_s`` (the first
+    evaluation that solved it; None if none did), the baseline and the threshold, and the best
+    validation metric with its success.
     """
-    cfg.validate()
     tc = cfg.train
+    if not (tc.max_steps or tc.max_epochs or tc.time_budget):
+        tc.time_budget = DEFAULT_TIME_BUDGET
+        warnings.warn(f"no stop condition given: training for at most {DEFAULT_TIME_BUDGET:g} s "
+                      f"(give --time-budget, --max-steps or --max-epochs to choose)", stacklevel=2)
+    cfg.validate()
     out, device = start_run(tc)
 
     ckpt: TaskCheckpoint | None = None
@@ -489,7 +512,8 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
 
     m = cfg.model
     result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
-                      desc=f"{task.name} T={task.length} {m.cell} {m.num_layers}x{m.hidden_size}")
+                      desc=f"{task.name} T={task.length} {m.cell} {m.num_layers}x{m.hidden_size}",
+                      stop_on_success=cfg.task.stop_on_success)
     bpe = job.batches_per_epoch
     last = result.last_val or _last_evaluation(out)  # a resumed run that stopped at once: its last evaluation
     summary: dict[str, Any] = {
@@ -501,6 +525,8 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
         **{f"val_{k}": v for k, v in last.items()},
         "success": bool(last.get("success", 0.0)),
         "best_val_loss": state.best_val, "best_success": task.success(state.best_val),
+        "steps_to_success": state.solved_step if state.solved_step >= 0 else None,
+        "time_to_success_s": round(state.solved_elapsed, 2) if state.solved_step >= 0 else None,
     }
     if result.stopped == "interrupted":
         summary["signal"] = result.signal

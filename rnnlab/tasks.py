@@ -102,6 +102,11 @@ class Task:
             raise ConfigError(f"{self.name}: length must be an integer >= {self.min_length}, got {self.length!r}")
 
     @property
+    def sequence_length(self) -> int:
+        """Steps per sequence: T (copy adds its 2K)."""
+        return self.length
+
+    @property
     def input_size(self) -> int:
         raise NotImplementedError
 

@@ -54,7 +54,7 @@ from rnnlab.loop import (
 )
 from rnnlab.feeding import make_feeding
 from rnnlab.gradients import norm_preserving_penalty
-from rnnlab.nn.init import init_recurrent
+from rnnlab.nn.init import init_gate_bias, init_recurrent
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
 from rnnlab.nn.stack import StackState, detach_state
 
@@ -248,8 +248,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
 
     torch.manual_seed(tc.seed)
-    model = ckpt.build_model() if ckpt else init_recurrent(RNNLanguageModel(cfg.model, len(vocab)),
-                                                          cfg.cures.recurrent_init)
+    model = ckpt.build_model() if ckpt else init_gate_bias(
+        init_recurrent(RNNLanguageModel(cfg.model, len(vocab)), cfg.cures.recurrent_init),
+        cfg.cures.gate_init, cfg.cures.chrono_max or tc.seq_len)
     model.to(device)
     optimizer = make_optimizer(model, cfg.optim)
     if dist.is_main:

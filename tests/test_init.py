@@ -1,4 +1,5 @@
-"""Recurrent initialisation: orthogonal and identity gate blocks, the default left alone, on any module."""
+"""Recurrent initialisation: orthogonal and identity gate blocks, chrono gate biases, the default left alone,
+on any module."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from rnnlab.config import ModelConfig
 from rnnlab.errors import ConfigError
 from rnnlab.nn import RecurrentStack, RNNLanguageModel
 from rnnlab.nn.classifier import RNNClassifier
-from rnnlab.nn.init import SCHEMES, init_recurrent, recurrent_cells
+from rnnlab.nn.init import GATE_SCHEMES, SCHEMES, init_gate_bias, init_recurrent, recurrent_cells
 
-CELLS = ["elman", "lstm", "gru"]
+CELLS = ["elman", "elman-relu", "lstm", "gru"]
 
 
 def _blocks(cell) -> torch.Tensor:
@@ -111,3 +112,65 @@ def test_the_schemes_are_the_configs():
     from rnnlab.nn.init import SCHEMES
 
     assert SCHEMES == RECURRENT_INITS
+
+
+# chrono gate biases -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell, keep, write", [("lstm", 1, 0), ("gru", 1, None)])
+def test_chrono_draws_the_keep_gate_bias_from_log_uniform_and_touches_nothing_else(cell, keep, write):
+    h, t_max = 4000, 100
+    stack = RecurrentStack(cell, 3, h, num_layers=2)
+    before = _snapshot(stack)
+    init_gate_bias(stack, "chrono", t_max, generator=torch.Generator().manual_seed(0))
+    after = _snapshot(stack)
+    for k, c in enumerate(stack.cells):
+        b_ih, b_hh = c.bias_ih.detach().view(c.gates, h), c.bias_hh.detach().view(c.gates, h)
+        u = torch.exp(b_ih[keep].double())  # u ~ U[1, T_max - 1]
+        assert u.min() >= 1 - 1e-5 and u.max() <= t_max - 1 + 1e-4
+        assert u.mean().item() == pytest.approx(t_max / 2, rel=0.03)  # U[1, 99] has mean 50, sd 28 / sqrt(4000)
+        assert u.std().item() == pytest.approx((t_max - 2) / 12 ** 0.5, rel=0.05)
+        assert (b_hh[keep] == 0).all()  # the sum b_ih + b_hh is the drawn bias
+        if write is not None:
+            assert torch.equal(b_ih[write], -b_ih[keep]) and (b_hh[write] == 0).all()
+        others = [g for g in range(c.gates) if g not in (keep, write)]
+        for g in others:  # every other gate block, and every weight, as it was
+            assert torch.equal(b_ih[g], before[f"layers.{k}.bias_ih"].view(c.gates, h)[g])
+            assert torch.equal(b_hh[g], before[f"layers.{k}.bias_hh"].view(c.gates, h)[g])
+        for name in ("weight_ih", "weight_hh"):
+            assert torch.equal(after[f"layers.{k}.{name}"], before[f"layers.{k}.{name}"])
+    # the two layers draw apart
+    assert not torch.equal(stack.cells[0].bias_ih, stack.cells[1].bias_ih)
+
+
+def test_chrono_makes_an_lstm_remember_over_its_range():
+    """The point of chrono: with zero input, an LSTM's cell state decays as prod f_t; chrono's forget gates
+    keep a good part of it after T_max / 4 steps, where PyTorch's default has lost it all."""
+    torch.manual_seed(0)
+    decays = {}
+    for scheme in ("default", "chrono"):
+        cell = RecurrentStack("lstm", 1, 256).cells[0]
+        with torch.no_grad():
+            cell.weight_hh.zero_()  # f_t = sigmoid(b_f): the gate alone
+        init_gate_bias(cell, scheme, 200)
+        f = torch.sigmoid((cell.bias_ih + cell.bias_hh).detach().view(4, 256)[1])
+        decays[scheme] = (f ** 50).mean().item()
+    assert decays["default"] < 1e-10 and decays["chrono"] > 0.3
+
+
+def test_chrono_on_a_cell_without_gates_or_a_bad_t_max_is_a_config_error():
+    with pytest.raises(ConfigError, match="an Elman RNN has no gate"):
+        init_gate_bias(RecurrentStack("elman", 2, 3), "chrono", 100)
+    with pytest.raises(ConfigError, match="T_max >= 3"):
+        init_gate_bias(RecurrentStack("lstm", 2, 3), "chrono", 2)
+    with pytest.raises(ConfigError, match="gate_init must be one of default, chrono"):
+        init_gate_bias(RecurrentStack("lstm", 2, 3), "unit-forget")
+    stack = RecurrentStack("elman", 2, 3)
+    before = _snapshot(stack)
+    init_gate_bias(stack, "default", 0)  # nothing to do, nothing wrong
+    assert all(torch.equal(v, before[k]) for k, v in _snapshot(stack).items())
+
+
+def test_the_gate_schemes_are_the_configs():
+    from rnnlab.config import GATE_INITS
+
+    assert GATE_SCHEMES == GATE_INITS

@@ -8,6 +8,7 @@ from rnnlab.nn import CELL_TYPES, RecurrentStack, RNNLanguageModel
 
 TORCH_CELLS = {
     "elman": lambda i, h: torch.nn.RNNCell(i, h, nonlinearity="tanh"),
+    "elman-relu": lambda i, h: torch.nn.RNNCell(i, h, nonlinearity="relu"),
     "lstm": torch.nn.LSTMCell,
     "gru": torch.nn.GRUCell,
 }
@@ -92,7 +93,8 @@ def test_unroller_and_fused_paths_agree(name, layers, chunk_floats, monkeypatch)
     ref_out, ref_state, ref_grads = results.pop("unroll")
     from rnnlab.nn import kernels
 
-    assert len(results) == (4 if name in ("elman", "gru") else 3 if kernels.available() else 2)
+    has_sequence = CELL_TYPES[name].has_sequence  # Elman and GRU: the hand-written loops, C++ and Python
+    assert len(results) == (4 if has_sequence else 3 if name == "lstm" and kernels.available() else 2)
     for path, (out, state, grads) in results.items():
         torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12, msg=path)
         for a, b in zip(state, ref_state, strict=True):
@@ -192,7 +194,7 @@ def test_elman_initial_state_is_zero_and_initialisation_is_bounded():
     assert (cell.initial_state(3)[0] == 0).all()
 
 
-@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("name", CELLS)
 def test_the_one_call_step_equals_the_projected_step_values_and_gradients(name):
     """``Cell.step`` calls torch's cell function; the written-out equations are the oracle."""
     from rnnlab.nn.cells import CELL_TYPES
@@ -212,7 +214,7 @@ def test_the_one_call_step_equals_the_projected_step_values_and_gradients(name):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("inp", ["embedding", "onehot"])
 @pytest.mark.parametrize("hidden, batch", [(9, 4), (10, 1), (9, 8), (10, 16)])  # odd G*H: one block; even: two column
 def test_the_inference_stepper_equals_the_model_step(name, inp, hidden, batch):  # halves; 16 streams: whole
@@ -291,7 +293,7 @@ def test_the_graphed_step_is_for_cuda_and_cpu_sampling_steps_eagerly():
         GraphedStep(m.stepper(1))(torch.zeros(1, dtype=torch.int64), m.initial_state(1))
 
 
-@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("name", CELLS)
 def test_a_refreshed_stepper_steps_with_the_new_weights_in_its_own_tensors(name):
     """refresh() copies changed weights into the very tensors the step reads (a CUDA graph recorded over
     them keeps reading the same memory): afterwards it equals model.step with the new weights."""

@@ -32,6 +32,7 @@ def _cfg(tmp_path, name: str = "adding", length: int = 10, cell: str = "lstm", h
     cfg.task.name, cfg.task.length, cfg.task.val_size, cfg.task.train_size = name, length, 200, 1000
     cfg.model = ModelConfig(cell=cell, hidden_size=hidden, num_layers=1, dropout=0.0, input="onehot")
     cfg.optim.lr = 1e-2
+    cfg.task.stop_on_success = False  # the tests below that want it turn it on
     cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.out = 32, 100, str(tmp_path / "run")
     for k, v in train.items():
         setattr(cfg.train, k, v)
@@ -105,6 +106,104 @@ def test_an_lstm_solves_the_adding_problem_at_t10(tmp_path):
     assert s["val_loss"] < s["success_threshold"] and s["val_ratio"] < 0.1  # about 0.002 in practice
     assert s["success"] is True and s["val_success"] == 1.0 and s["best_success"] is True
     assert (tmp_path / "run" / "curves.png").exists() and json.loads((tmp_path / "run" / "task.json").read_text())["name"] == "adding"
+
+
+def test_stop_on_success_stops_at_the_first_evaluation_past_the_threshold(tmp_path):
+    cfg = _cfg(tmp_path, "adding", 10, hidden=32, max_steps=2000, eval_interval=25)
+    cfg.train.batch_size, cfg.task.val_size, cfg.task.stop_on_success = 50, 500, True
+    s = train_task(cfg, progress=False)
+    rows = _rows(cfg, "val")
+    solved = [r for r in rows if r["success"] == 1.0]
+    assert s["stopped"] == "success" and s["success"] is True
+    assert len(solved) == 1 and rows[-1] is solved[0]  # the first success is the last evaluation
+    assert all(r["loss"] >= s["success_threshold"] for r in rows[:-1]) and rows[-1]["loss"] < s["success_threshold"]
+    assert s["steps"] == s["steps_to_success"] == rows[-1]["step"] < 2000 and s["steps"] % 25 == 0
+    assert s["time_to_success_s"] == pytest.approx(rows[-1]["elapsed"], abs=0.01)
+    # without it the same run trains on to its step limit, past its first success
+    cfg.task.stop_on_success, cfg.train.max_steps, cfg.train.out = False, s["steps"] + 50, str(tmp_path / "on")
+    on = train_task(cfg, progress=False)
+    assert on["stopped"] == "max_steps" and on["steps"] == s["steps"] + 50
+    assert on["steps_to_success"] == s["steps_to_success"]  # the same first success, recorded all the same
+
+
+def test_a_resumed_stop_on_success_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    def cfg(out: str, steps: int) -> TaskRunConfig:
+        c = _cfg(tmp_path, "adding", 6, hidden=16, max_steps=steps, eval_interval=10, out=str(tmp_path / out))
+        c.task.stop_on_success = True
+        return c
+
+    whole = train_task(cfg("whole", 1000), progress=False)
+    assert whole["stopped"] == "success" and whole["steps"] > 20
+    part = cfg("part", whole["steps"] - 13)  # stopped mid-way between two evaluations, before the success
+    assert train_task(part, progress=False)["stopped"] == "max_steps"
+    s = train_task(resume_task_config(part.train.out, {"train": {"max_steps": 1000}}), progress=False)
+    assert s["stopped"] == "success" and s["steps"] == s["steps_to_success"] == whole["steps"]
+    a = load_task_checkpoint(tmp_path / "whole" / "last.safetensors")
+    b = load_task_checkpoint(tmp_path / "part" / "last.safetensors")
+    for k, v in a.model_state().items():
+        assert torch.equal(v, b.model_state()[k]), k
+    # resumed once more, a solved run stops at once, where it was
+    again = train_task(resume_task_config(part.train.out, {"train": {"max_steps": 1000}}), progress=False)
+    assert again["stopped"] == "success" and again["steps"] == whole["steps"]
+
+
+class _Clock:
+    """A stand-in for the loop's ``time`` module: perf_counter advances ``tick`` seconds a call."""
+
+    def __init__(self, tick: float):
+        import time
+
+        self.tick, self.now, self.monotonic, self.time = tick, 0.0, time.monotonic, time.time
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_time_budget_alone_trains_to_the_budget(tmp_path, monkeypatch):
+    """No hidden step cap: a run given only --time-budget trains until that much (fake) time has passed."""
+    from rnnlab import loop
+
+    clock = _Clock(0.5)  # every step measures 0.5 s (no evaluation before the end: they would take 0.5 s too)
+    monkeypatch.setattr(loop, "time", clock)
+    cfg = _cfg(tmp_path, "adding", 5, hidden=4, eval_interval=10_000)
+    cfg.train.max_steps, cfg.train.time_budget = 0, 1500.0  # 3,000 steps: past any old default cap
+    s = train_task(cfg, progress=False)
+    assert s["stopped"] == "time_budget" and s["steps"] == 3000 and s["elapsed_s"] == pytest.approx(1500.0, abs=1.5)
+
+
+def test_no_stop_condition_trains_for_the_default_budget_and_says_so(tmp_path, monkeypatch):
+    from rnnlab import loop
+    from rnnlab.task_train import DEFAULT_TIME_BUDGET
+
+    monkeypatch.setattr(loop, "time", _Clock(1.0))
+    cfg = _cfg(tmp_path, "adding", 5, hidden=4, eval_interval=1000)
+    assert TaskRunConfig().train.max_steps == 0 and TaskRunConfig().train.time_budget == 0  # nothing by default
+    cfg.train.max_steps = 0
+    with pytest.warns(UserWarning, match=f"no stop condition given: training for at most {DEFAULT_TIME_BUDGET:g} s"):
+        s = train_task(cfg, progress=False)
+    assert s["stopped"] == "time_budget" and s["steps"] == DEFAULT_TIME_BUDGET
+    assert load_task_checkpoint(cfg.train.out).config.train.time_budget == DEFAULT_TIME_BUDGET  # resumes alike
+
+
+def test_chrono_and_relu_rows_are_task_options(tmp_path):
+    cfg = _cfg(tmp_path, "copy", 5, cell="gru", hidden=6)
+    cfg.cures.gate_init = "chrono"
+    gru = build_task_model(cfg).rnn.cells[0]
+    z = gru.bias_ih.detach().view(3, 6)[1]
+    assert torch.all((z >= 0) & (z <= math.log(cfg.task.make().sequence_length - 1) + 1e-6))  # T_max = T + 2K = 25
+    cfg.cures.chrono_max = 1000
+    assert build_task_model(cfg).rnn.cells[0].bias_ih.detach().view(3, 6)[1].max() > math.log(25)
+    relu = _cfg(tmp_path, "adding", 8, cell="elman-relu", hidden=6, max_steps=5, eval_interval=5)
+    relu.cures.recurrent_init = "identity"  # the IRNN
+    relu.optim.lr = 1e-4
+    s = train_task(relu, progress=False)
+    assert s["cell"] == "elman-relu" and s["steps"] == 5 and math.isfinite(s["val_loss"])
+    bad = _cfg(tmp_path, "adding", 8, cell="elman", out=str(tmp_path / "bad"), max_steps=5)
+    bad.cures.gate_init = "chrono"
+    with pytest.raises(ConfigError, match="an Elman RNN has no gate"):
+        train_task(bad, progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_temporal_order_is_learned_above_chance(tmp_path):

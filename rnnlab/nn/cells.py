@@ -58,6 +58,14 @@ class Cell(nn.Module):
     packs: bool = False
     # whether :meth:`sequence` runs a whole sequence by a hand-written recurrence (:mod:`rnnlab.nn.sequence`)
     has_sequence: bool = False
+    # the cell's code in the C++ decision loop (recurrences.cpp's enum Cell); None: the loop does not know it,
+    # and sampling and free running take the packed Python step
+    kernel_code: int | None = None
+    # chrono initialisation (:func:`rnnlab.nn.init.init_gate_bias`): the gate block that keeps the previous state
+    # (its bias set to log u, u ~ U[1, T_max - 1]) and the one that writes new input (set to minus that, or None);
+    # None for a cell without gates
+    keep_gate: int | None = None
+    write_gate: int | None = None
 
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """The step given ``z = W_ih x + b_ih + W_hh h + b_hh`` (B, G*H) (cells that ``pack``)."""
@@ -139,6 +147,7 @@ class ElmanCell(Cell):
         return self.activate(torch.addmm(xp_t + self.bias_hh, state[0], self.weight_hh.t()), state)  # z: (B, H)
 
     has_sequence = True
+    kernel_code = 0
 
     def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         xp = F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)  # (T, B, H)
@@ -147,6 +156,28 @@ class ElmanCell(Cell):
 
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         h = torch.tanh(z)  # (B, H)
+        return h, (h,)
+
+
+class ElmanReLUCell(ElmanCell):
+    r"""Elman RNN cell with rectified linear units, the cell of the IRNN (Le, Jaitly & Hinton 2015).
+
+    .. math::
+        h_t = \max(0, W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    with ``h_0 = 0``. Matches ``torch.nn.RNNCell(nonlinearity="relu")``. The state is not
+    bounded: with ``W_hh = I`` and zero biases (``recurrent_init="identity"``) it starts by
+    copying itself forward, so the gradient neither vanishes nor explodes at first, but a
+    large learning rate lets it blow up (Le et al. use a small one, and clip).
+    """
+
+    fused_kwargs = {"nonlinearity": "relu"}
+    fused_step = staticmethod(torch.rnn_relu_cell)
+    has_sequence = False  # the hand-written recurrence is tanh's; torch.nn.RNN(nonlinearity="relu") runs it
+    kernel_code = None
+
+    def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
+        h = torch.relu(z)  # (B, H)
         return h, (h,)
 
 
@@ -169,6 +200,8 @@ class LSTMCell(Cell):
     gates, state_tensors = 4, 2
     fused_cls = nn.LSTM
     fused_step = staticmethod(torch.lstm_cell)
+    kernel_code = 2
+    keep_gate, write_gate = 1, 0  # f keeps c_{t-1}, i writes g_t
 
     packs = True
 
@@ -223,6 +256,8 @@ class GRUCell(Cell):
     gates, state_tensors = 3, 1
     fused_cls = nn.GRU
     fused_step = staticmethod(torch.gru_cell)
+    kernel_code = 1
+    keep_gate, write_gate = 1, None  # z keeps h_{t-1}; 1 - z writes n_t, so chrono sets z's bias alone
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
@@ -243,4 +278,5 @@ class GRUCell(Cell):
         return out, (out[-1],)
 
 
-CELL_TYPES: dict[str, type[Cell]] = {"elman": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}
+CELL_TYPES: dict[str, type[Cell]] = {"elman": ElmanCell, "elman-relu": ElmanReLUCell, "lstm": LSTMCell,
+                                     "gru": GRUCell}

@@ -161,13 +161,12 @@ class Stepper:
         return torch.addmm(self.dec_b, x, self.dec_w), tuple(new)  # (B, V)
 
 
-_CELL_CODES = {"elman": 0, "gru": 1, "lstm": 2}  # as recurrences.cpp's enum Cell
-
-
 def kernel_decides(model: RNNLanguageModel) -> bool:
-    """Whether :func:`decide_in_kernel` runs for this model: on the CPU, float32 or float64, kernels built."""
+    """Whether :func:`decide_in_kernel` runs for this model: a cell the C++ loop knows (``Cell.kernel_code``),
+    on the CPU, float32 or float64, kernels built."""
     w = model.decoder.weight
-    return w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64) and kernels.available()
+    return model.rnn.cells[0].kernel_code is not None and w.device.type == "cpu" and \
+        w.dtype in (torch.float32, torch.float64) and kernels.available()
 
 
 class Decider:
@@ -183,7 +182,7 @@ class Decider:
         self.model = model
         w = model.decoder.weight
         cells = model.rnn.cells
-        self.gru = model.cfg.cell == "gru"
+        self.gru = not cells[0].packs  # the GRU: its b_hh is not a plain sum
         # the GRU's b_hh is not a plain sum: its reset gate scales b_hn
         self.table = input_table(model, add_bias_hh=not self.gru).contiguous()
         none = w.new_empty(0)
@@ -213,7 +212,7 @@ class Decider:
         flat = [t for layer in state for t in layer]
         if truth is not None:  # broadcast as the Python loop's torch.where does
             truth = truth.expand(x.shape[0], max(x.shape[1] - 1, 0))
-        fed, out = torch.ops.rnnlab.decide(x, flat, _CELL_CODES[model.cfg.cell], self.table, self.w_ih, self.b_in,
+        fed, out = torch.ops.rnnlab.decide(x, flat, model.rnn.cells[0].kernel_code, self.table, self.w_ih, self.b_in,
                                            self.w_hh, self.b_rec, model.decoder.weight.detach(),
                                            model.decoder.bias.detach(), 1 if mode == "sample" else 0,
                                            float(temperature), u, truth, self.dnn_ih, self.dnn_hh)
