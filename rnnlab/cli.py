@@ -221,8 +221,22 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _run_corpus(ckpt: Any, needs: str) -> Any:
+    """The corpus a language model's run trained on, refused where it changed since (its checksum differs from
+    the run's split.json); a damaged split.json is a warning and the corpus is read unchecked."""
+    from rnnlab.data.corpus import load_corpus
+    from rnnlab.train import check_same_corpus
+
+    corpus = load_corpus(ckpt.config.data)
+    try:
+        check_same_corpus(Path(ckpt.path).parent, corpus.record, needs)
+    except CheckpointError as e:
+        _warn(f"{e}; the corpus is read unchecked")
+    return corpus
+
+
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from rnnlab.data.corpus import load_corpus, read_corpus_file
+    from rnnlab.data.corpus import read_corpus_file
     from rnnlab.evaluate import evaluate_text, token_metrics, unit_for
 
     model, vocab, ckpt = _load_lm(ns)
@@ -233,13 +247,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         text, source, key = read_corpus_file(ns.data, dc.format), ns.data, "eval"
     else:
         split = ns.split or "val"
-        corpus = load_corpus(dc)
-        from rnnlab.train import check_same_corpus
-
-        try:
-            check_same_corpus(Path(ckpt.path).parent, corpus.record, f"scoring its {split} split")
-        except CheckpointError as e:  # a damaged split.json: score, but say the corpus went unchecked
-            _warn(f"{e}; the corpus is scored unchecked")
+        corpus = _run_corpus(ckpt, f"scoring its {split} split")
         text = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[split]
         if text is None:
             raise ConfigError(f"the run has no {split} split (give --test at training time, or --data FILE)")
@@ -641,11 +649,10 @@ EXPOSURE_EXAMPLES = """examples:
 def cmd_exposure(ns: argparse.Namespace) -> int:
     from rnnlab import jsonio as jio
     from rnnlab.checkpoint import atomic_write
-    from rnnlab.data.corpus import load_corpus
     from rnnlab.exposure import exposure_bias, plot_exposure
 
     model, vocab, ckpt = _load_lm(ns)
-    corpus = load_corpus(ckpt.config.data)
+    corpus = _run_corpus(ckpt, "measuring exposure bias against it")
     r = exposure_bias(model, vocab, corpus.val, corpus.train, prefixes=ns.prefixes, prefix_len=ns.prefix_len,
                       length=ns.length, buckets=ns.buckets, ref_order=ns.ref_order, stat_order=ns.stat_order,
                       temperature=ns.temperature, seed=ns.seed)

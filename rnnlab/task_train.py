@@ -80,6 +80,7 @@ from rnnlab.loop import (
     open_run_folder,
     restore,
     resume_from,
+    resume_from,
     run_loop,
     start_run,
     warn_schedule_change,
@@ -499,8 +500,8 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
     model = ckpt.build_model() if ckpt else build_task_model(cfg, task)
     model.to(device)
     optimizer = make_optimizer(model, cfg.optim)
+    job = TaskJob(cfg, model, task, device)  # the validation set first: one that cannot be built leaves no folder
     open_run_folder(out)
-    job = TaskJob(cfg, model, task, device)
     if ckpt:
         state = restore(ckpt, optimizer, out)
         warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)

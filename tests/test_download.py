@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -78,6 +80,18 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
         def do_GET(self) -> None:
             requests.append(self.path)
+            if self.path.startswith("/slow/"):  # a byte every 20 ms, for a minute: stopped long before
+                self.send_response(200)
+                self.send_header("Content-Length", "3000")
+                self.end_headers()
+                try:
+                    for _ in range(3000):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                except OSError:  # the client went away
+                    pass
+                return
             if self.path.startswith("/cut/"):  # announces more bytes than it sends
                 self.send_response(200)
                 self.send_header("Content-Length", "100000")
@@ -340,6 +354,35 @@ def test_cli_download(server: Server, tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.strip() == str(tmp_path / "tinyshakespeare" / "input.txt")
     assert err == ""
     assert (tmp_path / "tinyshakespeare" / "input.txt").read_bytes() == SHAKESPEARE.read_bytes()
+
+
+# A child that downloads the synthetic corpus through the command line (argv: the URL, the --dir folder).
+CHILD = """
+import sys
+from rnnlab.cli import main
+from rnnlab.data import download as dl
+dl.CORPORA["tiny"] = dl.Source(name="tiny", url=sys.argv[1], sha256="0" * 64, size=3000, filename="tiny.txt",
+                               description="a synthetic test corpus")
+sys.exit(main(["data", "download", "tiny", "--dir", sys.argv[2], "--quiet"]))
+"""
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_download_stopped_by_a_signal_leaves_nothing(server: Server, tmp_path: Path, sig: int, status: int) -> None:
+    """SIGTERM (kill, a scheduler) cleans up as Ctrl-C does: no .part file, no folder it made."""
+    dest = tmp_path / "d" / "deeper"
+    p = subprocess.Popen([sys.executable, "-c", CHILD, server.url("slow/tiny.txt"), str(dest)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not [f for f in files_under(dest) if f.name.endswith(".part")] and time.monotonic() < deadline:
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.02)
+    time.sleep(0.1)  # well into the transfer
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == status, err
+    assert "Traceback" not in err
+    assert files_under(tmp_path / "d") == [] and not (tmp_path / "d").exists()
 
 
 def test_cli_unknown_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

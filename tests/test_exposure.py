@@ -57,3 +57,23 @@ def test_bad_options_are_one_line(tmp_path, corpus_file, capsys):
     assert "holds 1 token(s), fewer than stat_order (2)" in capsys.readouterr().err
     assert main(["exposure", str(out), "--length", "100000"]) == 1
     assert "validation text has" in capsys.readouterr().err
+
+
+def test_a_corpus_changed_since_training_is_refused_as_eval_refuses_it(tmp_path, corpus_file, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(corpus_file), "--max-steps", "1", "--hidden-size", "8", "--out", str(out),
+                 "--quiet"]) == 0
+    args = ["--prefixes", "2", "--prefix-len", "10", "--length", "20", "--buckets", "2"]
+    text = corpus_file.read_text()
+    corpus_file.write_text(text.replace("cat", "cow"))
+    capsys.readouterr()
+    for command in (["eval", str(out)], ["exposure", str(out), *args]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "the corpus has changed since the run" in err and len(err.strip().splitlines()) == 1, command
+    corpus_file.write_text(text)
+    (out / "split.json").write_text("[damaged")  # a record that cannot be read: a warning, the corpus read unchecked
+    code = main(["exposure", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "is damaged" in err and "the corpus is read unchecked" in err

@@ -327,3 +327,15 @@ def test_a_resumed_run_that_stops_at_once_reports_its_last_evaluation(tmp_path):
     with pytest.raises(ConfigError, match="data_seed must be a whole number from 0"):
         train_task(bad, progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_validation_set_that_cannot_be_built_leaves_no_run_folder(tmp_path, capsys):
+    """The validation sequences are made before the run folder: too many to hold is one line, and no empty folder."""
+    from rnnlab.cli import main
+
+    out = tmp_path / "run"
+    assert main(["tasks", "run", "adding", "--length", "50", "--val-size", str(10**11), "--max-steps", "1",
+                 "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rnnlab: error: not enough memory") and len(err.strip().splitlines()) == 1
+    assert not out.exists()

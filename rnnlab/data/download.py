@@ -27,7 +27,7 @@ What :func:`download` does
        final path holds either nothing or the complete, verified file.
 
 On any failure (unknown name, network error, HTTP error, timeout, checksum
-mismatch, disk error) the temporary file is removed and a
+mismatch, disk error), and when Ctrl-C or SIGTERM stops it, the temporary file is removed and a
 :class:`~rnnlab.errors.DownloadError` is raised, whose one-line message names the
 corpus, the URL and the problem (for a checksum: the expected and the actual
 sha256 and size). ``url=`` fetches from a mirror or a local server instead; the
@@ -41,12 +41,14 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException, IncompleteRead
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -236,6 +238,7 @@ def download(name: str, dest_dir: str | os.PathLike[str] | None = None, url: str
 
     # Hidden, unique, in the same folder, so that os.replace is a rename on one file system.
     tmp = folder / f".{src.filename}.{secrets.token_hex(6)}.part"
+    restore_sigterm = _sigterm_exits()  # SIGTERM, like Ctrl-C, runs the clean-up below
     try:
         raw_sha, raw_n, length = _fetch(url, tmp, src.name, src.raw_size or src.size, progress, timeout)
         if length is not None and raw_n != length:  # http.client returns short reads silently
@@ -266,7 +269,23 @@ def download(name: str, dest_dir: str | os.PathLike[str] | None = None, url: str
                     made.rmdir()
                 except OSError:
                     break
+        restore_sigterm()
     return final
+
+
+def _sigterm_exits() -> Callable[[], None]:
+    """Make SIGTERM raise ``SystemExit(143)`` (the status its default action gives) instead of ending the
+    process at once, so that a download stopped by ``kill`` or a scheduler removes its temporary file as
+    one stopped by Ctrl-C does. Returns the function that puts the previous handler back. Only the main
+    thread can set a handler; elsewhere nothing changes."""
+    def exit_cleanly(signum: int, frame: Any) -> None:  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, exit_cleanly)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 __all__ = ["CORPORA", "DEFAULT_DIR", "ENV_VAR", "Source", "corpus_path", "data_dir", "download", "file_sha256",
