@@ -25,11 +25,12 @@ Asking a model for what its kind does not do is a 422 that says which endpoint i
 answers instead.
 
 A model is named by its index in the startup list or by its name (the run folder's or
-file's name); nothing a client sends is ever used as a path. Model work (reading a
-prime, each stretch of generation, scoring, stepping the cells) runs in a thread pool
-of ``workers`` threads, so the event loop keeps serving every other client; a long
-generation hands the pool back every few milliseconds, so many streams advance side by
-side instead of queueing behind each other.
+file's name); nothing a client sends is ever used as a path. Generation runs in one
+:class:`~rnnlab.scheduler.Scheduler` per model, on its own thread: every active stream
+advances by one batched step per token, each drawing from its own seeded generator, so a
+seed gives the text ``rnnlab sample`` gives with it, whatever else is being served. The
+other model work (scoring, stepping the cells) runs in a thread pool of ``workers``
+threads, so the event loop keeps serving every other client.
 
 Beyond loopback every request, the page's included, carries a token (``Authorization: Bearer
 TOKEN`` or ``?token=TOKEN``; the page keeps the one its address carried and sends it as a
@@ -54,9 +55,9 @@ import logging
 import re
 import secrets
 import socket
-import time
+import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -82,14 +83,14 @@ from rnnlab import __version__, jsonio
 from rnnlab.checkpoint import CLASSIFIER, LANGUAGE_MODEL, load_checkpoint, resolve
 from rnnlab.config import ClassifyRunConfig, RunConfig, SampleConfig
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding import log_softmax
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError, VocabError
 from rnnlab.introspect import anatomy, layer_activations, rank_units, score_tokens, top_tokens
 from rnnlab.metrics import unit_for
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.decoding import prime_end
-from rnnlab.sampling import encode_prime, sample_steps
+from rnnlab.sampling import encode_prime
+from rnnlab.scheduler import Scheduler, Stream
 
 # Limits: every request is checked against these before any model work starts.
 MAX_PRIME_CHARS = 2_000  # characters of a prime
@@ -103,7 +104,6 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # outside this the softmax under
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # a request body; the largest valid one (10,000 escaped characters) is ~120 KB
 DEFAULT_WORKERS = 4  # model computations at once; more requests wait their turn in the pool
-STREAM_SLICE_SECONDS = 0.02  # a generation holds a worker this long at most before handing it back
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_MAX_STREAMS = 8  # generations one client (its address) streams at once; one more is a 429
 MAX_ACTIVE_STREAMS = 256  # generations the whole server streams at once; one more is a 429
@@ -684,44 +684,69 @@ def _candidates(vocab: Vocab, ids: np.ndarray, probs: np.ndarray) -> list[dict[s
     return [{"text": vocab.symbols[int(i)], "p": float(p)} for i, p in zip(ids, probs)]
 
 
-class _Generation:
-    """One streamed sample: advanced a slice at a time in the pool, each slice a block of NDJSON lines."""
+class _Generation(Stream):
+    """One streamed sample, advanced by its model's :class:`~rnnlab.scheduler.Scheduler`: each token becomes
+    an NDJSON line in a buffer that the response drains (the lines of several steps go out together where the
+    client reads slower than the model writes). The buffer holds at most the whole answer: ``length`` token
+    lines and the end line."""
 
-    def __init__(self, entry: LanguageModelEntry, cfg: SampleConfig, top: int):
-        self.entry, self.cfg, self.top = entry, cfg, top
-        self.steps: Generator[tuple[np.ndarray, np.ndarray], None, None] = sample_steps(entry.model, entry.vocab, cfg)
+    def __init__(self, entry: LanguageModelEntry, cfg: SampleConfig, top: int, loop: asyncio.AbstractEventLoop):
         ids = encode_prime(entry.vocab, cfg.prime)
+        super().__init__(ids, cfg.length, cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)
+        self.entry, self.prime, self.top, self.loop = entry, cfg.prime, top, loop
         self.prev = prime_end(entry.vocab, cfg.prime, ids)
-        self.done = 0
         self.pieces: list[str] = []
+        self._lock = threading.Lock()
+        self._buf: list[bytes] = []
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
 
-    def slice(self, seconds: float) -> bytes:
-        vocab, lines = self.entry.vocab, []
-        deadline = time.perf_counter() + seconds
-        while self.done < self.cfg.length:
-            nxt, logits = next(self.steps)  # (1,), (1, V)
-            tok = int(nxt[0])
-            p = np.exp(log_softmax(logits[0]))  # (V,): the model's own softmax (temperature 1)
-            ids, probs = top_tokens(p, self.top)
-            sym = vocab.symbols[tok]
-            piece = vocab.separator(self.prev, sym) + sym
-            self.prev = sym
-            self.pieces.append(piece)
-            lines.append({"type": "token", "i": self.done, "text": piece, "id": tok, "p": float(p[tok]),
-                          "top": _candidates(vocab, ids, probs)})
-            self.done += 1
-            if time.perf_counter() >= deadline:
-                break
-        if self.done == self.cfg.length:
-            self.close()
-            lines.append({"type": "end", "text": self.cfg.prime + "".join(self.pieces), "generated": self.done})
-        return b"".join(_line(x) for x in lines)
+    # the scheduler's thread
+    def deliver(self, token: int, probs: np.ndarray) -> None:
+        vocab = self.entry.vocab
+        sym = vocab.symbols[token]
+        piece = vocab.separator(self.prev, sym) + sym
+        self.prev = sym
+        self.pieces.append(piece)
+        ids, ps = top_tokens(probs, self.top)
+        self._put(_line({"type": "token", "i": self.done, "text": piece, "id": token, "p": float(probs[token]),
+                         "top": _candidates(vocab, ids, ps)}))
 
-    def close(self) -> None:
-        try:
-            self.steps.close()
-        except ValueError:  # still running in a worker (the client left mid-slice): the collector ends it
-            pass
+    def finish(self) -> None:
+        self._put(_line({"type": "end", "text": self.prime + "".join(self.pieces), "generated": self.done}), True)
+
+    def fail(self, message: str) -> None:
+        self._put(_line({"type": "error", "error": message}), True)
+
+    def _put(self, data: bytes, end: bool = False) -> None:
+        with self._lock:
+            self._buf.append(data)
+            self._ended |= end
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
+
+    # the event loop
+    async def drain(self) -> AsyncIterator[bytes]:
+        """The lines as they come, joined where several are waiting, until the end (or error) line."""
+        while True:
+            waiter = None
+            with self._lock:
+                data, ended = b"".join(self._buf), self._ended
+                self._buf.clear()
+                if not data and not ended:
+                    waiter = self._waiter = self.loop.create_future()
+            if data:
+                yield data
+            if ended:
+                return
+            if waiter is not None:
+                await waiter
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _score(entry: LanguageModelEntry, text: str, top: int) -> bytes:
@@ -834,10 +859,19 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     page = page_html()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnnlab-serve")
 
+    schedulers: dict[int, Scheduler] = {}  # one per language model, made at its first generation
+
+    def scheduler(entry: LanguageModelEntry) -> Scheduler:
+        if entry.index not in schedulers:
+            schedulers[entry.index] = Scheduler(entry.model)
+        return schedulers[entry.index]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         pool.shutdown(wait=False, cancel_futures=True)
+        for sch in schedulers.values():
+            sch.close()
 
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -919,7 +953,7 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
         _encode(entry.vocab, req.prime, "prime")  # unknown characters: a 422 before the stream starts
         release = streams.take(request.client.host if request.client else "")  # a 429 when full
         try:
-            gen = _Generation(entry, cfg, req.top)
+            gen = _Generation(entry, cfg, req.top, asyncio.get_running_loop())
         except BaseException:
             release()
             raise
@@ -929,14 +963,11 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
         async def lines() -> AsyncIterator[bytes]:
             try:
                 yield _line(start)
-                while gen.done < cfg.length:
-                    yield await run(gen.slice, STREAM_SLICE_SECONDS)
-                if cfg.length == 0:
-                    yield await run(gen.slice, 0.0)
-            except RnnlabError as e:  # not expected after the checks above; still a line, not a broken stream
-                yield _line({"type": "error", "error": str(e)})
+                scheduler(entry).add(gen)
+                async for chunk in gen.drain():
+                    yield chunk
             finally:
-                gen.close()
+                gen.cancel()  # a client that left: its stream leaves the batch at the next round
                 release()
 
         return _Stream(release, lines(), media_type="application/x-ndjson",

@@ -397,6 +397,41 @@ def test_model_work_does_not_block_other_clients(api):
     assert listed < min(gens)  # answered while all four generations were still running
 
 
+def test_concurrent_streams_are_complete_and_each_is_its_seeds_text(runs):
+    """The load test's checks (benchmarks/bench_serve.py), short: clients joining at different times, with
+    different settings, each answer complete and the text rnnlab.sampling.generate gives with its seed."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_serve import check_answer
+
+    api = Api(build_app([str(runs["lstm"])], max_streams=12))
+    model, vocab, _ = load_model(runs["lstm"])
+    reqs = [{"model": "lstm", "prime": ["the cat", "a ", "", "dog"][k % 4], "length": 30 + 7 * k, "seed": 50 + k,
+             "top": k % 3, "strategy": "argmax" if k == 5 else "sample",
+             **([{"temperature": 0.8}, {"top_k": 4}, {"top_p": 0.9}, {}][k % 4])} for k in range(12)]
+
+    async def scenario():
+        async def one(k: int) -> tuple[int, list[str]]:
+            await asyncio.sleep(0.01 * k)  # joining while the others stream
+            r = await api.client.post(GEN, json=reqs[k])
+            return r.status_code, r.text.splitlines()
+
+        return await asyncio.gather(*(one(k) for k in range(12)))
+
+    try:
+        answers = api.portal.call(scenario)
+    finally:
+        api.close()
+    differ = 0
+    for req, (status, got) in zip(reqs, answers):
+        assert status == 200 and check_answer(got, {"top": 5, **req}, set(vocab.symbols)) is None
+        cfg = {k: v for k, v in req.items() if k not in ("model", "top")}
+        differ += json.loads(got[-1])["text"] != generate(model, vocab, SampleConfig(**cfg))[0]
+    assert differ <= 1  # at most a draw within rounding of a boundary (tests/test_scheduler.py checks them)
+    assert api.client._transport.app.state.streams.open == {}
+
+
 def test_a_new_checkpoint_kind_plugs_in_through_the_loaders(runs, tmp_path, monkeypatch):
     toy = tmp_path / "toy.safetensors"
     save_file({"w": torch.zeros(1)}, str(toy), metadata={"format": "rnnlab-checkpoint", "version": "1", "kind": "toy"})
