@@ -37,7 +37,7 @@ from rnnlab.config import (
     from_dict,
     seed_problems,
 )
-from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, RnnlabError, TrainingError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "cures": CuresConfig, "feeding": FeedingConfig,
             "optim": OptimConfig, "train": TrainConfig}
@@ -270,12 +270,25 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     from rnnlab.train import train
 
     out = ns.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    # the demo's own options named in its errors (the train command's --max-steps or --resume are not demo's)
+    if not ns.time_budget > 0:  # NaN too
+        raise ConfigError(f"--time-budget must be a number of seconds > 0, got {ns.time_budget}")
+    if (Path(out) / "last.safetensors").exists() or (Path(out) / "best.safetensors").exists():
+        raise ConfigError(f"--out {out} already holds a run: choose another --out, or continue that run with "
+                          f"rnnlab train --out {out} --resume")
     # the defaults are the configuration tuned on tiny-shakespeare for short CPU budgets
     cfg = RunConfig(data=DataConfig(data=BUILTIN),
                     train=TrainConfig(time_budget=ns.time_budget, eval_interval=500, seed=ns.seed, out=out)).validate()
     print(f"rnnlab demo: a 2-layer LSTM learns Python from the standard library's source, "
           f"for {ns.time_budget:.0f} s on this machine. Run folder: {out}", file=sys.stderr)
-    summary = train(cfg, progress=not ns.quiet)
+    try:
+        summary = train(cfg, progress=not ns.quiet)
+    except TrainingError as e:  # its advice names train's options: say where they are given
+        raise TrainingError(str(e).replace("Start a new run with", "Train with rnnlab train and")) from None
+    if summary["stopped"] == "interrupted":  # as rnnlab train: say how to go on, exit 128 + the signal
+        print(f"interrupted: saved {out}/last.safetensors; continue with rnnlab train --out {out} --resume "
+              f"(up to the demo's {ns.time_budget:g} s, or give --time-budget)", file=sys.stderr)
+        return 128 + summary["signal"]
     model, vocab, _ = load_model(out)
     for temp in (0.5, 0.8, 1.0):
         text = generate(model, vocab, SampleConfig(prime="def ", length=300, temperature=temp, seed=ns.seed))[0]

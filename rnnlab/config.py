@@ -194,8 +194,10 @@ class FeedingConfig:
                                                       "is the one the fed run left, or a teacher-forced one")
     schedule: Literal["linear", "exponential", "inverse-sigmoid"] = _f(
         "inverse-sigmoid", "scheduled: eps_i, the probability of feeding the true token at step i")
-    schedule_k: float = _f(0.0, "scheduled: the schedule's k (0: its default: linear 1, exponential 0.9996, "
-                                "inverse-sigmoid 300)")
+    schedule_k: float | None = _f(
+        None, "scheduled: the schedule's k (unset: its default, linear 1, exponential 0.9996, inverse-sigmoid 300). "
+              "linear: eps at step 0, >= 0 (0 with --schedule-min m: eps = m throughout); exponential: in (0, 1]; "
+              "inverse-sigmoid: >= 1")
     schedule_c: float = _f(2.5e-4, "scheduled, linear: eps_i = max(min, k - c i)")
     schedule_min: float = _f(0.0, "scheduled, linear: the floor of eps_i")
     model_token: Literal["sample", "argmax"] = _f("sample", "scheduled and professor: the model's own token is a "
@@ -218,7 +220,7 @@ class FeedingConfig:
             return o
         if f == "scheduled":
             o = {"schedule": self.schedule, "model_token": self.model_token, "per": self.coin, "carry": self.feed_carry}
-            if self.schedule_k:
+            if self.schedule_k is not None:
                 o["k"] = self.schedule_k
             if self.schedule == "linear":
                 o.update(c=self.schedule_c, eps_min=self.schedule_min)

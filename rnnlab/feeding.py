@@ -101,10 +101,13 @@ def linear(step: int, k: float = 1.0, c: float = 2.5e-4, eps_min: float = 0.0) -
     ``k`` is the offset (the value at step 0), ``c`` the slope per step, ``eps_min`` the
     floor (the paper keeps some teacher forcing for ever with :math:`\epsilon_{min} > 0`).
     A ``k`` above 1 keeps pure teacher forcing for the first ``(k - 1) / c`` steps (the
-    strategy clips :math:`\epsilon` to [0, 1]). Defaults: 0.5 at step 2000, 0 from 4000.
+    strategy clips :math:`\epsilon` to [0, 1]); ``k = 0`` gives :math:`\epsilon_{min}` from the
+    start (a constant mix); a negative ``k`` is refused. Defaults: 0.5 at step 2000, 0 from 4000.
     """
     _check_step(step)
     k, c, eps_min = _number(k, "k"), _number(c, "c"), _number(eps_min, "eps_min")
+    if k < 0:
+        raise ConfigError(f"linear schedule: k (eps at step 0) must be >= 0, got {k}")
     if c < 0:
         raise ConfigError(f"linear schedule: c (the slope) must be >= 0, got {c}")
     if not 0.0 <= eps_min <= 1.0:

@@ -229,6 +229,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """
     cfg = cfg.validate().with_absolute_paths()  # config.json then finds the data from any folder
     tc = cfg.train
+    if cfg.feeding.feeding != "professor":  # the strategy's options (a schedule's k, ...) checked before any file
+        make_feeding(cfg.feeding.feeding, **cfg.feeding.options())  # professor's need the model; config checks them
     folder = cfg.data.data
     if folder and Path(folder).is_dir() and Path(tc.out).resolve().is_relative_to(Path(folder).resolve()):
         raise ConfigError(f"--out {tc.out} lies inside the corpus folder {folder}: the run's own files would be read "

@@ -282,3 +282,39 @@ def test_demo_trains_on_the_builtin_corpus_and_samples(tmp_path, capsys):
     summary = json.loads(text.strip().splitlines()[-1])
     assert summary["stopped"] == "time_budget" and summary["val_bpc"] > 0
     assert json.loads((out / "split.json").read_text())["kind"] == "builtin"
+
+
+def test_demo_errors_name_only_demos_options_and_the_command_that_continues(tmp_path, corpus_file, capsys):
+    for budget in ("0", "-5"):
+        assert main(["demo", "--time-budget", budget, "--out", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err
+        assert "--time-budget must be a number of seconds > 0" in err and "--max-steps" not in err
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(corpus_file), "--hidden-size", "8", "--num-layers", "1", "--max-steps", "1",
+                 "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--time-budget", "5", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rnnlab: error: --out {run} already holds a run: choose another --out, or continue that run " \
+                  f"with rnnlab train --out {run} --resume"
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_interrupted_says_how_to_continue_and_exits_as_train_does(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlab", "demo", "--time-budget", "600", "--out", str(out),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while not (out / "last.safetensors").exists() and time.monotonic() < deadline:  # training has begun
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert f"continue with rnnlab train --out {out} --resume" in err and "Traceback" not in err
+    assert "=== sample" not in stdout

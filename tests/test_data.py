@@ -159,3 +159,16 @@ def test_eval_streams_count_every_target_exactly_once(n, b):
     assert s.count == n - 1 and s.mask.sum() == n - 1
     pairs = sorted(zip(s.x[s.mask].tolist(), s.y[s.mask].tolist()))
     assert pairs == sorted(zip(tokens[:-1].tolist(), tokens[1:].tolist()))
+
+
+@pytest.mark.parametrize("mmap", ["no", "yes"])
+def test_a_validation_fraction_too_small_for_the_text_names_the_option(tmp_path, capsys, mmap):
+    from rnnlab.cli import main
+
+    p = tmp_path / "c.txt"
+    p.write_text("abcdefgh " * 100, encoding="utf-8")  # 900 characters: 0.0001 of them is none
+    assert main(["train", "--data", str(p), "--val-fraction", "0.0001", "--mmap", mmap, "--max-steps", "1",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"rnnlab: error: {p} has 900 characters: --val-fraction 0.0001 leaves 899 to train and 1 to " \
+                  f"validate, and each needs at least 2 (give a larger --val-fraction)"

@@ -493,3 +493,31 @@ def test_professor_needs_the_model_and_batches_must_be_ids():
         TeacherForcing().loss(model, x, y[:, :-1], state, step=0)
     with pytest.raises(ValueError, match="ids"):
         FreeRunning("raw").loss(model, x.double(), y, state, step=0)
+
+
+def test_schedule_k_unset_is_the_schedules_default_and_zero_is_zero():
+    from rnnlab.config import FeedingConfig
+
+    unset = FeedingConfig(feeding="scheduled", schedule="linear")
+    assert "k" not in unset.options() and make_feeding("scheduled", **unset.options()).eps(0) == 1.0
+    zero = FeedingConfig(feeding="scheduled", schedule="linear", schedule_k=0.0, schedule_min=0.3)
+    s = make_feeding("scheduled", **zero.options())
+    assert [s.eps(i) for i in (0, 1, 10_000)] == [0.3, 0.3, 0.3]  # a constant mix from the start
+    with pytest.raises(ConfigError, match=r"linear schedule: k \(eps at step 0\) must be >= 0, got -0.5"):
+        make_schedule("linear", k=-0.5)
+
+
+@pytest.mark.parametrize("schedule, k, says", [
+    ("linear", "-1", "linear schedule: k (eps at step 0) must be >= 0, got -1.0"),
+    ("exponential", "0", "exponential schedule: k must lie in (0, 1], got 0.0"),
+    ("inverse-sigmoid", "0.5", "inverse-sigmoid schedule: k must be >= 1, got 0.5")])
+def test_a_bad_schedule_k_is_refused_before_the_run_folder_exists(tmp_path, capsys, schedule, k, says):
+    from rnnlab.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--mmap", "yes", "--feeding", "scheduled", "--schedule", schedule,
+                 "--schedule-k", k, "--max-steps", "1", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"rnnlab: error: {says}"
+    assert not out.exists()  # nothing written, not even the token file

@@ -111,7 +111,9 @@ def split_text(text: str, val_fraction: float, name: str) -> tuple[str, str]:
     cut = int(len(text) * (1.0 - val_fraction))  # nanoGPT: data[:int(n * 0.9)]
     train, val = text[:cut], text[cut:]
     if len(train) < 2 or len(val) < 2:
-        raise DataError(f"{name} has {len(text)} characters: too short to split into training and validation text")
+        raise DataError(f"{name} has {len(text)} characters: --val-fraction {val_fraction:g} leaves {len(train)} to "
+                        f"train and {len(val)} to validate, and each needs at least 2"
+                        + (" (give a larger --val-fraction)" if len(val) < 2 and len(text) >= 4 else ""))
     return train, val
 
 

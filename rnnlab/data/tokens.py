@@ -225,7 +225,9 @@ def map_corpus(cfg: DataConfig, folder: str | os.PathLike[str], vocab: Vocab | N
         os.replace(tmp, meta_path)
     cut = int(scan.chars * (1.0 - cfg.val_fraction))
     if cut < 2 or scan.chars - cut < 2:
-        raise DataError(f"{cfg.data} has {scan.chars} characters: too short to split into training and validation")
+        raise DataError(f"{cfg.data} has {scan.chars} characters: --val-fraction {cfg.val_fraction:g} leaves {cut} to "
+                        f"train and {scan.chars - cut} to validate, and each needs at least 2"
+                        + (" (give a larger --val-fraction)" if scan.chars - cut < 2 and scan.chars >= 4 else ""))
     record = {"kind": "file", "format": "text", "path": str(cfg.data), "memory_map": str(dest),
               "split": f"first {cut} characters train, last {scan.chars - cut} validate "
                        f"(val_fraction {cfg.val_fraction})",
