@@ -1,4 +1,4 @@
-"""Faults and abuse (issue 8): a training run that cannot be lost.
+"""Faults and abuse: a training run that cannot be lost.
 
 1. **Kill anywhere, resume exactly.** A small ``rnnlab train`` run (a generated corpus, a
    2x32 GRU with dropout, a cosine schedule, a checkpoint every 3 steps) is started as a
@@ -17,6 +17,14 @@
    ``best`` checkpoints (weights, optimiser, RNG, carried state, every tensor) must equal
    those of the same run done without a kill, bit for bit, and its ``metrics.jsonl`` the
    same rows but for the timing fields. Then a fresh run folder starts the next round.
+   **The same command line, killed at random moments.** What a preemptible job or a
+   scheduler does: one command line with ``--resume``, repeated after every kill. Each
+   kill falls at a moment drawn uniformly from 0 s to the length of the whole run (start-up
+   included: before the run folder exists, while Python imports, between ``config.json``
+   and the first checkpoint, during a checkpoint write), and the run checkpoints every
+   ``checkpoint_interval_s`` seconds besides every ``eval_interval`` steps, so it moves on
+   although it is killed more often than it evaluates. When the line runs to its end its
+   checkpoints must equal the uninterrupted run's bit for bit (:func:`kill_loop`).
 2. **Disk full, file too large, read-only.** The same run through the command line when
    the disk fills after a checkpoint (a small tmpfs, root only), when the file-size limit
    (``RLIMIT_FSIZE``, portable) is lowered mid-run so that the next checkpoint or the
@@ -33,6 +41,8 @@ Every child runs with ``OMP_NUM_THREADS=1`` and ``--threads 1``.
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/bench_faults.py               # ~10 minutes
     .venv/bin/python benchmarks/bench_faults.py --kills 20 --parts kill
     .venv/bin/python benchmarks/bench_faults.py --kills 300 --time-limit 900
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_faults.py --parts loop --loop-kills 20 \
+        --out benchmarks/results/faults_loop.json                                            # ~3 minutes
 
 Writes ``benchmarks/results/faults.json`` and ``faults.md``. ``tests/test_kill_resume.py``
 runs part 1 with a few kills.
@@ -100,15 +110,22 @@ class RunSpec:
     eval_interval: int = 3  # a checkpoint every 3 steps: many moments to be killed in
     hidden_size: int = 32  # 2x32 GRU: a checkpoint of about 145 kB
     seed: int = 3
+    checkpoint_interval_s: float = 0.0  # also a checkpoint every this many seconds (0: only every eval_interval)
 
     def argv(self, out: Path, *extra: str) -> list[str]:
         """The ``rnnlab`` arguments of a fresh run into ``out``."""
+        timed = ["--checkpoint-interval-s", str(self.checkpoint_interval_s)] if self.checkpoint_interval_s else []
         return ["train", "--data", self.corpus, "--cell", "gru", "--hidden-size", str(self.hidden_size),
                 "--num-layers", "2", "--embedding-size", "8", "--dropout", "0.1", "--batch-size", "4",
                 "--seq-len", "16", "--lr", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "4",
-                "--max-steps", str(self.max_steps), "--eval-interval", str(self.eval_interval),
+                "--max-steps", str(self.max_steps), "--eval-interval", str(self.eval_interval), *timed,
                 "--log-interval", "1", "--seed", str(self.seed), "--threads", "1", "--out", str(out), "--quiet",
                 *extra]
+
+    def line(self, out: Path) -> list[str]:
+        """The one command line a restart script repeats: the run's, with ``--resume`` (it starts the run
+        where ``out`` holds no checkpoint yet)."""
+        return self.argv(out, "--resume")
 
     @staticmethod
     def resume_argv(out: Path, *extra: str) -> list[str]:
@@ -325,13 +342,16 @@ def _landed(out: Path, pid: int, started: bool) -> tuple[str, list[str]]:
 
 
 def attempt(spec: RunSpec, out: Path, aimed: str, rng: random.Random, n: int, history: History,
-            startup_s: float = 4.0, train_s: float = 2.0, timeout: float = 120.0) -> Kill | None:
-    """Start the run (resume it when it has a checkpoint), kill it at a moment of kind ``aimed``,
-    check the folder. None when the run ended by itself first (it is complete)."""
+            startup_s: float = 4.0, train_s: float = 2.0, timeout: float = 120.0, same_line: bool = False
+            ) -> Kill | None:
+    """Start the run (resume it when it has a checkpoint; with ``same_line`` always the same line,
+    :meth:`RunSpec.line`), kill it at a moment of kind ``aimed``, check the folder. None when the run
+    ended by itself first (it is complete)."""
     fresh = not (out / LAST).exists()
     watch = DirWatch(out)
-    proc = subprocess.Popen(rnnlab_cmd(spec.argv(out) if fresh else spec.resume_argv(out)), env=child_env(),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = spec.line(out) if same_line else spec.argv(out) if fresh else spec.resume_argv(out)
+    proc = subprocess.Popen(rnnlab_cmd(args), env=child_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     t0 = time.monotonic()
     pid = proc.pid
     started = False  # it has written config.json: from there on it trains
@@ -379,9 +399,9 @@ def attempt(spec: RunSpec, out: Path, aimed: str, rng: random.Random, n: int, hi
     return Kill(n, aimed, landed, round(after, 3), fresh, step, temps, problems)
 
 
-def finish(spec: RunSpec, out: Path, timeout: float = 300.0) -> tuple[int, str]:
+def finish(spec: RunSpec, out: Path, timeout: float = 300.0, same_line: bool = False) -> tuple[int, str]:
     """Run to the end without a kill (resume, or start when there is nothing to resume)."""
-    args = spec.argv(out) if not (out / LAST).exists() else spec.resume_argv(out)
+    args = spec.line(out) if same_line else spec.argv(out) if not (out / LAST).exists() else spec.resume_argv(out)
     code, _, err = run_cli(args, timeout=timeout)
     return code, err
 
@@ -425,11 +445,14 @@ def compare(run: Path, ref: Path) -> dict[str, Any]:
 def kill_rounds(spec: RunSpec, work: Path, kills: int, seed: int = 0,
                 aims: tuple[str, ...] = ("startup", "training", "training", "write", "write", "best-write"),
                 in_order: bool = False, time_limit: float = 1e9, log: Callable[[str], None] = print,
-                ref: Path | None = None, train_s: float = 2.0) -> dict[str, Any]:
+                ref: Path | None = None, train_s: float = 2.0, startup_s: float = 4.0,
+                same_line: bool = False) -> dict[str, Any]:
     """Kill runs of ``spec`` ``kills`` times in all (several rounds: a round ends when its run
     completes and is compared with the uninterrupted run ``ref``, made here if not given). Each
-    kill's aim is drawn from ``aims`` (taken in turn with ``in_order``); a kill aimed at training
-    lands within ``train_s`` seconds of the run's start of training."""
+    kill's aim is drawn from ``aims`` (taken in turn with ``in_order``); a kill aimed at start-up
+    lands within ``startup_s`` seconds of the process's start, one aimed at training within
+    ``train_s`` seconds of the run's start of training. ``same_line``: every start is the same
+    command line with ``--resume``, a fresh start too."""
     rng = random.Random(seed)
     t_start = time.monotonic()
     if ref is None:
@@ -447,13 +470,14 @@ def kill_rounds(spec: RunSpec, work: Path, kills: int, seed: int = 0,
         first = len(records)
         while len(records) < kills and time.monotonic() - t_start < time_limit:
             aim = aims[len(records) % len(aims)] if in_order else rng.choice(aims)
-            k = attempt(spec, out, aim, rng, len(records) + 1, history, train_s=train_s)
+            k = attempt(spec, out, aim, rng, len(records) + 1, history, train_s=train_s, startup_s=startup_s,
+                        same_line=same_line)
             if k is None:
                 break
             records.append(k)
             log(f"kill {k.n:3d} aimed at {k.aimed:8s} landed in {k.landed:16s} after {k.after_s:5.2f} s: "
                 f"last step {k.last_step}, temps {k.temps}" + (f" PROBLEMS {k.problems}" if k.problems else ""))
-        code, err = finish(spec, out)
+        code, err = finish(spec, out, same_line=same_line)
         cmp = compare(out, ref) if code == 0 else {"equal": False}
         rounds.append({"round": len(rounds), "kills": len(records) - first, "finish_status": code,
                        "finish_stderr": err.strip()[-500:], **cmp})
@@ -467,6 +491,91 @@ def kill_rounds(spec: RunSpec, work: Path, kills: int, seed: int = 0,
             "aimed": {a: sum(r.aimed == a for r in records) for a in sorted(set(aims))},
             "write_aimed": sum(r.aimed in in_write for r in records),
             "write_aimed_landed_inside": sum(r.aimed in in_write and r.landed == "checkpoint write" for r in records),
+            "rounds": rounds, "all_rounds_equal": bool(rounds) and all(r["equal"] for r in rounds),
+            "seconds": round(time.monotonic() - t_start, 1), "records": [asdict(r) for r in records]}
+
+
+def _moment(out: Path, pid: int, t_wall: float) -> str:
+    """Where a kill of process ``pid`` (started at wall time ``t_wall``) fell, judged from the run folder."""
+    if not out.is_dir():
+        return "before the folder"
+    cfg = out / "config.json"
+    wrote_config = cfg.exists() and cfg.stat().st_mtime >= t_wall
+    landed, _ = _landed(out, pid, wrote_config)
+    if landed == "training" and not (out / LAST).exists():
+        return "before the first checkpoint"
+    return landed
+
+
+def kill_loop(spec: RunSpec, work: Path, kills: int = 20, seed: int = 0, time_limit: float = 1e9,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The same command line (:meth:`RunSpec.line`) killed ``kills`` times, each time at a moment drawn
+    uniformly from 0 s to the wall time of the whole uninterrupted run (start-up included), and repeated
+    after every kill. A round ends when the line runs to its end; its checkpoints and log are then compared
+    with the uninterrupted run's (the same line, timed here), and the next round starts in a folder that
+    does not exist yet."""
+    rng = random.Random(seed)
+    t_start = time.monotonic()
+    work.mkdir(parents=True, exist_ok=True)
+    ref_out = work / "reference"
+    code, _, err = run_cli(spec.line(ref_out))
+    whole_s = time.monotonic() - t_start
+    if code != 0:
+        raise RuntimeError(f"the uninterrupted run failed: {err[-2000:]}")
+    records: list[Kill] = []
+    rounds: list[dict[str, Any]] = []
+    moments: list[str] = []
+    while len(records) < kills and time.monotonic() - t_start < time_limit:
+        out = work / f"round{len(rounds)}"  # not made here: the first start finds no folder
+        history = History()
+        first, starts = len(records), 0
+        finished = False
+        while len(records) < kills and time.monotonic() - t_start < time_limit:
+            at = rng.uniform(0.0, whole_s)
+            fresh = not (out / LAST).exists()
+            t_wall = time.time() - 0.01  # file times are coarser than the clock
+            proc = subprocess.Popen(rnnlab_cmd(spec.line(out)), env=child_env(), cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            starts += 1
+            try:
+                proc.wait(timeout=at)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.poll() is not None:  # it ran to its end before the moment drawn
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"the line failed by itself (status {proc.returncode}): "
+                                       f"{err.decode()[-2000:]}")
+                finished = True
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            moment = _moment(out, proc.pid, t_wall)
+            temps = sorted(n for n in os.listdir(out) if TEMP.fullmatch(n)) if out.is_dir() else []
+            step, problems = check_folder(out, history) if out.is_dir() else (None, [])
+            k = Kill(len(records) + 1, "random", moment, round(at, 3), fresh, step, temps, problems)
+            records.append(k)
+            moments.append(moment)
+            log(f"kill {k.n:3d} at {at:5.2f} s of {whole_s:.2f}: {moment:27s} last step {step}"
+                + (f" PROBLEMS {problems}" if problems else ""))
+        if not finished:
+            code, err = finish(spec, out, same_line=True)
+            starts += 1
+            if code != 0:
+                rounds.append({"round": len(rounds), "kills": len(records) - first, "starts": starts,
+                               "finish_status": code, "finish_stderr": err.strip()[-500:], "equal": False})
+                continue
+        cmp = compare(out, ref_out)
+        rounds.append({"round": len(rounds), "kills": len(records) - first, "starts": starts, "finish_status": 0,
+                       **cmp})
+        log(f"round {len(rounds) - 1}: {len(records) - first} kills, {starts} starts of the same line, "
+            f"equal to the uninterrupted run: {cmp['equal']}")
+    kinds = ("before the folder", "startup", "before the first checkpoint", "training", "checkpoint write",
+             "other write")
+    return {"spec": asdict(spec), "line": " ".join(spec.line(Path("RUN"))), "whole_run_s": round(whole_s, 2),
+            "kills": len(records), "survived": sum(r.survived for r in records),
+            "moments": {k: moments.count(k) for k in kinds},
+            "kills_on_a_fresh_folder": sum(r.fresh for r in records),
             "rounds": rounds, "all_rounds_equal": bool(rounds) and all(r["equal"] for r in rounds),
             "seconds": round(time.monotonic() - t_start, 1), "records": [asdict(r) for r in records]}
 
@@ -645,6 +754,35 @@ def markdown(res: dict[str, Any]) -> str:
                   "(weights, Adam's moments and steps, RNG, carried state) equal to the uninterrupted run's "
                   "(`torch.equal`), the training state equal but for `elapsed`/`train_time`, `metrics.jsonl` the "
                   "same rows but for `elapsed` and `chars_per_sec`, no temporary file left.")
+    if "loop" in res:
+        k = res["loop"]
+        s = k["spec"]
+        mo = k["moments"]
+        md += ["## The same command line, killed at random moments\n",
+               f"`rnnlab train`, 2x{s['hidden_size']} GRU, {s['max_steps']} steps, evaluated every "
+               f"{s['eval_interval']} steps and checkpointed every {s['checkpoint_interval_s']:g} s besides; "
+               f"each kill at a moment drawn uniformly from 0 s to {k['whole_run_s']:.1f} s (the uninterrupted "
+               f"run, start-up included), then the same line again:\n",
+               f"`rnnlab {k['line'].replace(s['corpus'], 'corpus.txt')}`\n",
+               "| kills | survived (all checks held) | before the folder existed | start-up | between config.json "
+               "and the first checkpoint | training | inside a checkpoint write | rounds | final checkpoints and log "
+               "equal |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+               f"| {k['kills']} | {k['survived']} | {mo['before the folder']} | {mo['startup']} | "
+               f"{mo['before the first checkpoint']} | {mo['training']} | {mo['checkpoint write']} | "
+               f"{len(k['rounds'])} | {'yes, bit for bit' if k['all_rounds_equal'] else 'NO'} |",
+               "\n| round | kills | starts of the line | last/best tensors differing | log rows equal | temps left |",
+               "|---:|---:|---:|---:|---|---|"]
+        for r in k["rounds"]:
+            if "metrics" in r:
+                nd = len(r[LAST]["tensors_differ"]) + len(r[BEST]["tensors_differ"])
+                md.append(f"| {r['round']} | {r['kills']} | {r['starts']} | {nd} | {r['metrics']['equal']} "
+                          f"({r['metrics']['rows']} rows) | {r['leftover_temps'] or '-'} |")
+            else:
+                md.append(f"| {r['round']} | {r['kills']} | {r['starts']} | finished with status "
+                          f"{r['finish_status']} | | |")
+        problems = [p for r in k["records"] for p in r["problems"]]
+        md.append("\nProblems found after kills: " + ("; ".join(problems[:10]) if problems else "none") + ". "
+                  f"{k['seconds']:.0f} s in all.")
     if "disk" in res:
         md += ["\n## Disk full, file too large, read-only\n",
                "| case | exit | message (stderr, one line) | last checkpoint loads | last unchanged | "
@@ -669,7 +807,9 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=["kill", "disk", "numeric"], choices=["kill", "disk", "numeric"])
+    ap.add_argument("--parts", nargs="+", default=["kill", "loop", "disk", "numeric"],
+                    choices=["kill", "loop", "disk", "numeric"])
+    ap.add_argument("--loop-kills", type=int, default=20, help="SIGKILLs of the same command line at random moments")
     ap.add_argument("--kills", type=int, default=100, help="SIGKILLs in all (several rounds)")
     ap.add_argument("--time-limit", type=float, default=600.0, help="stop killing after this many seconds")
     ap.add_argument("--steps", type=int, default=60, help="steps of each round's run")
@@ -686,10 +826,14 @@ def main() -> int:
         res["config"]["tmp"] = tmp
         work = Path(tmp)
         spec = RunSpec(corpus=str(make_corpus(work / "corpus.txt")), max_steps=args.steps)
-        ref = reference(spec, work / "reference")
+        ref = reference(spec, work / "reference") if {"kill", "disk"} & set(args.parts) else work / "reference"
         if "kill" in args.parts:
             res["kill"] = kill_rounds(spec, work / "kill", args.kills, seed=args.seed, time_limit=args.time_limit,
                                       ref=ref)
+        if "loop" in args.parts:
+            loop_spec = RunSpec(corpus=spec.corpus, max_steps=args.steps, eval_interval=20, checkpoint_interval_s=0.25)
+            res["loop"] = kill_loop(loop_spec, work / "loop", args.loop_kills, seed=args.seed,
+                                    time_limit=args.time_limit)
         if "disk" in args.parts:
             res["disk"] = disk_faults(spec, work / "disk-faults", ref)
         if "numeric" in args.parts:
@@ -702,7 +846,7 @@ def main() -> int:
     args.out.with_suffix(".md").write_text(md)
     print(md)
     print(f"written to {args.out}")
-    return 0 if res.get("kill", {}).get("all_rounds_equal", True) else 1
+    return 0 if all(res.get(part, {}).get("all_rounds_equal", True) for part in ("kill", "loop")) else 1
 
 
 if __name__ == "__main__":

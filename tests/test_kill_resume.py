@@ -3,8 +3,11 @@ kills aimed at the moment a checkpoint is being written, and resumed each time, 
 the same checkpoints (every tensor, bit for bit) and the same ``metrics.jsonl`` (but for
 timing) as the run done in one go.
 
-The harness is ``benchmarks/bench_faults.py`` (part 1), which runs it with a hundred kills;
-here a few. Why bit for bit is possible: the run is deterministic on the CPU with a fixed
+Every start is the same command line with ``--resume``, as a restart script repeats it: where
+the folder holds no checkpoint yet (a kill during start-up) it starts the run.
+
+The harness is ``benchmarks/bench_faults.py`` (part 1, and its loop of kills at random moments),
+which runs it with a hundred kills; here a few. Why bit for bit is possible: the run is deterministic on the CPU with a fixed
 number of threads (``--threads 1``), and a checkpoint holds everything the next step
 depends on: weights, optimiser moments and step counts, the learning-rate schedule's
 position, the RNG (dropout), the batch position and the hidden state carried between
@@ -51,28 +54,42 @@ def spec(tmp_path: Path) -> Iterator[bf.RunSpec]:
 def test_killed_anywhere_the_run_resumes_to_the_uninterrupted_weights(spec, tmp_path):
     ref = tmp_path / "reference"
     assert main(spec.argv(ref)) == 0  # in this process: the same code and threads as the children
-    # a fresh start killed in its first checkpoint (step 0) or a later one, then resumes killed while
-    # training, while writing best (between it and last), while starting, while writing a checkpoint
-    aims = ("write", "training", "best-write", "startup", "write")
+    # every start the same command line with --resume: a fresh start killed while it starts (within 0.5 s:
+    # Python and torch are still importing, no checkpoint yet), the line again killed in a checkpoint write,
+    # while training, while writing best (between it and last), while writing a checkpoint
+    aims = ("startup", "write", "training", "best-write", "write")
     # the training kill within 0.5 s of training's start: a 24-step run on a fast machine ends within 2 s
     res = bf.kill_rounds(spec, tmp_path / "kill", kills=len(aims), seed=3, aims=aims, in_order=True, ref=ref,
-                         log=lambda _: None, train_s=0.5)
+                         log=lambda _: None, train_s=0.5, startup_s=0.5, same_line=True)
     records = res["records"]
-    assert res["kills"] == len(aims) and len(res["rounds"]) == 1
+    assert res["kills"] == len(aims)
+    assert records[0]["fresh"] and records[0]["landed"] == "startup" and records[0]["last_step"] is None
     assert all(not r["problems"] for r in records), [r["problems"] for r in records]
     # the harness hit the window it aims at: a kill between creating a checkpoint's temporary file and
     # renaming it (the file was still there), and the temporary files left were removed later
     assert res["landed"]["checkpoint write"] >= 1, records
     assert any(t.startswith((".last.", ".best.")) for r in records for t in r["temps"])
-    rnd = res["rounds"][0]
-    assert rnd["finish_status"] == 0, rnd["finish_stderr"]
-    for name in (bf.LAST, bf.BEST):
-        assert rnd[name]["tensors_differ"] == [] and rnd[name]["train_state_differs"] == [], rnd[name]
-        assert rnd[name]["tensors"] > 20  # model, Adam's moments and steps, carried state, RNG
-    assert rnd["metrics"]["equal"] and rnd["metrics"]["duplicated_steps"] == 0
-    assert rnd["leftover_temps"] == [] and rnd["equal"]
-    final = load_checkpoint(tmp_path / "kill" / "round0" / LAST)
-    assert final.train_state["step"] == spec.max_steps
+    for i, rnd in enumerate(res["rounds"]):  # one round, or two where a run ended before its kill came
+        assert rnd["finish_status"] == 0, rnd["finish_stderr"]
+        for name in (bf.LAST, bf.BEST):
+            assert rnd[name]["tensors_differ"] == [] and rnd[name]["train_state_differs"] == [], rnd[name]
+            assert rnd[name]["tensors"] > 20  # model, Adam's moments and steps, carried state, RNG
+        assert rnd["metrics"]["equal"] and rnd["metrics"]["duplicated_steps"] == 0
+        assert rnd["leftover_temps"] == [] and rnd["equal"]
+        final = load_checkpoint(tmp_path / "kill" / f"round{i}" / LAST)
+        assert final.train_state["step"] == spec.max_steps
+
+
+def test_the_same_line_killed_at_random_moments_ends_bit_equal(tmp_path):
+    """The benchmark's loop, with a few kills: one command line with --resume, killed at moments drawn
+    from 0 s to the length of the whole run, start-up included, checkpointed every 0.1 s besides."""
+    spec = bf.RunSpec(corpus=str(bf.make_corpus(tmp_path / "corpus.txt")), max_steps=24, eval_interval=12,
+                      checkpoint_interval_s=0.1)
+    res = bf.kill_loop(spec, tmp_path / "loop", kills=4, seed=1, log=lambda _: None)
+    assert res["kills"] == 4 and res["survived"] == 4, res["records"]
+    assert res["all_rounds_equal"], res["rounds"]
+    assert all(r["finish_status"] == 0 and r["metrics"]["duplicated_steps"] == 0 for r in res["rounds"])
+    assert "--resume" in res["line"] and res["kills_on_a_fresh_folder"] >= 1
 
 
 def test_the_checks_after_a_kill_can_fail(spec, tmp_path):
