@@ -94,9 +94,26 @@ def refuse_blank(texts: list[Any], what: str = "input") -> None:
             raise DataError(f"{_nth(texts, i, what)} ({x!r}) is empty or only white space"[:300])
 
 
+TAUS = tuple(np.linspace(0.0, 1.0, 9))
+"""The logit adjustment's tau values tried at each evaluation (``adjust="auto"``)."""
+
+
+def shifted(probs: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    r"""Probabilities (N, C) with ``shift`` (C,) added to their logarithms and normalised again:
+    :math:`p'_c \propto p_c e^{s_c}`; with :math:`s = -\tau \log \pi` the posterior of a prior
+    flattened by tau (tau = 1: every class a priori equal). ``None``: ``probs`` unchanged."""
+    if shift is None:
+        return probs
+    z = np.log(np.maximum(probs, 1e-300)) + shift  # (N, C)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 @torch.no_grad()
 def predict_proba(model: RNNClassifier, seqs: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, C) of every sequence, in batches of similar length."""
+    """Class probabilities (N, C) of every sequence, in batches of similar length, shifted by the model's
+    ``logit_shift`` where it has one (:func:`shifted`)."""
     was_training = model.training
     model.eval()
     device = model.head.weight.device
@@ -110,7 +127,7 @@ def predict_proba(model: RNNClassifier, seqs: list[np.ndarray], batch_size: int 
             probs[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
     finally:
         model.train(was_training)
-    return probs
+    return shifted(probs, model.logit_shift)
 
 
 def _scores(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -134,6 +151,9 @@ class ClassifierJob:
         self.unit, self.items = "acc", "seqs"
         w = class_weights(y[self.train_idx], len(classes), cfg.classifier.balance)
         self.weights = None if w is None else torch.tensor(w, dtype=torch.float32, device=device)
+        counts = np.bincount(y[self.train_idx], minlength=len(classes)).astype(np.float64)
+        self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())  # (C,): log pi of the training split
+        self.shift: np.ndarray | None = None  # the last evaluation's -tau log pi (adjust="auto")
         self._batches: list[np.ndarray] = []
         self._order_epoch = -1
         self._acc = math.nan
@@ -177,17 +197,37 @@ class ClassifierJob:
         return {"loss": loss, "acc": self._acc}
 
     def evaluate(self) -> dict[str, float]:
+        """The validation split's metrics; with ``adjust="auto"``, at the tau of :data:`TAUS` that maximises
+        accuracy + balanced accuracy there (reported as ``tau``, and kept for the checkpoint)."""
+        self.model.logit_shift = None  # the plain softmax while it trains
         probs = predict_proba(self.model, [self.seqs[i] for i in self.val_idx], self.cfg.train.eval_batch_size * 8)
-        s = _scores(probs, self.y[self.val_idx], self.classes)
+        y = self.y[self.val_idx]
+        best: tuple[float, float, dict[str, Any]] | None = None
+        for tau in TAUS if self.cfg.classifier.adjust == "auto" else (0.0,):
+            s = _scores(shifted(probs, -tau * self.log_prior if tau else None), y, self.classes)
+            if best is None or s["acc"] + s["balanced_acc"] > best[0] + 1e-12:
+                best = (s["acc"] + s["balanced_acc"], tau, s)
+        assert best is not None
+        _, tau, s = best
+        self.shift = -tau * self.log_prior if self.cfg.classifier.adjust == "auto" else None
         m = {k: s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
+        if self.cfg.classifier.adjust == "auto":
+            m["tau"] = float(tau)
         select = self.cfg.classifier.select
-        m["criterion"] = m["loss"] if select == "loss" else 1.0 - m[select]  # lower is better
+        if select == "loss":
+            m["criterion"] = m["loss"]
+        elif select == "acc+balanced_acc":
+            m["criterion"] = 2.0 - m["acc"] - m["balanced_acc"]
+        else:
+            m["criterion"] = 1.0 - m[select]  # lower is better
         return m
 
     def save(self, path: Path, train_state: dict[str, Any], optimizer: torch.optim.Optimizer,
              rng: dict[str, torch.Tensor]) -> None:
         save_checkpoint(path, model=self.model, config=self.cfg, vocab=self.vocab, train_state=train_state,
-                        optimizer=optimizer, rng=rng, extra={"labels": self.classes, "feature_size": self.feature_size})
+                        optimizer=optimizer, rng=rng, extra={"labels": self.classes, "feature_size": self.feature_size,
+                                                             **({"logit_shift": self.shift.tolist()}
+                                                                if self.shift is not None else {})})
 
 
 # reading and splitting, the same way for training and evaluation -------------------------------
@@ -287,13 +327,15 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
         "parameters": model.num_parameters(), "classes": len(classes),
         "examples": {s: int(len(v)) for s, v in split.items()},
         **{f"val_{k}": v for k, v in (result.last_val or {}).items()},
-        f"best_val_{cfg.classifier.select}": (state.best_val if cfg.classifier.select == "loss" else 1.0 - state.best_val),
+        f"best_val_{cfg.classifier.select}": (state.best_val if cfg.classifier.select == "loss" else
+                                              (2.0 if cfg.classifier.select == "acc+balanced_acc" else 1.0)
+                                              - state.best_val),
     }
     if result.stopped == "interrupted":
         summary["signal"] = result.signal
     elif len(split["test"]) and (out / BEST).exists():
-        best = load_checkpoint(out / BEST).build_model().to(device)
-        s = _scores(predict_proba(best, [seqs[i] for i in split["test"]]), y[split["test"]], classes)
+        best, _ = load_classifier(out / BEST)  # with its logit adjustment
+        s = _scores(predict_proba(best.to(device), [seqs[i] for i in split["test"]]), y[split["test"]], classes)
         summary.update({f"test_{k}": s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
     return summary
 
@@ -307,6 +349,13 @@ def load_classifier(path: str | Path) -> tuple[RNNClassifier, Checkpoint]:
         raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a classifier")
     model = ckpt.build_model()
     model.eval()
+    shift = ckpt.extra.get("logit_shift")
+    if shift is not None:
+        if not (isinstance(shift, list) and len(shift) == model.num_classes
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in shift)):
+            raise CheckpointError(f"{ckpt.path}: its logit adjustment is malformed (expected {model.num_classes} "
+                                  f"finite numbers)")
+        model.logit_shift = np.asarray(shift, dtype=np.float64)
     return model, ckpt
 
 

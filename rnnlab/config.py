@@ -382,16 +382,25 @@ class ClassifierConfig:
     balance: Literal["none", "weights", "sqrt-weights", "sampling"] = _f(
         "sqrt-weights", "class imbalance: none, weights (loss weight N/(C n_c)), sqrt-weights (1/sqrt(n_c)) "
                         "or sampling (draw every class equally often)")
-    select: Literal["loss", "acc", "balanced_acc", "macro_f1"] = _f(
-        "acc", "the validation metric that chooses the best checkpoint")
+    select: Literal["loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc"] = _f(
+        "acc+balanced_acc", "the validation metric that chooses the best checkpoint (acc+balanced_acc: their sum)")
+    adjust: Literal["auto", "none"] = _f(
+        "auto", "logit adjustment (Menon et al. 2021): predict argmax_c log p_c - tau log pi_c, pi the training "
+                "class frequencies, tau in 0, 0.125, ..., 1 chosen at each evaluation to maximise validation "
+                "accuracy + balanced accuracy and kept in the checkpoint; none: the plain argmax")
 
     def problems(self) -> list[str]:
         p = []
         if self.balance not in ("none", "weights", "sqrt-weights", "sampling"):
             p.append(f"balance must be none, weights, sqrt-weights or sampling, got {self.balance!r}")
-        if self.select not in ("loss", "acc", "balanced_acc", "macro_f1"):
-            p.append(f"select must be loss, acc, balanced_acc or macro_f1, got {self.select!r}")
+        if self.select not in SELECTS:
+            p.append(f"select must be {', '.join(SELECTS[:-1])} or {SELECTS[-1]}, got {self.select!r}")
+        if self.adjust not in ("auto", "none"):
+            p.append(f"adjust must be auto or none, got {self.adjust!r}")
         return p
+
+
+SELECTS = ("loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc")
 
 
 def _classify_model() -> ModelConfig:

@@ -218,6 +218,78 @@ def test_a_model_overfits_a_tiny_dataset_and_predictions_survive_a_reload(tmp_pa
     assert np.array_equal(before, after)
 
 
+def test_shifted_is_the_softmax_of_the_shifted_log_probabilities():
+    from rnnlab.classify import shifted
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)) * 5
+    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    shift = rng.normal(size=4)
+    expect = torch.softmax(torch.from_numpy(logits + shift), -1).numpy()
+    assert np.allclose(shifted(probs, shift), expect, atol=1e-12) and shifted(probs, None) is probs
+
+
+def _imbalanced_names(tmp_path):
+    """Three classes, one rare, whose suffixes a small GRU half-learns in a few steps: room for the prior."""
+    rng = np.random.default_rng(3)
+    stems = ["".join(rng.choice(list("abdegiklmnoprstuv"), size=int(rng.integers(3, 7)))) for _ in range(400)]
+    return _names(tmp_path / "imb", {"A": [s + "ov" for s in stems[:240]], "B": [s + "ev" for s in stems[240:370]],
+                                     "C": [s + "in" for s in stems[370:]]})
+
+
+def test_logit_adjustment_takes_the_best_tau_on_validation_and_the_checkpoint_keeps_it(tmp_path):
+    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.classify import TAUS, _prepare, encode_inputs, load_classifier, shifted
+
+    data = _imbalanced_names(tmp_path)
+    cfg = _cfg(tmp_path, data, max_steps=20, eval_interval=20)
+    cfg.model.hidden_size, cfg.optim.lr = 8, 0.005
+    s = train_classifier(cfg, progress=False)
+    assert s["val_tau"] in TAUS
+    # the oracle: every tau on the same validation probabilities, by brute force
+    ckpt = load_checkpoint(cfg.train.out)
+    raw_model = ckpt.build_model().eval()  # no shift: the plain softmax
+    classes = ckpt.labels
+    labelled, _, y_all, parts, _ = _prepare(ckpt.config, ckpt.vocab, classes)  # the split, re-made as the job made it
+    val_seqs = encode_inputs([labelled.inputs[i] for i in parts["val"]], ckpt.vocab)
+    y_val, y_train = y_all[parts["val"]], y_all[parts["train"]]
+    raw = predict_proba(raw_model, val_seqs)
+    log_prior = np.log(np.bincount(y_train, minlength=len(classes)) / len(y_train))
+    totals = {}
+    for tau in TAUS:
+        pred = shifted(raw, -tau * log_prior).argmax(1)
+        m = classification_metrics(y_val, pred, classes)
+        totals[tau] = m["acc"] + m["balanced_acc"]
+    assert totals[s["val_tau"]] == pytest.approx(max(totals.values()), abs=1e-12)
+    assert min(t for t in TAUS if totals[t] >= max(totals.values()) - 1e-12) == s["val_tau"]  # the first best
+    # the checkpoint keeps -tau log pi, and every prediction path applies it
+    model, _ = load_classifier(cfg.train.out)
+    assert np.allclose(model.logit_shift, -s["val_tau"] * log_prior, atol=1e-12)
+    assert np.allclose(predict_proba(model, val_seqs), shifted(raw, -s["val_tau"] * log_prior), atol=1e-12)
+    r = evaluate_classifier(cfg.train.out, split="val")
+    assert r["acc"] + r["balanced_acc"] == pytest.approx(totals[s["val_tau"]], abs=1e-12)
+    # adjust="none": the plain argmax, nothing kept
+    cfg.classifier.adjust, cfg.train.out = "none", str(tmp_path / "plain")
+    plain = train_classifier(cfg, progress=False)
+    assert "val_tau" not in plain and load_classifier(cfg.train.out)[0].logit_shift is None
+
+
+def test_a_malformed_logit_adjustment_is_refused(tmp_path):
+    from rnnlab.checkpoint import load_checkpoint, save_checkpoint
+    from rnnlab.classify import load_classifier
+    from rnnlab.errors import CheckpointError
+
+    data = _tiny_names(tmp_path)
+    cfg = _cfg(tmp_path, data, max_steps=2, eval_interval=2)
+    train_classifier(cfg, progress=False)
+    ckpt = load_checkpoint(cfg.train.out)
+    for bad in ([0.0], [0.0, float("nan")], "x"):
+        save_checkpoint(tmp_path / "bad.safetensors", ckpt.build_model(), ckpt.config, ckpt.vocab,
+                        extra={**ckpt.extra, "logit_shift": bad})
+        with pytest.raises(CheckpointError, match="logit adjustment is malformed"):
+            load_classifier(tmp_path / "bad.safetensors")
+
+
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
     data = _tiny_names(tmp_path)
     whole = _cfg(tmp_path, data, max_steps=30, eval_interval=10, out=str(tmp_path / "whole"))

@@ -22,6 +22,7 @@ The loss is the cross entropy of the softmax against the one-hot label.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -52,6 +53,9 @@ class RNNClassifier(nn.Module):
         if (vocab_size > 0) == (feature_size > 0):
             raise ValueError("give vocab_size (token inputs) or feature_size (vector inputs), not both")
         self.cfg, self.num_classes, self.bidirectional = cfg, num_classes, bidirectional
+        # a fixed shift (C,) added to the log-probabilities when a trained classifier predicts (logit adjustment,
+        # -tau log pi; rnnlab.classify sets it from the checkpoint); None: the plain softmax. Not a parameter.
+        self.logit_shift: np.ndarray | None = None
         self.vocab_size, self.feature_size = vocab_size, feature_size
         self.embedding: nn.Embedding | None = None
         if vocab_size and cfg.input == "embedding":
