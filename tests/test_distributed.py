@@ -36,8 +36,8 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False, cell: str = "lstm",
-          extra: tuple[str, ...] = ()) -> None:
+def launch(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False, cell: str = "lstm",
+           extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     args = [cell if a == "lstm" else a for a in ARGS]
     cmd = [sys.executable, "-m", "rnnlab", "train", "--data", str(corpus), "--out", str(out),
            "--max-steps", str(steps), *args, *extra, *(["--resume"] if resume else [])]
@@ -45,7 +45,12 @@ def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = Fa
         cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnlab"]
     else:
         cmd += ["--threads", "1"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+
+
+def train(corpus: Path, out: Path, steps: int, nproc: int = 1, resume: bool = False, cell: str = "lstm",
+          extra: tuple[str, ...] = ()) -> None:
+    r = launch(corpus, out, steps, nproc, resume, cell, extra)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -117,6 +122,29 @@ def test_a_two_process_run_resumes_in_one_process(corpus, one_process, tmp_path)
     train(corpus, run, 20, nproc=2)
     train(corpus, run, 40, resume=True)
     assert_same_run(one_process, run)
+
+
+def test_two_processes_with_resume_start_a_run_that_has_no_checkpoint_yet(corpus, one_process, tmp_path):
+    """An elastic restart repeats the line with --resume: in a folder holding only the config.json of a run
+    killed before its first checkpoint, rank 0 decides to start, says so once, and both ranks start."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes((one_process / "config.json").read_bytes())
+    r = launch(corpus, run, 40, nproc=2, resume=True, extra=("--checkpoint-interval-s", "0.000001"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("holds no checkpoint yet; the run starts from the beginning") == 1
+    assert_same_run(one_process, run)  # checkpoints by time every step, agreed on: the same run
+
+
+def test_two_processes_with_resume_refuse_a_run_without_checkpoint_whose_settings_differ(corpus, one_process,
+                                                                                        tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes((one_process / "config.json").read_bytes())
+    r = launch(corpus, run, 40, nproc=2, resume=True, extra=("--lr", "0.5"))
+    assert r.returncode != 0
+    assert "--resume continues the run with its own settings" in r.stderr and "lr: the run has" in r.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
 def test_world_size_must_divide_the_batch(monkeypatch, tmp_path, corpus):
