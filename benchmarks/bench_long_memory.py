@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import write_results
 
 from rnnlab.gradients import gradient_norms_per_step
 from rnnlab.task_train import load_task_checkpoint
@@ -102,9 +101,29 @@ def run_one(task: str, length: int, variant: str, args: argparse.Namespace) -> d
            "val_acc": s.get("val_acc"), "seqs_per_sec": s["seqs_per_sec"], "load_at_start": round(load, 2),
            "run": str(out)}
     solved = rec["time_to_success_s"]
-    print(f"  {'solved in %.0f s, %d steps' % (solved, rec['steps_to_success']) if solved is not None else 'not solved'}"
-          f" (best ratio {rec['best_ratio']:.3g}, {s['steps']} steps, load {load:.1f})", flush=True)
+    what = f"solved in {solved:.0f} s, {rec['steps_to_success']} steps" if solved is not None else "not solved"
+    print(f"  {what} (best ratio {rec['best_ratio']:.3g}, {s['steps']} steps, load {load:.1f})", flush=True)
     return rec
+
+
+def merge(path: Path, runs: dict[str, Any], top: dict[str, Any] | None = None, md: bool = False) -> dict[str, Any]:
+    """Add ``runs`` (and the top-level entries ``top``) to the results file under a lock, since parts of the
+    grid may run at the same time, and return all of it; ``md``: write the Markdown beside it too."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(path.read_text()) if path.exists() else {}
+        res.setdefault("runs", {}).update(runs)
+        res.setdefault("curves", {})
+        res.update(top or {})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
+        tmp.replace(path)
+        if md:
+            path.with_suffix(".md").write_text(markdown(res))
+    return res
 
 
 def gradient_curve(run: Path, batch: int, seed: int) -> list[float] | None:
@@ -219,24 +238,26 @@ def main(argv: list[str]) -> None:
     if args.quick:
         args.lengths, args.budget = [10], 5.0
         args.out = args.work / "long_memory.json"
-    res = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}, "curves": {}}
-    res["machine"] = (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, torch "
-                      f"{torch.__version__}, {args.threads} threads per run")
+    machine = (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, torch "
+               f"{torch.__version__}, {args.threads} threads per run")
     print(json.dumps({k: str(v) for k, v in vars(args).items()}))
     if not args.curves:
         for task in args.tasks:
             for length in args.lengths or LENGTHS[task]:
                 for variant in args.variants:
-                    res["runs"][key(task, length, variant)] = run_one(task, length, variant, args)
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(res, indent=2) + "\n")  # a part stopped half-way keeps its runs
+                    rec = run_one(task, length, variant, args)
+                    res = merge(args.out, {key(task, length, variant): rec})  # parts may run side by side
+    res = merge(args.out, {})
+    curves = dict(res["curves"])
     for k, run in res["runs"].items():
         if "run" in run and Path(run["run"]).exists():
             curve = gradient_curve(Path(run["run"]), args.curve_batch, args.seed)
             if curve is not None and all(math.isfinite(v) for v in curve):
-                res["curves"][k] = curve
-    res["figures"] = plot_curves(res, args.out.parent)
-    write_results(args.out, res, markdown)
+                curves[k] = curve
+    figures = plot_curves({**res, "curves": curves}, args.out.parent)
+    res = merge(args.out, {}, {"machine": machine, "curves": curves, "figures": figures}, md=True)
+    print(markdown(res))
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":
