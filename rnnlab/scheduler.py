@@ -125,7 +125,9 @@ class Scheduler:
     from any thread; a thread of its own runs :meth:`round` while there are streams. Tests may call
     :meth:`round` directly instead (``start=False``)."""
 
-    def __init__(self, model: RNNLanguageModel, prime_chunk: int = PRIME_CHUNK, start: bool = True):
+    def __init__(self, model: RNNLanguageModel, prime_chunk: int = PRIME_CHUNK, start: bool = True,
+                 warm: bool = False):
+        """``warm``: prepare the packed steps for every batch size now, so no round waits for one later."""
         if prime_chunk < 1:
             raise ConfigError(f"prime_chunk must be >= 1, got {prime_chunk}")
         model.eval()
@@ -142,6 +144,8 @@ class Scheduler:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start = start
+        for rows in STEPPER_ROWS if warm else ():
+            self._step(rows)
 
     # --- from any thread ---------------------------------------------------------------------------
     def add(self, stream: Stream) -> None:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -104,6 +105,7 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # outside this the softmax under
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # a request body; the largest valid one (10,000 escaped characters) is ~120 KB
 DEFAULT_WORKERS = 4  # model computations at once; more requests wait their turn in the pool
+FLUSH_SECONDS = 0.01  # a generation's lines wait this long after a write, so that each write carries several
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_MAX_STREAMS = 8  # generations one client (its address) streams at once; one more is a 429
 MAX_ACTIVE_STREAMS = 256  # generations the whole server streams at once; one more is a 429
@@ -709,8 +711,13 @@ class _Generation(Stream):
         self.prev = sym
         self.pieces.append(piece)
         ids, ps = top_tokens(probs, self.top)
-        self._put(_line({"type": "token", "i": self.done, "text": piece, "id": token, "p": float(probs[token]),
-                         "top": _candidates(vocab, ids, ps)}))
+        line = {"type": "token", "i": self.done, "text": piece, "id": token, "p": float(probs[token]),
+                "top": _candidates(vocab, ids, ps)}
+        try:  # the common case, without jsonio's walk over every value (probabilities are finite)
+            data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+        except ValueError:  # a model that gives NaN: null, as jsonio writes it
+            data = _line(line)
+        self._put(data)
 
     def finish(self) -> None:
         self._put(_line({"type": "end", "text": self.prime + "".join(self.pieces), "generated": self.done}), True)
@@ -742,6 +749,8 @@ class _Generation(Stream):
                 return
             if waiter is not None:
                 await waiter
+            else:  # let a few steps' lines gather: one write for several tokens instead of one each
+                await asyncio.sleep(FLUSH_SECONDS)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -859,11 +868,10 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     page = page_html()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnnlab-serve")
 
-    schedulers: dict[int, Scheduler] = {}  # one per language model, made at its first generation
+    # one scheduler per language model, its packed steps prepared now so that no request waits for them
+    schedulers = {e.index: Scheduler(e.model, warm=True) for e in registry.entries if isinstance(e, LanguageModelEntry)}
 
     def scheduler(entry: LanguageModelEntry) -> Scheduler:
-        if entry.index not in schedulers:
-            schedulers[entry.index] = Scheduler(entry.model)
         return schedulers[entry.index]
 
     @asynccontextmanager

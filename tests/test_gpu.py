@@ -179,3 +179,39 @@ def test_the_command_line_samples_on_the_gpu(corpus, tmp_path):
     assert out["cuda"].startswith("the ") and len(out["cuda"]) > 40
     # greedy decoding of a trained model: the same text on both devices unless two logits tie to 1e-6
     assert out["cuda"][:20] == out["cpu"][:20]
+
+
+def test_batched_streams_on_the_gpu_write_what_generate_writes():
+    """The server's scheduler on a GPU (a CUDA graph per batch size): streams joining and leaving, each the text
+    rnnlab.sampling.generate writes with its seed there (at most one draw within rounding of a boundary)."""
+    from rnnlab.config import SampleConfig
+    from rnnlab.data.vocab import Vocab
+    from rnnlab.nn.models import RNNLanguageModel
+    from rnnlab.sampling import encode_prime, generate
+    from rnnlab.scheduler import Scheduler, Stream
+
+    vocab = Vocab.from_text(TEXT)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(cell="lstm", hidden_size=64, num_layers=2, dropout=0.0), len(vocab)).cuda()
+    model.eval()
+
+    class Kept(Stream):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.tokens: list[int] = []
+
+        def deliver(self, token: int, probs: np.ndarray) -> None:
+            self.tokens.append(token)
+
+    sch = Scheduler(model, start=False)
+    specs = [("the ", 40 + 9 * k, k, {"temperature": 0.7 + 0.1 * k}) for k in range(6)]
+    streams = [Kept(encode_prime(vocab, p), n, seed=s, **kw) for p, n, s, kw in specs]
+    for r in range(200):
+        if r < len(streams):
+            sch.add(streams[r])  # one joins each round, while the others advance
+        sch.round()
+    assert all(len(s.tokens) == n for s, (_, n, _, _) in zip(streams, specs))
+    differ = sum("the " + vocab.decode(s.tokens) != generate(model, vocab, SampleConfig(prime=p, length=n, seed=sd,
+                                                                                          **kw))[0]
+                 for s, (p, n, sd, kw) in zip(streams, specs))
+    assert differ <= 1
