@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import time
@@ -926,9 +927,24 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     _warn(str(message), file)
 
 
+class _LibraryNotes(logging.Handler):
+    """The library's log records (e.g. the kernels' one-time build) as one ``rnnlab:`` line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"rnnlab: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _show_library_notes() -> None:
+    lib = logging.getLogger("rnnlab")
+    if not any(isinstance(h, _LibraryNotes) for h in lib.handlers):
+        lib.addHandler(_LibraryNotes(logging.INFO))
+        lib.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    _show_library_notes()
     import warnings
 
     show = warnings.showwarning

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -50,8 +49,8 @@ from rnnlab.nn.stack import RecurrentStack
 Model = RNNLanguageModel | RecurrentStack | Cell
 LossFn = Callable[[Tensor], Tensor]  # top-layer outputs (B, T, H) -> per-example losses (B,)
 
-GATE_NAMES: dict[str, tuple[str, ...]] = {"elman": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-"""The gate blocks of ``weight_hh``, top to bottom, for each cell (PyTorch's order)."""
+GATE_NAMES: dict[str, tuple[str, ...]] = {name: cls.gate_names for name, cls in CELL_TYPES.items()}
+"""The gate blocks of ``weight_hh``, top to bottom, for each cell (PyTorch's order; ``Cell.gate_names``)."""
 
 
 def _cell_name(cell: Cell) -> str:
@@ -291,7 +290,7 @@ def recurrent_spectra(model: Model) -> list[dict[str, Any]]:
     out = []
     for k, cell in enumerate(_cells(model)):
         name = _cell_name(cell)
-        gates = GATE_NAMES.get(name, tuple(f"g{i}" for i in range(cell.gates)))
+        gates = cell.gate_names
         blocks = _matrix(cell.weight_hh).reshape(cell.gates, cell.hidden_size, cell.hidden_size)  # (G, H, H)
         out.append({
             "layer": k, "cell": name, "gates": list(gates),
@@ -361,11 +360,12 @@ def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size
     return report
 
 
-def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str], title: str | None = None) -> Path:
+def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str] | None,
+                        title: str | None = None) -> Figure:
     r"""A PNG of every curve of ``report`` (from :func:`gradient_report`) against t, log scale.
 
     Zero or non-finite values are left out of the line (a log axis cannot show them).
-    The file is written atomically; returns its path.
+    The file is written atomically (``path`` None: no file); returns the matplotlib figure.
     """
     cells = report.get("cells")
     if not isinstance(cells, dict) or not cells:
@@ -392,8 +392,6 @@ def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str], ti
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(path)
     from rnnlab.plots import save_figure
 
-    save_figure(fig, out)
-    return out
+    return save_figure(fig, path)

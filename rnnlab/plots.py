@@ -1,5 +1,9 @@
 """Plots of a run's curves (matplotlib's object API with the Agg canvas: no display needed,
-and importing rnnlab never changes the pyplot backend of a notebook)."""
+and importing rnnlab never changes the pyplot backend of a notebook).
+
+Every function that draws returns its :class:`~matplotlib.figure.Figure` as well as writing
+the PNG, so a notebook shows it (a ``Figure`` is displayed as the value of a cell); given
+``None`` for the file, it only returns the figure."""
 
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ from matplotlib.figure import Figure
 from rnnlab.errors import OutputError
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     """Write ``fig`` to ``path`` (PNG) atomically: a temporary file beside it, then a rename; the
-    temporary file is removed if writing fails (a full disk), and the old picture stays."""
+    temporary file is removed if writing fails (a full disk), and the old picture stays.
+    ``path`` None writes nothing. Returns ``fig``."""
+    if path is None:
+        return fig
     path = Path(path)
     check_writable(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -27,6 +34,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
         if isinstance(e, OSError) and not isinstance(e, OutputError):
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+    return fig
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
@@ -55,7 +63,8 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
     return rows
 
 
-def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike[str], unit: str = "bpc") -> None:
+def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike[str] | None,
+                unit: str = "bpc") -> Figure:
     """Training and validation loss against optimiser steps, in ``unit`` (bits per token); below it,
     the gradient norm before clipping (log scale) and the fraction of steps clipped, where logged."""
     rows = read_metrics(metrics_path)
@@ -88,10 +97,10 @@ def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike
         g.legend(handles=[*g.get_lines(), *c.get_lines()], loc="upper right", fontsize=8)
     axes[-1].set_xlabel("optimiser step")
     fig.tight_layout()
-    save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
-def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str], top: int = 60) -> None:
+def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str] | None, top: int = 60) -> Figure:
     """A bar chart of the ``top`` most frequent symbols (``symbols`` and ``counts`` sorted, most first)."""
     n = min(top, len(symbols))
     total = float(sum(counts))
@@ -104,11 +113,11 @@ def plot_unigrams(symbols: list[str], counts, out_png: str | os.PathLike[str], t
     ax.set_ylabel("relative frequency")
     ax.set_title(f"unigram histogram ({len(symbols)} symbols, {int(total):,} tokens)")
     fig.tight_layout()
-    save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str | os.PathLike[str],
-                   title: str = "") -> None:
+def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str | os.PathLike[str] | None,
+                   title: str = "") -> Figure:
     """The confusion matrix as a heat map, each row normalised (recall on the diagonal), counts written in."""
     import numpy as np
 
@@ -135,4 +144,4 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out_png: str 
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    save_figure(fig, out_png)
+    return save_figure(fig, out_png)

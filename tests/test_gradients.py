@@ -191,10 +191,13 @@ def test_gradient_report_is_json_able_and_shows_vanishing_and_exploding(tmp_path
     gradient_report(cells=("gru",), hidden_size=4, length=3, batch_size=1)
     assert torch.equal(rng_state, torch.get_rng_state())  # the global RNG is left alone
 
-    png = plot_gradient_norms(report, tmp_path / "grads.png")
-    data = png.read_bytes()
-    assert png == tmp_path / "grads.png" and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    fig = plot_gradient_norms(report, tmp_path / "grads.png")
+    data = (tmp_path / "grads.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grads.png"]  # no temporary file left
+    assert [line.get_label().split()[0] for line in fig.axes[0].get_lines()] == list(report["cells"])  # the figure too
+    assert plot_gradient_norms(report, None).axes[0].get_yscale() == "log"  # no file: the figure alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grads.png"]
     broken = json.loads(dumps({**report, "cells": {"elman": {"norms": [1.0, float("inf"), 0.0, None]}}}))
     plot_gradient_norms(broken, tmp_path / "broken.png")  # non-finite and zero values are skipped
     assert (tmp_path / "broken.png").read_bytes()[:4] == b"\x89PNG"

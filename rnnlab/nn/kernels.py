@@ -11,7 +11,9 @@ are needed; ``ninja`` is a dependency of rnnlab) into a cache folder keyed by th
 the flags and the versions of torch and Python, so it is built once per machine, in
 about 15 s, and loaded from there afterwards. It is optional: where it cannot be built
 (no compiler, a CPU without AVX2, ``RNNLAB_KERNELS=0``) the Python loops run instead,
-which compute the same function (the tests hold the two to float64 round-off).
+which compute the same function (the tests hold the two to float64 round-off). The build is
+reported through :mod:`logging` (logger ``rnnlab.nn.kernels``, level INFO; the command line
+shows it on stderr), a failed build by a warning.
 
     >>> from rnnlab.nn import kernels
     >>> kernels.available()        # builds on first call; False where it cannot
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -43,6 +46,7 @@ NAME = "rnnlab_recurrences"
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 
+log = logging.getLogger(__name__)  # the one-time build is reported here (INFO), never printed
 _lock = threading.Lock()
 _loaded: bool | None = None  # None: not tried yet
 _off = threading.local()
@@ -95,9 +99,8 @@ def _load() -> bool:
                     return True
             except (OSError, RuntimeError):  # a truncated or foreign file: build again below
                 pass
-        else:
-            print(f"rnnlab: building the fused CPU recurrences once (about 15 s) in {where}", file=sys.stderr,
-                  flush=True)
+        else:  # the library does not print: the command line shows INFO records of the "rnnlab" logger on stderr
+            log.info("building the fused CPU recurrences once (about 15 s) in %s", where)
         where.mkdir(parents=True, exist_ok=True)
         from torch.utils import cpp_extension  # imported here: slow to import, and needed only to build
 
