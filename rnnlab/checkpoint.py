@@ -29,6 +29,7 @@ from safetensors.torch import save as st_save
 from rnnlab.config import ClassifyRunConfig, RunConfig, from_dict
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.nn.cells import CELL_TYPES
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
@@ -259,7 +260,7 @@ class Checkpoint:
         if not layers:
             return None
         m = self.config.model
-        per_layer = 2 if m.cell == "lstm" else 1  # an LSTM carries (h, c)
+        per_layer = CELL_TYPES[m.cell].state_tensors  # an LSTM carries (h, c)
         state = tuple(tuple(layers[k][i] for i in sorted(layers[k])) for k in sorted(layers))
         fits = (sorted(layers) == list(range(m.num_layers))
                 and all(sorted(layers[k]) == list(range(per_layer)) for k in layers)

@@ -48,6 +48,7 @@ class Cell(nn.Module):
     """Base class: parameters, initial state, input projection. Subclasses define the step."""
 
     gates: int = 1  # G, gate blocks stacked in the weight matrices
+    gate_names: tuple[str, ...] = ("h",)  # the G blocks' names, top to bottom (PyTorch's order)
     state_tensors: int = 1  # tensors in the state tuple
     fused_cls: type[nn.RNNBase] = nn.RNN  # the torch module that computes the same function
     fused_kwargs: dict = {}
@@ -198,6 +199,7 @@ class LSTMCell(Cell):
     """
 
     gates, state_tensors = 4, 2
+    gate_names = ("i", "f", "g", "o")
     fused_cls = nn.LSTM
     fused_step = staticmethod(torch.lstm_cell)
     kernel_code = 2
@@ -254,6 +256,7 @@ class GRUCell(Cell):
     """
 
     gates, state_tensors = 3, 1
+    gate_names = ("r", "z", "n")
     fused_cls = nn.GRU
     fused_step = staticmethod(torch.gru_cell)
     kernel_code = 1
