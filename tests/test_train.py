@@ -273,6 +273,21 @@ def test_orthogonal_and_identity_recurrent_init_as_train_options(corpus_file, tm
                 assert torch.allclose(got, target, atol=1e-5), (scheme, k)
 
 
+def test_chrono_gate_biases_as_a_train_option(corpus_file, tmp_path):
+    """T_max defaults to the truncation length: the GRU's update-gate bias log u, u in [1, seq_len - 1]."""
+    from rnnlab.config import CuresConfig
+
+    cfg = _cfg(corpus_file, tmp_path / "chrono", max_steps=1, eval_interval=1)
+    cfg.cures = CuresConfig(gate_init="chrono")
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1e-9, momentum=0.0, lr_schedule="constant")
+    train(cfg, progress=False)
+    w = _weights(tmp_path / "chrono")
+    for k in (0, 1):
+        z = w[f"rnn.layers.{k}.bias_ih"].double().view(3, 24)[1]  # r, z, n: z keeps h
+        assert (w[f"rnn.layers.{k}.bias_hh"].view(3, 24)[1].abs() < 1e-6).all()
+        assert z.min() >= -1e-6 and z.max() <= math.log(16 - 1) + 1e-6 and z.std() > 0.3
+
+
 def test_the_norm_preserving_regulariser_as_a_train_option(corpus_file, tmp_path):
     from rnnlab.config import CuresConfig
 
