@@ -810,6 +810,8 @@ def main() -> int:
     ap.add_argument("--parts", nargs="+", default=["kill", "loop", "disk", "numeric"],
                     choices=["kill", "loop", "disk", "numeric"])
     ap.add_argument("--loop-kills", type=int, default=20, help="SIGKILLs of the same command line at random moments")
+    ap.add_argument("--loop-steps", type=int, default=300,
+                    help="steps of the line's run (training long enough beside a start-up of seconds)")
     ap.add_argument("--kills", type=int, default=100, help="SIGKILLs in all (several rounds)")
     ap.add_argument("--time-limit", type=float, default=600.0, help="stop killing after this many seconds")
     ap.add_argument("--steps", type=int, default=60, help="steps of each round's run")
@@ -831,7 +833,8 @@ def main() -> int:
             res["kill"] = kill_rounds(spec, work / "kill", args.kills, seed=args.seed, time_limit=args.time_limit,
                                       ref=ref)
         if "loop" in args.parts:
-            loop_spec = RunSpec(corpus=spec.corpus, max_steps=args.steps, eval_interval=20, checkpoint_interval_s=0.25)
+            loop_spec = RunSpec(corpus=spec.corpus, max_steps=args.loop_steps, eval_interval=50,
+                                checkpoint_interval_s=0.25)
             res["loop"] = kill_loop(loop_spec, work / "loop", args.loop_kills, seed=args.seed,
                                     time_limit=args.time_limit)
         if "disk" in args.parts:
