@@ -80,7 +80,6 @@ from rnnlab.loop import (
     open_run_folder,
     restore,
     resume_from,
-    resume_from,
     run_loop,
     start_run,
     warn_schedule_change,
