@@ -404,7 +404,9 @@ SELECTS = ("loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc")
 
 
 def _classify_model() -> ModelConfig:
-    return ModelConfig(cell="gru", hidden_size=256, num_layers=1, dropout=0.3, embedding_size=64)
+    # a bidirectional GRU of 256 units; dropout 0.5 and a 128-wide embedding measured best on the names
+    # (benchmarks/results/classify_variants.md), with the logit adjustment above
+    return ModelConfig(cell="gru", hidden_size=256, num_layers=1, dropout=0.5, embedding_size=128)
 
 
 def _classify_optim() -> OptimConfig:
