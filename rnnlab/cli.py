@@ -272,7 +272,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
     out = ns.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     # the demo's own options named in its errors (the train command's --max-steps or --resume are not demo's)
-    if not ns.time_budget > 0:  # NaN too
+    if ns.time_budget <= 0:  # (NaN and infinity: the config's check names them)
         raise ConfigError(f"--time-budget must be a number of seconds > 0, got {ns.time_budget}")
     if (Path(out) / "last.safetensors").exists() or (Path(out) / "best.safetensors").exists():
         raise ConfigError(f"--out {out} already holds a run: choose another --out, or continue that run with "
