@@ -2,15 +2,17 @@
 
 A :class:`Scheduler` owns every active :class:`Stream` of one model. Each *round* it
 
-1. reads the next :data:`PRIME_CHUNK` tokens of the prime of every stream still reading one (a long prime
-   is read over several rounds, so it never holds the others back);
-2. draws the next token of every stream whose logits are ready -- each from its own generator, with its own
+1. reads :data:`PRIME_CHUNK` tokens of the first prime longer than :data:`BATCHED_PRIME` tokens waiting to
+   be read (one forward pass, about the cost of a batched step; the next round the next chunk, so a long
+   prime never holds the others back);
+2. draws the next token of every stream whose prime is read -- each from its own generator, with its own
    strategy, temperature, top-k and top-p (:func:`choose`) -- and hands it to the stream (:meth:`Stream.deliver`,
    with the model's own softmax at that step);
-3. advances every stream that wants another token by one batched step of the packed
-   :class:`~rnnlab.nn.models.Stepper` (replayed as a CUDA graph per batch size on a GPU).
+3. advances every stream that goes on by one batched step of the packed :class:`~rnnlab.nn.models.Stepper`
+   (replayed as a CUDA graph per batch size on a GPU): its token, or, for a stream whose prime is short, the
+   prime's next token (a short prime is read in the batch, a token a round, at no cost to the others).
 
-Streams join and leave between rounds; each stream present advances exactly one token per round, so no
+Streams join and leave between rounds; each stream in the batch advances exactly one token per round, so no
 stream waits while others advance. A thread per scheduler runs the rounds while there are streams.
 
 The draws are those of :func:`rnnlab.sampling.generate` (and so of ``rnnlab sample``) with the stream's seed:
@@ -39,7 +41,8 @@ from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
-PRIME_CHUNK = 256  # prime tokens a stream reads per round (one forward pass of the model over them)
+BATCHED_PRIME = 16  # a prime of at most this many tokens is read in the batch, a token a round
+PRIME_CHUNK = 64  # of a longer prime, the tokens read in a round (one forward pass, about a batched step's cost)
 STEPPER_ROWS = (1, 8, 64)  # the batch sizes the packed steps are prepared for: under 4 rows, under 16, more
 
 
@@ -126,12 +129,12 @@ class Scheduler:
     :meth:`round` directly instead (``start=False``)."""
 
     def __init__(self, model: RNNLanguageModel, prime_chunk: int = PRIME_CHUNK, start: bool = True,
-                 warm: bool = False):
+                 warm: bool = False, batched_prime: int = BATCHED_PRIME):
         """``warm``: prepare the packed steps for every batch size now, so no round waits for one later."""
         if prime_chunk < 1:
             raise ConfigError(f"prime_chunk must be >= 1, got {prime_chunk}")
         model.eval()
-        self.model, self.prime_chunk = model, prime_chunk
+        self.model, self.prime_chunk, self.batched_prime = model, prime_chunk, batched_prime
         self.device = model.decoder.weight.device
         self._steps: dict[int, Step] = {}
         self._cv = threading.Condition()
@@ -201,60 +204,88 @@ class Scheduler:
 
     @torch.no_grad()
     def round(self) -> bool:
-        """One round: prime chunks read, one token drawn and delivered per ready stream, one batched step.
-        Returns whether there was anything to do."""
+        """One round: a chunk of the first long prime read, one token drawn and delivered for every stream whose
+        logits are ready, one batched step for every stream that goes on. Returns whether there was work."""
         with self._cv:
             new, self._pending = self._pending, []
         self.rounds += 1
+        joining: list[Stream] = []  # short primes: read in the batch, a token a round, as forced inputs
         for s in new:
             if s.length == 0:
                 s.finish()
-            elif not s.cancelled:
+            elif s.cancelled:
+                continue
+            elif len(s.ids) <= self.batched_prime:
+                joining.append(s)
+            else:
                 self.reading.append(s)
         self._drop_cancelled()
-        # 1. a chunk of every prime still being read
+        # 1. a chunk of the first long prime (one a round: a forward pass costs about a batched step)
         ready: list[Stream] = []
-        for s in self.reading:
+        if self.reading:
+            s = self.reading[0]
             chunk = torch.as_tensor(s.ids[s.read:s.read + self.prime_chunk], dtype=torch.int64, device=self.device)
             logits, s.state = self.model(chunk.unsqueeze(0), s.state)  # (1, n, V)
             s.read += chunk.numel()
             if s.read == len(s.ids):
                 s.logits = logits[:, -1]  # (1, V)
-                ready.append(s)
-        self.reading = [s for s in self.reading if s.read < len(s.ids)]
-        if not (self.active or ready):
+                ready.append(self.reading.pop(0))
+        batch = self.active
+        if not (batch or ready or joining):
             return bool(new or self.reading)
-        # 2. one token for every stream in the batch and every stream whose prime was just read
-        choosers = self.active + ready
-        parts = ([self.logits] if self.active else []) + [s.logits for s in ready]
-        z = torch.cat(parts).double().cpu().numpy() if len(parts) > 1 else parts[0].double().cpu().numpy()  # (B, V)
-        tokens = choose(z, choosers)
-        probs = np.exp(log_softmax(z))  # (B, V): the model's own softmax, reported with each token
-        for k, s in enumerate(choosers):
-            s.deliver(int(tokens[k]), probs[k])
-            s.done += 1
-        # 3. the batch for the next token: who goes on, in order, and one batched step
-        going = [k for k, s in enumerate(choosers) if s.done < s.length and not s.cancelled]
-        for s in choosers:
-            if s.done >= s.length:
-                s.finish()
-        if len(going) == len(self.active) and not ready:
-            state = self.state  # the same rows as before: nothing to gather
-        else:
-            states = ([self.state] if self.active else []) + [s.state for s in ready]
-            state = tuple(tuple(torch.cat([st[layer][i] for st in states]) for i in range(len(states[0][layer])))
-                          for layer in range(len(states[0]))) if len(states) > 1 else states[0]
-            if len(going) < len(choosers):
-                idx = torch.as_tensor(going, dtype=torch.int64, device=self.device)
-                state = tuple(tuple(t.index_select(0, idx) for t in layer) for layer in state)
+        # 2. one token for every stream whose prime is read: in the batch, or read just now
+        drawing = [k for k, s in enumerate(batch) if s.read == len(s.ids)]
+        choosers = [batch[k] for k in drawing] + ready
+        chosen: dict[int, int] = {}
+        if choosers:
+            parts = [s.logits for s in ready]
+            if drawing:
+                parts.insert(0, self.logits if len(drawing) == len(batch) else
+                             self.logits.index_select(0, torch.as_tensor(drawing, device=self.device)))
+            z = (torch.cat(parts) if len(parts) > 1 else parts[0]).double().cpu().numpy()  # (C, V)
+            tokens = choose(z, choosers)
+            probs = np.exp(log_softmax(z))  # (C, V): the model's own softmax, reported with each token
+            for k, s in enumerate(choosers):
+                s.deliver(int(tokens[k]), probs[k])
+                s.done += 1
+                chosen[id(s)] = int(tokens[k])
+                if s.done >= s.length:
+                    s.finish()
+        # 3. the next batch, in row order: who stays, who was read just now, who joins; one batched step
+        keep, fed, states = [], [], []
+        going: list[Stream] = []
+        for k, s in enumerate(batch):
+            if s.cancelled or s.done >= s.length:
+                continue
+            keep.append(k)
+            going.append(s)
+            if s.read < len(s.ids):  # still reading its prime
+                fed.append(int(s.ids[s.read]))
+                s.read += 1
+            else:
+                fed.append(chosen[id(s)])
+        if keep:
+            states.append(self.state if len(keep) == len(batch) else _rows(self.state, keep, self.device))
         for s in ready:
+            if s.done < s.length and not s.cancelled:
+                going.append(s)
+                fed.append(chosen[id(s)])
+                states.append(s.state)
             s.state, s.logits = None, None
-        self.active = [choosers[k] for k in going]
-        if not self.active:
+        for s in joining:
+            going.append(s)
+            fed.append(int(s.ids[0]))
+            s.read = 1
+            states.append(self.model.initial_state(1))
+        self.active = going
+        if not going:
             self.state, self.logits = None, None
             return True
-        fed = torch.as_tensor(tokens[going], dtype=torch.int64, device=self.device)  # (B,)
-        logits, state = self._step(len(going))(fed, state)
+        state = states[0] if len(states) == 1 else tuple(
+            tuple(torch.cat([st[layer][i] for st in states]) for i in range(len(states[0][layer])))
+            for layer in range(len(states[0])))
+        x = torch.as_tensor(fed, dtype=torch.int64, device=self.device)  # (B,)
+        logits, state = self._step(len(going))(x, state)
         if self.device.type == "cuda":  # a graph's outputs are overwritten by its next replay
             logits = logits.clone()
             state = tuple(tuple(t.clone() for t in layer) for layer in state)
@@ -270,10 +301,14 @@ class Scheduler:
         if not keep:
             self.state, self.logits = None, None
             return
-        idx = torch.as_tensor(keep, dtype=torch.int64, device=self.device)
         assert self.state is not None and self.logits is not None
-        self.state = tuple(tuple(t.index_select(0, idx) for t in layer) for layer in self.state)
-        self.logits = self.logits.index_select(0, idx)
+        self.state = _rows(self.state, keep, self.device)
+        self.logits = self.logits.index_select(0, torch.as_tensor(keep, device=self.device))
 
 
-__all__ = ["PRIME_CHUNK", "Scheduler", "Stream", "choose"]
+def _rows(state: StackState, rows: list[int], device: torch.device) -> StackState:
+    idx = torch.as_tensor(rows, dtype=torch.int64, device=device)
+    return tuple(tuple(t.index_select(0, idx) for t in layer) for layer in state)
+
+
+__all__ = ["BATCHED_PRIME", "PRIME_CHUNK", "Scheduler", "Stream", "choose"]

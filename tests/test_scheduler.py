@@ -119,7 +119,7 @@ def explained(m: RNNLanguageModel, s: Recorded, prime: str, want: list[int], tol
 @pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
 def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(cell):
     m = model(cell)
-    long_prime = (TEXT * 12)[:700]  # read over three rounds of 256 tokens
+    long_prime = (TEXT * 12)[:700]  # read over 11 rounds of 64 tokens
     specs = [  # (round it joins, prime, length, seed, settings, round it is cancelled or None)
         (0, "the cat", 60, 1, {}, None),
         (0, "a dog", 60, 2, {"temperature": 0.7}, None),
@@ -168,15 +168,17 @@ def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(
 def test_every_stream_present_advances_one_token_per_round_and_a_long_prime_holds_none_back():
     m = model()
     sch = Scheduler(m, prime_chunk=100, start=False)
-    a, b = stream("the cat", 50, 1), stream("a dog", 50, 2)
-    reader = stream((TEXT * 10)[:450], 10, 3)  # 5 rounds of 100 tokens
-    for s in (a, b, reader):
+    a, b = stream("the cat", 50, 1), stream("a dog", 50, 2)  # short primes: read in the batch
+    readers = [stream((TEXT * 10)[:450], 10, 3), stream((TEXT * 10)[:150], 10, 4)]  # 5 and 2 chunks of 100
+    for s in (a, b, *readers):
         s.scheduler = sch
-    run(sch, {0: [lambda: sch.add(a), lambda: sch.add(b)], 4: [lambda: sch.add(reader)]})
-    # a and b: one token in each of rounds 1..50, none skipped while the prime was read
-    assert a.rounds == list(range(1, 51)) and b.rounds == list(range(1, 51))
-    # the reader joined before round 5, read its prime in rounds 5..9, drew its first token in round 9
-    assert reader.rounds == list(range(9, 19))
+    run(sch, {0: [lambda: sch.add(a), lambda: sch.add(b)], 4: [lambda r=r: sch.add(r) for r in readers]})
+    # a and b read a prime token in each of rounds 1..7 (1..5), then drew one token in every round after,
+    # none skipped while the long primes were read
+    assert a.rounds == list(range(8, 58)) and b.rounds == list(range(6, 56))
+    # the readers joined before round 5; one chunk is read a round, the first reader's first: it read in rounds
+    # 5..9 and drew its first token in round 9, the second read in rounds 10..11
+    assert readers[0].rounds == list(range(9, 19)) and readers[1].rounds == list(range(11, 21))
 
 
 def test_a_scheduler_thread_serves_streams_added_from_other_threads():
@@ -223,7 +225,7 @@ def test_a_failing_model_ends_every_stream_with_a_message():
     def broken(*a, **k):
         raise RuntimeError("out of memory\nmore")
 
-    m.forward = broken
+    sch._step = lambda rows: broken  # the batched step fails
     try:
         for k in range(2):
             sch.add(Failing(encode_prime(VOCAB, "the"), 5, seed=k))
