@@ -19,7 +19,7 @@ def _direct(model, tokens):
     return torch.nn.functional.cross_entropy(logits[0], y, reduction="sum").item(), len(y)
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["elman", "elman-relu", "lstm", "gru"])
 @pytest.mark.parametrize("seq_len", [1, 7, 1000])
 def test_one_stream_in_chunks_equals_one_pass(cell, seq_len):
     torch.manual_seed(0)

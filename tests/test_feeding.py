@@ -124,7 +124,7 @@ def _teacher_on(model: RNNLanguageModel, fed: torch.Tensor, y: torch.Tensor, sta
     return sequence_loss(logits, y)
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["elman", "elman-relu", "lstm", "gru"])
 @pytest.mark.parametrize("input", ["embedding", "onehot"])
 @pytest.mark.parametrize("mode", ["argmax", "sample"])
 def test_own_inputs_are_what_a_hand_loop_of_steps_feeds(cell, input, mode):
