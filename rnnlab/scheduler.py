@@ -97,30 +97,34 @@ def choose(logits: np.ndarray, streams: list[Stream]) -> np.ndarray:
     rows at once with a temperature per row; the others go row by row through
     :func:`~rnnlab.decoding.distribution`."""
     b, v = logits.shape
+    plain = [s.strategy == "sample" and not 0 < s.top_k < v and s.top_p >= 1.0 for s in streams]
+    # one uniform per token for every stream that samples, from its own generator (Sample.choose's
+    # rng.random((1, 1)))
+    u = np.array([[0.0 if s.strategy == "argmax" else s.rng.random()] for s in streams])  # (B, 1)
+    if all(plain):  # the common case, all rows at once
+        return _inverse_cdf(logits, np.array([[s.temperature] for s in streams]), u)
     out = np.empty(b, dtype=np.int64)
-    rows = np.arange(b)
-    argmax = np.array([s.strategy == "argmax" for s in streams], dtype=bool)
-    plain = np.array([s.strategy == "sample" and not 0 < s.top_k < v and s.top_p >= 1.0 for s in streams],
-                     dtype=bool)
-    if argmax.any():
-        out[argmax] = logits[argmax].argmax(axis=-1)
-    u = np.zeros((b, 1))
-    for i in rows[~argmax]:
-        u[i, 0] = streams[i].rng.random()  # one draw per token, as Sample.choose's rng.random((1, 1))
-    if plain.any():
-        x = logits[plain]  # (n, V)
-        t = np.array([[streams[i].temperature] for i in rows[plain]])  # (n, 1)
-        with np.errstate(over="ignore"):
-            z = (x - x.max(axis=-1, keepdims=True)) / t  # as distribution(): the best token at exactly 0
-        p = np.exp(z)
-        p /= p.sum(axis=-1, keepdims=True)
-        cum = np.cumsum(p, axis=-1)
-        out[plain] = np.minimum((cum <= u[plain] * cum[:, -1:]).sum(axis=-1), v - 1)
-    for i in rows[~argmax & ~plain]:
-        s = streams[i]
-        cum = np.cumsum(distribution(logits[i:i + 1], s.temperature, s.top_k, s.top_p), axis=-1)
-        out[i] = min(int((cum <= u[i, 0] * cum[:, -1:]).sum()), v - 1)
+    rows = [k for k in range(b) if plain[k]]
+    if rows:
+        out[rows] = _inverse_cdf(logits[rows], np.array([[streams[k].temperature] for k in rows]), u[rows])
+    for k, s in enumerate(streams):
+        if s.strategy == "argmax":
+            out[k] = logits[k].argmax()
+        elif not plain[k]:
+            cum = np.cumsum(distribution(logits[k:k + 1], s.temperature, s.top_k, s.top_p), axis=-1)
+            out[k] = min(int((cum <= u[k, 0] * cum[:, -1:]).sum()), v - 1)
     return out
+
+
+def _inverse_cdf(logits: np.ndarray, temperature: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Rows of ``logits`` (n, V), each at its ``temperature`` (n, 1), drawn with its ``u`` (n, 1): the same
+    operations as :func:`~rnnlab.decoding.distribution` without top-k and top-p, then the inverse CDF."""
+    with np.errstate(over="ignore"):
+        z = (logits - logits.max(axis=-1, keepdims=True)) / temperature  # the best token at exactly 0
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    cum = np.cumsum(p, axis=-1)
+    return np.minimum((cum <= u * cum[:, -1:]).sum(axis=-1), logits.shape[-1] - 1)
 
 
 class Scheduler:

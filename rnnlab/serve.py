@@ -85,7 +85,7 @@ from rnnlab.checkpoint import CLASSIFIER, LANGUAGE_MODEL, load_checkpoint, resol
 from rnnlab.config import ClassifyRunConfig, RunConfig, SampleConfig
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError, VocabError
-from rnnlab.introspect import anatomy, layer_activations, rank_units, score_tokens, top_tokens
+from rnnlab.introspect import anatomy, layer_activations, rank_units, score_tokens
 from rnnlab.metrics import unit_for
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.nn.models import RNNLanguageModel
@@ -710,9 +710,9 @@ class _Generation(Stream):
         piece = vocab.separator(self.prev, sym) + sym
         self.prev = sym
         self.pieces.append(piece)
-        ids, ps = top_tokens(probs, self.top)
+        top = np.argsort(-probs, kind="stable")[:self.top] if self.top else ()  # as top_tokens, for one row
         line = {"type": "token", "i": self.done, "text": piece, "id": token, "p": float(probs[token]),
-                "top": _candidates(vocab, ids, ps)}
+                "top": [{"text": vocab.symbols[i], "p": float(probs[i])} for i in top]}
         try:  # the common case, without jsonio's walk over every value (probabilities are finite)
             data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
         except ValueError:  # a model that gives NaN: null, as jsonio writes it
