@@ -38,7 +38,9 @@ header), compared in constant time; without it the answer is a 401 before any wo
 never counts, the access log shows ``token=[redacted]``, and ``certfile``/``keyfile`` serve
 HTTPS. On loopback the Host header is checked instead (DNS rebinding). Each client (address)
 streams at most ``max_streams`` generations at once, the server :data:`MAX_ACTIVE_STREAMS`;
-one more is a 429, never a queue.
+one more is a 429, never a queue. So memory is bounded: a stream buffers at most its whole
+answer (``length`` + 2 lines, each under 1 KB at ``top`` 20: under 2 MB), its state and a
+row of logits; the scheduler adds three packed copies of each model's weights.
 
 Checkpoint kinds plug in through :data:`LOADERS` (``kind`` in the checkpoint's
 metadata -> a loader returning a :class:`ServedModel`); the endpoints ask the registry

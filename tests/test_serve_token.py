@@ -263,3 +263,27 @@ def test_the_serve_command_refuses_bad_options_in_one_line(runs, capsys, args, w
     assert main(["serve", str(runs["lstm"]), *args]) == 2  # a bad value, as every ConfigError
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rnnlab: error: ") and words in err[0]
+
+
+def test_the_serve_command_prints_the_address_with_a_fresh_token_beyond_loopback(runs, capsys, monkeypatch):
+    import uvicorn
+
+    from rnnlab.cli import main
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    assert main(["serve", str(runs["lstm"]), "--host", "0.0.0.0", "--port", "8765", "--max-streams", "50"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "without TLS" in err[0] and err[0].startswith("rnnlab: warning: ")
+    url = err[1].split(" on ", 1)[1].split(" ")[0]
+    assert url.startswith("http://") and ":8765/?token=" in url
+    token = url.split("?token=")[1]
+    check_token(token)
+    assert len(served) == 1 and served[0].host == "0.0.0.0" and served[0].port == 8765
+    api = Api(served[0].app)
+    try:
+        assert api.get("/api/models").status_code == 401
+        assert api.get("/api/models", params={"token": token}).status_code == 200
+        assert served[0].app.state.streams.per_client == 50
+    finally:
+        api.close()
