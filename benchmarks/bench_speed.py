@@ -49,9 +49,8 @@ from torch import Tensor, nn
 from rnnlab.allocator import keep_large_blocks
 from rnnlab.config import ModelConfig, OptimConfig
 from rnnlab.feeding import make_feeding
-from rnnlab.nn import RNNLanguageModel, detach_state, kernels, sequence_loss
+from rnnlab.nn import RNNLanguageModel, detach_state, kernels, paths, sequence_loss
 from rnnlab.nn.cells import CELL_TYPES
-from rnnlab.nn.sequence import lstm_kernel_fits
 from rnnlab.train import make_optimizer
 
 THEORETICAL_PEAK_GFLOPS = 156.0  # 2 cores x 2 FMA pipes x 8 float32 lanes x 2 FLOP x ~2.45 GHz (Zen 3, AVX2)
@@ -286,8 +285,9 @@ def make_trainers(cell: str, hidden: int, num_layers: int, batches: list[Tensor]
     for variant in VARIANTS:
         if variant in SLOW and not with_unfused:
             continue
-        if variant == "loops" and not (kernels.available() and (CELL_TYPES[cell].has_sequence or (
-                cell == "lstm" and lstm_kernel_fits(hidden, batches[0].float())))):
+        net = paths.Network(CELL_TYPES[cell], hidden, num_layers)
+        if variant == "loops" and not (kernels.available() and paths.training(
+                paths.Machine.of(batches[0].device, torch.float32), net).path == "sequences"):
             continue  # nothing of this step runs in the kernels: "rnnlab" is this already
         torch.manual_seed(seed)
         if variant in ("plain", "onechar"):

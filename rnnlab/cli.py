@@ -746,6 +746,28 @@ def cmd_tasks(ns: argparse.Namespace) -> int:
     return 128 + summary["signal"] if summary["stopped"] == "interrupted" else 0
 
 
+# which fast path runs ----------------------------------------------------------------------
+
+def cmd_paths(ns: argparse.Namespace) -> int:
+    import torch
+
+    from rnnlab.nn import paths
+    from rnnlab.nn.cells import CELL_TYPES
+
+    model = ModelConfig(**_given(ns, ModelConfig))
+    problems = model.problems() + ([] if ns.streams >= 1 else [f"streams must be >= 1, got {ns.streams}"])
+    if problems:
+        raise ConfigError(problems)
+    machine = paths.Machine.of(ns.device, getattr(torch, ns.dtype))
+    print(f"machine: {machine.device}, {ns.dtype}, kernels {'built' if machine.kernels else 'not used'}, oneDNN's "
+          f"packed product {'usable' if machine.onednn else 'unusable'}, {machine.threads} threads, large blocks "
+          f"{'kept' if machine.large_blocks else 'as malloc has them'}")
+    net = paths.Network(CELL_TYPES[model.cell], model.hidden_size, model.num_layers, ns.streams)
+    for what, choice in paths.explain(machine, net).items():
+        print(f"{what}: {choice.path} ({choice.reason})")
+    return 0
+
+
 # the page in the browser -------------------------------------------------------------------
 
 SERVE_EXAMPLES = """examples:
@@ -887,6 +909,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0, help="(default: 0)")
     st.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     st.set_defaults(func=cmd_scratch)
+
+    pa = sub.add_parser("paths", help="which fast path each part of rnnlab takes here, and why", formatter_class=fmt,
+                        epilog="example:\n  rnnlab paths --cell lstm --hidden-size 512 --streams 64\n")
+    _add_dataclass_options(pa, ModelConfig, "model options", skip=("dropout", "input", "embedding_size", "fused"))
+    pa.add_argument("--streams", type=int, default=1, help="rows stepped at once when sampling (default: 1)")
+    pa.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the device described (default: cpu)")
+    pa.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default: float32)")
+    pa.set_defaults(func=cmd_paths)
 
     sv = sub.add_parser("serve", help="a page in the browser: sample, probabilities, inside the network",
                         formatter_class=fmt, epilog=SERVE_EXAMPLES,

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.nn import paths
 from rnnlab.nn.graphs import GraphedStep
 from rnnlab.nn.models import RNNLanguageModel, decide_in_kernel, sequence_loss
 from rnnlab.nn.stack import RecurrentStack, StackState
@@ -241,7 +242,8 @@ def _model_token(logits: Tensor, mode: str, u: Tensor) -> Tensor:
 class DecisionSteps:
     """The inference step :func:`own_inputs` decides with, one per strategy object.
 
-    On the CPU a fresh :class:`~rnnlab.nn.models.Stepper` every batch (packing is cheap there,
+    As :func:`rnnlab.nn.paths.stepping` chooses for a step kept across batches: on the CPU a fresh
+    :class:`~rnnlab.nn.models.Stepper` every batch (packing is cheap there,
     and the weights change every step). On a GPU the step is replayed as a CUDA graph
     (:class:`~rnnlab.nn.graphs.GraphedStep`: one launch a step instead of dozens), kept across
     batches: before each batch :meth:`~rnnlab.nn.models.Stepper.refresh` copies the model's new
@@ -255,7 +257,7 @@ class DecisionSteps:
         self._steps: dict[tuple[Any, ...], tuple[Any, GraphedStep]] = {}
 
     def get(self, model: RNNLanguageModel, batch: int) -> Callable[[Tensor, StackState], tuple[Tensor, StackState]]:
-        if model.decoder.weight.device.type != "cuda":
+        if paths.stepping(paths.Machine.of_tensor(model.decoder.weight), kept=True).path != "graph":
             return model.stepper(batch)
         key = (batch, *(p.data_ptr() for p in model.parameters()))
         hit = self._steps.get(key)

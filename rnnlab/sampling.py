@@ -20,7 +20,8 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler, prime_end, token_buffer
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
-from rnnlab.nn.models import Decider, RNNLanguageModel, kernel_decides
+from rnnlab.nn import paths
+from rnnlab.nn.models import Decider, RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
 
@@ -40,15 +41,16 @@ def _device(model: RNNLanguageModel) -> torch.device:
     return model.decoder.weight.device
 
 
-GRAPH_FROM = 32  # steps from which a GPU run records its step as a CUDA graph (a capture costs a few steps)
+GRAPH_FROM = paths.GRAPH_FROM  # steps from which a GPU run records its step as a CUDA graph
 
 
 def _stepper(model: RNNLanguageModel, streams: int, steps: int = GRAPH_FROM) -> Step:
-    """The packed inference step for ``steps`` steps, replayed as a CUDA graph on a GPU when there are
-    enough of them (:class:`~rnnlab.nn.graphs.GraphedStep`: one launch a step instead of dozens; its outputs
-    are overwritten by the next call)."""
+    """The packed inference step for ``steps`` steps, replayed as a CUDA graph where :func:`rnnlab.nn.paths.stepping`
+    says so (a GPU and enough steps: :class:`~rnnlab.nn.graphs.GraphedStep`, one launch a step instead of dozens;
+    its outputs are overwritten by the next call)."""
     step = model.stepper(streams)
-    return GraphedStep(step) if _device(model).type == "cuda" and steps >= GRAPH_FROM else step
+    graph = paths.stepping(paths.Machine.of_tensor(model.decoder.weight), steps).path == "graph"
+    return GraphedStep(step) if graph else step
 
 
 PRIME_CHUNK = 4096  # prime tokens read per forward pass: only the last position's logits are kept
@@ -134,12 +136,20 @@ def generate(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig,
 KERNEL_CHUNK = 64  # steps per call of the C++ loop: streamed text appears this many tokens at a time
 
 
+def _sampler(model: RNNLanguageModel, cfg: SampleConfig) -> str:
+    """What ``cfg`` draws, as :func:`rnnlab.nn.paths.sampling` reads it: argmax, plain sampling at any temperature,
+    sampling filtered by top-k or top-p, or beam search."""
+    if cfg.strategy == "sample" and (0 < cfg.top_k < model.vocab_size or cfg.top_p < 1.0):
+        return "filtered"
+    return cfg.strategy
+
+
 def _kernel_applies(model: RNNLanguageModel, cfg: SampleConfig) -> bool:
-    """Whether :func:`generate` runs in :mod:`rnnlab.nn.kernels`' C++ loop: argmax, or sampling at any
-    temperature without top-k / top-p, where :func:`~rnnlab.nn.models.kernel_decides` says so."""
-    plain = cfg.strategy == "argmax" or (cfg.strategy == "sample" and not 0 < cfg.top_k < model.vocab_size
-                                         and cfg.top_p >= 1.0)
-    return plain and kernel_decides(model)
+    """Whether :func:`generate` runs in :mod:`rnnlab.nn.kernels`' C++ loop, as :func:`rnnlab.nn.paths.sampling`
+    chooses (argmax, or sampling at any temperature without top-k / top-p, where the decision loop runs)."""
+    choice = paths.sampling(paths.Machine.of_tensor(model.decoder.weight), paths.Network.of(model.rnn, cfg.num_samples),
+                            _sampler(model, cfg), cfg.length)
+    return choice.path == "kernel"
 
 
 def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,

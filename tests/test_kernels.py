@@ -416,10 +416,10 @@ def test_the_decision_loop_on_onednn_feeds_what_the_python_loop_feeds(cell, laye
     """Every matrix on oneDNN (the size threshold lowered): the same tokens as the Python loop of packed steps, in
     float32, with truth or without, and the state a teacher-forced pass over what was fed reaches."""
     from rnnlab.feeding import own_inputs
-    from rnnlab.nn import linear
+    from rnnlab.nn import paths
     from rnnlab.nn.models import Decider
 
-    monkeypatch.setattr(linear, "ONEDNN_MIN_SIZE", 1)
+    monkeypatch.setattr(paths, "ONEDNN_MIN_SIZE", 1)
     lm = _lm(cell, layers=layers).float()
     assert Decider(lm, 6).onednn
     g = torch.Generator().manual_seed(7)
@@ -575,12 +575,12 @@ def test_small_lstms_train_in_the_kernel_large_ones_on_onednn(monkeypatch):
         return {e.name for e in p.events() if e.name.startswith("rnnlab::")}
 
     from rnnlab import allocator
-    from rnnlab.nn.sequence import LSTM_KERNEL_MAX_HIDDEN
+    from rnnlab.nn.cells import LSTMCell
 
-    monkeypatch.setattr(allocator, "_set", False)  # a process whose allocator maps large blocks afresh
-    assert ops(LSTM_KERNEL_MAX_HIDDEN) == {"rnnlab::lstm_forward", "rnnlab::lstm_backward"}
-    assert ops(LSTM_KERNEL_MAX_HIDDEN + 1) == set()
+    limit = LSTMCell.kernel_sequence_max_hidden
+    for kept in (False, True):  # malloc as glibc has it, and freed large blocks reused as in every rnnlab run
+        monkeypatch.setattr(allocator, "_set", kept)
+        assert ops(limit) == {"rnnlab::lstm_forward", "rnnlab::lstm_backward"}
+        assert ops(limit + 1) == set()
     with kernels.disabled():
         assert ops(8) == set()
-    monkeypatch.setattr(allocator, "_set", True)  # freed blocks reused, as in every rnnlab run: oneDNN is faster
-    assert ops(8) == set()

@@ -57,7 +57,7 @@ def _paths(stack):
     if all(c.has_sequence for c in stack.cells):
         paths["sequences"] = stack.sequences
         paths["python loops"] = python_loops
-    elif kernels.available() and all(c.runs_sequence(torch.zeros(0, dtype=torch.float64)) for c in stack.cells):
+    elif kernels.available() and all(c.kernel_sequence_max_hidden is not None for c in stack.cells):
         paths["sequences"] = stack.sequences  # the LSTM: C++ only, no Python loop
     return paths
 

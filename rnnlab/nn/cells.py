@@ -13,11 +13,10 @@ and exposes the same small interface:
   all T steps at once (B, T, I): the unroller does this as one large matrix product;
 * ``step_projected(xp_t, state)`` -> ``(h_t, state)``, the recurrence given the
   projected input (B, G*H);
-* ``sequence(x, state)`` (cells with ``has_sequence``: Elman, GRU) -> the whole time-major
-  sequence (T, B, H) and the final state by one hand-written recurrence with its own
-  backward (:mod:`rnnlab.nn.sequence`), the CPU fast path; the LSTM has none, since
-  oneDNN's fused LSTM behind ``torch.nn.LSTM`` was faster than a hand-written one at
-  every size measured (2x128 to 2x512);
+* ``sequence(x, state)`` (cells with ``has_sequence``: Elman, GRU; the LSTM's in C++ only,
+  ``kernel_sequence_max_hidden``) -> the whole time-major sequence (T, B, H) and the final
+  state by one hand-written recurrence with its own backward (:mod:`rnnlab.nn.sequence`),
+  the CPU fast path, where :mod:`rnnlab.nn.paths` chooses it;
 * ``step(x_t, state)`` = ``step_projected(project_input(x_t), state)``, computed in
   one call of torch's own cell function (``torch.rnn_tanh_cell``, ``torch.lstm_cell``,
   ``torch.gru_cell``: :attr:`Cell.fused_step`), which saves the Python overhead of
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.nn.sequence import elman_sequence, gru_sequence, lstm_kernel_fits, lstm_sequence
+from rnnlab.nn.sequence import elman_sequence, gru_sequence, lstm_sequence
 
 State = tuple[Tensor, ...]  # one layer's state: (h,) or (h, c), each (B, H)
 
@@ -57,8 +56,12 @@ class Cell(nn.Module):
     # whether the step is a function of the summed pre-activation alone (:meth:`activate`), so that inference
     # may multiply [x, h] by one packed matrix (the GRU's reset gate needs W_hn h apart: it may not)
     packs: bool = False
-    # whether :meth:`sequence` runs a whole sequence by a hand-written recurrence (:mod:`rnnlab.nn.sequence`)
+    # whether :meth:`sequence` runs a whole sequence by a hand-written recurrence (:mod:`rnnlab.nn.sequence`), in
+    # C++ where the kernels are built and in Python elsewhere
     has_sequence: bool = False
+    # a :meth:`sequence` in the C++ kernels alone, faster than torch's fused module up to this many units (None:
+    # none); :mod:`rnnlab.nn.paths` chooses it
+    kernel_sequence_max_hidden: int | None = None
     # the cell's code in the C++ decision loop (recurrences.cpp's enum Cell); None: the loop does not know it,
     # and sampling and free running take the packed Python step
     kernel_code: int | None = None
@@ -71,11 +74,6 @@ class Cell(nn.Module):
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """The step given ``z = W_ih x + b_ih + W_hh h + b_hh`` (B, G*H) (cells that ``pack``)."""
         raise NotImplementedError
-
-    def runs_sequence(self, x: Tensor) -> bool:
-        """Whether the fused path should run x (T, B, I) through :meth:`sequence` (on the CPU; the stack asks):
-        the cells with a hand-written recurrence always, the LSTM where its C++ loop is built and beats oneDNN."""
-        return self.has_sequence
 
     def activate_(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """:meth:`activate` that may overwrite z, for inference (no gradient): the packed inference step."""
@@ -217,11 +215,10 @@ class LSTMCell(Cell):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
 
-    def runs_sequence(self, x: Tensor) -> bool:
-        return lstm_kernel_fits(self.hidden_size, x)
+    kernel_sequence_max_hidden = 128  # above it oneDNN's LSTM measured faster (rnnlab.nn.paths)
 
     def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """By the C++ loop only (:func:`~rnnlab.nn.sequence.lstm_sequence`; see :meth:`runs_sequence`)."""
+        """By the C++ loop only (:func:`~rnnlab.nn.sequence.lstm_sequence`), where :mod:`rnnlab.nn.paths` says."""
         xp = F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)  # (T, B, 4H)
         out, cs = lstm_sequence(xp, state[0], state[1], self.weight_hh)  # (T, B, H) each
         return out, (out[-1], cs[-1])

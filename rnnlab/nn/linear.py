@@ -2,10 +2,9 @@ r"""A linear map applied many times with the same weights, for inference: oneDNN
 
 :class:`PackedLinear` computes :math:`y = x W^\top + b` for x (B, K), W (N, K), b (N,).
 On a CPU build of PyTorch with oneDNN (the x86 and Arm wheels), float32, it reorders W
-once into oneDNN's blocked layout for about B rows (``torch.ops.mkldnn._reorder_linear_weight``)
-and multiplies with oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``): the pair
-PyTorch's own compiler (inductor, with weight prepacking) emits for a frozen ``nn.Linear``
-on the CPU. Measured here (2 Zen 3 cores, interleaved, median of 7; ``addmm`` time /
+once into oneDNN's blocked layout for about B rows and multiplies with oneDNN's matmul: the pair
+of private operators PyTorch's own compiler (inductor, with weight prepacking) emits for a frozen
+``nn.Linear`` on the CPU, used only through their guard (:mod:`rnnlab.nn.onednn`). Measured here (2 Zen 3 cores, interleaved, median of 7; ``addmm`` time /
 oneDNN time, so above 1 oneDNN is faster):
 
 ===============  =====  =====  =====  =====
@@ -20,10 +19,12 @@ K -> N           1 row  4      16     64
 ===============  =====  =====  =====  =====
 
 oneDNN's call costs some 30 us more, so by default (``onednn=None``) it takes a matrix of
-at least :data:`ONEDNN_MIN_SIZE` entries for at least :data:`ONEDNN_MIN_ROWS` rows.
-Otherwise (and for float64, a GPU, a build without oneDNN, or oneDNN switched off with
-``torch.backends.mkldnn.flags(enabled=False)`` when it is packed) it computes the same
-with ``addmm``: on the CPU, for fewer than :data:`WHOLE_FROM` rows the matrix is kept as two blocks of
+at least :data:`~rnnlab.nn.paths.ONEDNN_MIN_SIZE` entries for at least
+:data:`~rnnlab.nn.paths.ONEDNN_MIN_ROWS` rows (:func:`rnnlab.nn.paths.linear` chooses).
+Otherwise (and for float64, a GPU, a build without oneDNN or whose private operators fail their
+guard, or oneDNN switched off with ``torch.backends.mkldnn.flags(enabled=False)`` when it is packed)
+it computes the same with ``addmm``: on the CPU, for fewer than :data:`~rnnlab.nn.paths.WHOLE_FROM` rows
+the matrix is kept as two blocks of
 its columns and multiplied by one batched product (``baddbmm``), since a single product
 with few rows runs as a matrix-vector product on one core, while the two halves of a
 batched one run on two (measured here: 1.6x faster for one row, 2x for four); for more
@@ -38,15 +39,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-WHOLE_FROM = 16  # rows from which the addmm fall-back keeps its matrix whole
-ONEDNN_MIN_ROWS = 4  # the default takes oneDNN from this many rows...
-ONEDNN_MIN_SIZE = 1 << 19  # ...and this many entries of W (512 x 1024)
+from rnnlab.nn import onednn as dnn
+from rnnlab.nn import paths
 
 
 def onednn_usable(weight: Tensor) -> bool:
-    """Whether oneDNN's packed product can take ``weight``: float32 on the CPU, oneDNN built in and on."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    """Whether oneDNN's packed product can take ``weight``: float32 on the CPU, oneDNN built in, on, and its
+    private operators as expected (:mod:`rnnlab.nn.onednn`)."""
+    return paths.linear(paths.Machine.of_tensor(weight), 1, weight.numel(), onednn=True).path == "onednn"
 
 
 class PackedLinear:
@@ -59,15 +59,15 @@ class PackedLinear:
         self.out_features = weight.shape[0]
         self.bias = bias.detach().clone(memory_format=torch.contiguous_format) if bias is not None else None
         self.packed: Tensor | None = None
-        if onednn is None:
-            onednn = rows >= ONEDNN_MIN_ROWS and weight.numel() >= ONEDNN_MIN_SIZE
-        if onednn and onednn_usable(weight):
+        path = paths.linear(paths.Machine.of_tensor(weight), rows, weight.numel(), onednn).path
+        if path == "onednn":
             try:
-                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), max(rows, 1))
+                self.packed = dnn.pack(weight, rows)
             except RuntimeError:  # a oneDNN that refuses this shape or machine: the BLAS does it
                 self.packed = None
+                path = "addmm-halves" if rows < paths.WHOLE_FROM and weight.device.type == "cpu" else "addmm"
         if self.packed is None:
-            halves = rows < WHOLE_FROM and weight.device.type == "cpu"  # a GPU runs one product on all its cores
+            halves = path == "addmm-halves"  # two cores for a few rows; a GPU runs one product on all its cores
             # (S, K, N/S) or (K, N), a copy even where the transpose is already contiguous (N or K of 1)
             self.weight = _halves(weight.t()) if halves else weight.t().clone(memory_format=torch.contiguous_format)
 
@@ -76,7 +76,7 @@ class PackedLinear:
         """Whether the default (``onednn=None``) takes oneDNN for a matrix like ``weight`` -- of ``numel`` entries
         where given (a joined matrix) -- and about ``rows`` rows."""
         size = weight.numel() if numel is None else numel
-        return rows >= ONEDNN_MIN_ROWS and size >= ONEDNN_MIN_SIZE and onednn_usable(weight)
+        return paths.linear(paths.Machine.of_tensor(weight), rows, size).path == "onednn"
 
     @property
     def onednn(self) -> bool:
@@ -92,7 +92,7 @@ class PackedLinear:
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """x (B, K) -> x W^T + b (B, N), plus ``add`` (B, N) when given."""
         if self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
+            y = dnn.linear(x, self.packed, self.bias)
             return y if add is None else y.add_(add)
         if self.bias is None:
             bias = add if add is not None else x.new_zeros(self.out_features)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.config import ModelConfig
-from rnnlab.nn import kernels
+from rnnlab.nn import paths
 from rnnlab.nn.linear import PackedLinear
 from rnnlab.nn.stack import RecurrentStack, StackState
 
@@ -161,12 +161,11 @@ class Stepper:
         return torch.addmm(self.dec_b, x, self.dec_w), tuple(new)  # (B, V)
 
 
-def kernel_decides(model: RNNLanguageModel) -> bool:
-    """Whether :func:`decide_in_kernel` runs for this model: a cell the C++ loop knows (``Cell.kernel_code``),
-    on the CPU, float32 or float64, kernels built."""
-    w = model.decoder.weight
-    return model.rnn.cells[0].kernel_code is not None and w.device.type == "cpu" and \
-        w.dtype in (torch.float32, torch.float64) and kernels.available()
+def kernel_decides(model: RNNLanguageModel, streams: int = 1) -> bool:
+    """Whether :func:`decide_in_kernel` runs for this model, as :func:`rnnlab.nn.paths.decision` chooses: a cell
+    the C++ loop knows (``Cell.kernel_code``), on the CPU, float32 or float64, kernels built."""
+    machine = paths.Machine.of_tensor(model.decoder.weight)
+    return paths.decision(machine, paths.Network.of(model.rnn, streams)).path == "kernel"
 
 
 class Decider:
@@ -232,7 +231,7 @@ def decide_in_kernel(model: RNNLanguageModel, x: Tensor, state: StackState, mode
     cannot run: not on the CPU, a dtype other than float32/float64, or no kernels here. (For many runs with the
     same weights, build one :class:`Decider` and call it.)
     """
-    if not kernel_decides(model):
+    if not kernel_decides(model, x.shape[0]):
         return None
     return Decider(model, x.shape[0])(x, state, mode, u, truth, temperature)
 

@@ -31,11 +31,9 @@ Measured on 2 cores (``benchmarks/bench_speed.py``): with the Python loops, a
 whole training step 1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop; the kernels make the
 GRU at 2x128 about 1.5x faster again, the Elman RNN about 1.1x (both 1.05-1.14x at 2x512).
 An LSTM of the same design in Python lost to oneDNN's fused LSTM at every size tried; in
-C++ (:class:`LSTMSequence`, no Python loop) it beat oneDNN by 7-18% at 128 units and lost
-at 256. That lead came from oneDNN's workspaces paying fresh page faults every step: with
-:mod:`rnnlab.allocator` set, as in every rnnlab run, oneDNN is faster, so only small LSTMs
-in processes without it take the kernel (:func:`lstm_kernel_fits`). A gate-major GRU layout (contiguous gate blocks
-for the element-wise calls) was no faster overall and is not kept.
+C++ (:class:`LSTMSequence`, no Python loop) it is as fast or faster up to 128 units, and
+trains those LSTMs (:mod:`rnnlab.nn.paths` chooses, and gives the measurements). A gate-major
+GRU layout (contiguous gate blocks for the element-wise calls) was no faster overall and is not kept.
 
 Layout is time-major: xp (T, B, G*H) -> out (T, B, H); the final state is ``out[-1]``, so
 its gradient reaches the loop through ``out``'s. Not twice differentiable.
@@ -49,8 +47,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnlab.allocator import large_blocks_kept
-from rnnlab.nn import kernels
+from rnnlab.nn import paths
 
 
 class ElmanSequence(torch.autograd.Function):
@@ -211,7 +208,7 @@ class GRUSequence(torch.autograd.Function):
 
 def _kernel_for(xp: Tensor) -> bool:
     """Whether this call runs in :mod:`rnnlab.nn.kernels`' C++ loop (else in the Python loop below it)."""
-    return xp.device.type == "cpu" and xp.dtype in (torch.float32, torch.float64) and kernels.available()
+    return paths.recurrence_loop(paths.Machine.of_tensor(xp)).path == "kernel"
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -279,22 +276,8 @@ def elman_sequence(xp: Tensor, h0: Tensor, w_hh: Tensor) -> Tensor:
 
 def lstm_sequence(xp: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor]:
     """xp (T, B, 4H) with both biases, h0, c0 (B, H), w_hh (4H, H) -> h_1..h_T, c_1..c_T (T, B, H); needs the
-    kernels (:func:`lstm_kernel_fits`)."""
+    kernels (:func:`rnnlab.nn.paths.training` chooses it only where they are built)."""
     return LSTMSequence.apply(xp, h0, c0, w_hh)
-
-
-# Up to this many units an LSTM layer runs LSTMSequence (the C++ loop) on the CPU; above it oneDNN's fused LSTM,
-# which was faster there (benchmarks/bench_speed.py, 2x512).
-LSTM_KERNEL_MAX_HIDDEN = 128
-
-
-def lstm_kernel_fits(hidden_size: int, x: Tensor) -> bool:
-    """Whether an LSTM layer of this size runs :class:`LSTMSequence` for x rather than ``torch.nn.LSTM``: only
-    where the allocator maps large blocks afresh (:mod:`rnnlab.allocator` not set, as in a user's own loop).
-    oneDNN's LSTM allocates large workspaces at every step. With freed blocks reused, as every rnnlab run has
-    them, it was 1.03-1.11x faster than the kernel at 32-128 units here; with fresh mappings the kernel was 1.18x
-    faster at 128."""
-    return hidden_size <= LSTM_KERNEL_MAX_HIDDEN and _kernel_for(x) and not large_blocks_kept()
 
 
 def gru_sequence(xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:

@@ -6,10 +6,9 @@ that compute the same function on the same parameters:
 * :meth:`unroll` -- the generic loop: for each layer, the input projection of all T
   steps as one matrix product, then ``cell.step_projected`` once per step. Works for
   any :class:`~rnnlab.nn.cells.Cell` and never asks which kind it is.
-* :meth:`fused` -- the fastest path for the cell and device: on the CPU, Elman and GRU
-  layers (and LSTM layers of at most 128 units, where the C++ kernels are built and the process has not
-  set :mod:`rnnlab.allocator`) run
-  :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one product per step forwards
+* :meth:`fused` -- the fastest path for the cell and device, as :func:`rnnlab.nn.paths.training`
+  chooses it: on the CPU, Elman and GRU layers (and LSTM layers of at most 128 units, where the C++
+  kernels are built) run :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one product per step forwards
   and backwards, the weight gradient as one product over all steps); otherwise
   ``torch.nn.RNN/LSTM/GRU`` (oneDNN's LSTM on the CPU, cuDNN on a GPU) called
   through :func:`torch.func.functional_call` with this stack's own parameters. Either
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from rnnlab.nn import paths
 from rnnlab.nn.cells import CELL_TYPES, Cell, State
 
 StackState = tuple[State, ...]  # one State per layer
@@ -51,6 +51,7 @@ class RecurrentStack(nn.Module):
         super().__init__()
         cls = CELL_TYPES[cell]
         self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout
+        self.cell_type = cls  # every layer's Cell subclass (what rnnlab.nn.paths reads)
         self.layers = nn.ModuleList(
             [cls(input_size if k == 0 else hidden_size, hidden_size) for k in range(num_layers)])
         # The fused module is a template only: built on the meta device (no memory, never
@@ -118,13 +119,11 @@ class RecurrentStack(nn.Module):
         return params
 
     def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
-        """The same function as :meth:`unroll`, by the fastest path there is: on the CPU, where every cell
-        says it :meth:`~rnnlab.nn.cells.Cell.runs_sequence` (Elman, GRU; the LSTM up to 128 units with the
-        kernels, in a process without :mod:`rnnlab.allocator`'s setting), :meth:`sequences`; else (larger LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every
-        cell on a GPU) :meth:`torch_fused`."""
-        if x.device.type == "cpu" and x.shape[1] > 0 and all(c.runs_sequence(x) for c in self.cells):
-            return self.sequences(x, state)
-        return self.torch_fused(x, state)
+        """The same function as :meth:`unroll`, by the path :func:`rnnlab.nn.paths.training` chooses: on the CPU
+        :meth:`sequences` for the Elman RNN, the GRU and the LSTM up to 128 units with the kernels; else (larger
+        LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`."""
+        choice = paths.training(paths.Machine.of_tensor(x), paths.Network.of(self, x.shape[0]), x.shape[1])
+        return self.sequences(x, state) if choice.path == "sequences" else self.torch_fused(x, state)
 
     def sequences(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """Layer by layer, each by its cell's :meth:`~rnnlab.nn.cells.Cell.sequence` (time-major inside)."""
