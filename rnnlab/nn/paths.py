@@ -75,7 +75,9 @@ class Machine(NamedTuple):
     # oneDNN's packed product usable for this device and dtype: float32 on the CPU, torch.backends.mkldnn on, and
     # the private operators through their guard (nn.onednn.usable())
     onednn: bool
-    threads: int = 1  # torch.get_num_threads()
+    # torch.get_num_threads(): described, but no choice here depends on it (the C++ loops split their work by
+    # rows or units for the threads they get, inside the kernel)
+    threads: int = 1
     large_blocks: bool = False  # rnnlab.allocator keeps freed large blocks in this process
 
     @classmethod
@@ -163,12 +165,12 @@ def _training(machine: Machine, net: Network, empty: bool) -> Choice:
     elif cell.has_sequence:
         c = Choice("sequences", f"{_name(cell)} has a hand-written recurrence (the weight gradient one product over "
                                 f"all steps), faster than torch's module on the CPU; its loop: "
-                                f"{recurrence_loop(machine).path}")
+                                f"{_recurrence_loop(machine).path}")
     elif limit is None:
         c = Choice("torch-fused", f"{_name(cell)} has no hand-written recurrence")
-    elif recurrence_loop(machine).path != "kernel":
+    elif _recurrence_loop(machine).path != "kernel":
         c = Choice("torch-fused", f"{_name(cell)}'s hand-written recurrence is C++ only: "
-                                  f"{recurrence_loop(machine).reason}")
+                                  f"{_recurrence_loop(machine).reason}")
     elif net.hidden_size > limit:
         c = Choice("torch-fused", f"{net.hidden_size} units: above {limit} torch's fused module (oneDNN) measured "
                                   f"faster than {_name(cell)}'s C++ loop")
@@ -184,8 +186,8 @@ def decision(machine: Machine, net: Network) -> Choice:
     from Python)."""
     if net.cell.kernel_code is None:
         c = Choice("stepper", f"{_name(net.cell)} has no code in the C++ decision loop")
-    elif recurrence_loop(machine).path != "kernel":
-        c = Choice("stepper", recurrence_loop(machine).reason)
+    elif _recurrence_loop(machine).path != "kernel":
+        c = Choice("stepper", _recurrence_loop(machine).reason)
     else:
         c = Choice("kernel", "the C++ decision loop: no Python between steps")
     return _tell("decision", c)
