@@ -253,6 +253,10 @@ class TrainConfig:
     max_steps: int = _f(0, "stop after this many optimiser steps (0: no limit)")
     max_epochs: float = _f(0.0, "stop after this many passes over the training split (0: no limit)")
     time_budget: float = _f(0.0, "stop after this many seconds of training, summed over resumes (0: no limit)")
+    clock: Literal["wall", "cpu"] = _f(
+        "wall", "what --time-budget and the times reported count: wall-clock seconds, or the CPU seconds of this "
+                "process (a fair budget on a machine shared with other work; with N busy threads it runs N times "
+                "as fast as the wall clock)")
     eval_interval: int = _f(500, "evaluate on the whole validation split and checkpoint every N steps")
     eval_batch_size: int = _f(32, "streams used to evaluate the validation split (every character counted once)")
     log_interval: int = _f(10, "write a metrics.jsonl line every N steps")
@@ -275,6 +279,8 @@ class TrainConfig:
         for name in ("max_steps", "max_epochs", "time_budget", "threads", "checkpoint_interval_s"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.clock not in ("wall", "cpu"):
+            p.append(f"clock must be wall or cpu, got {self.clock!r}")
         if not (self.max_steps or self.max_epochs or self.time_budget):
             p.append("no stop condition: give --max-steps, --max-epochs or --time-budget")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):

@@ -483,6 +483,8 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
     """
     bpe = job.batches_per_epoch
     main = dist.is_main
+    # what a time budget counts: wall-clock seconds, or this process's CPU seconds (all its threads)
+    clock = time.process_time if tc.clock == "cpu" else time.perf_counter
     metrics_f = None
     if main:
         try:
@@ -585,7 +587,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     stopped = STOPS[dist.agree(STOPS.index(stopped))]
                 if stopped:
                     break
-                t0 = time.perf_counter()
+                t0 = clock()
                 if state.batch >= bpe:
                     state.epoch, state.batch = state.epoch + 1, 0
                 if state.batch == 0:
@@ -617,7 +619,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     note(f"step {state.step}: non-finite loss or gradient (loss {loss_v}, gradient norm "
                                f"{gnorm}); step skipped ({state.skipped} so far)")
                     log({"split": "train", "step": state.step, "skipped": True, "loss": loss_v, "grad_norm": gnorm})
-                    state.elapsed += time.perf_counter() - t0
+                    state.elapsed += clock() - t0
                     if consecutive_bad >= tc.max_bad_steps:
                         stopped = "non_finite"
                         break
@@ -627,7 +629,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 job.step_done(ok=True)
                 state.step += 1
                 state.tokens += items
-                dt = time.perf_counter() - t0
+                dt = clock() - t0
                 state.elapsed += dt
                 state.train_time += dt
                 window["items"] += items
@@ -652,17 +654,17 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     window = {"items": 0, "time": 0.0, "clipped": 0, "steps": 0}
                 bar.update(1)
                 if state.step % tc.eval_interval == 0:
-                    t1 = time.perf_counter()
+                    t1 = clock()
                     last_val = evaluate_and_save(scheduled=True)
-                    state.elapsed += time.perf_counter() - t1
+                    state.elapsed += clock() - t1
                     saved_at = time.monotonic()
                 elif tc.checkpoint_interval_s and dist.agree(
                         int(time.monotonic() - saved_at >= tc.checkpoint_interval_s)):
                     # by time: last alone, no evaluation (the plateau schedule moves only at eval_interval steps),
                     # so where these fall does not change what the run learns
-                    t1 = time.perf_counter()
+                    t1 = clock()
                     checkpoint(best=False)
-                    state.elapsed += time.perf_counter() - t1
+                    state.elapsed += clock() - t1
                     saved_at = time.monotonic()
             # still inside the signal guard: a second Ctrl-C here cannot lose the checkpoint
             if stopped == "interrupted":

@@ -159,6 +159,9 @@ class _Clock:
         self.now += self.tick
         return self.now
 
+    def process_time(self) -> float:  # one process alone on the machine: its CPU time is the wall time
+        return self.perf_counter()
+
 
 def test_a_time_budget_alone_trains_to_the_budget(tmp_path, monkeypatch):
     """No hidden step cap: a run given only --time-budget trains until that much (fake) time has passed."""
@@ -170,6 +173,31 @@ def test_a_time_budget_alone_trains_to_the_budget(tmp_path, monkeypatch):
     cfg.train.max_steps, cfg.train.time_budget = 0, 1500.0  # 3,000 steps: past any old default cap
     s = train_task(cfg, progress=False)
     assert s["stopped"] == "time_budget" and s["steps"] == 3000 and s["elapsed_s"] == pytest.approx(1500.0, abs=1.5)
+
+
+def test_a_cpu_clock_budget_counts_the_process_cpu_time_not_the_wall_clock(tmp_path, monkeypatch):
+    """On a shared machine the wall clock runs on while the process waits: --clock cpu counts what it got."""
+    from rnnlab import loop
+
+    class Shared(_Clock):
+        def perf_counter(self) -> float:  # the wall clock: 4 s pass for every second of this process's CPU
+            self.now += 4 * self.tick
+            return self.now
+
+        def process_time(self) -> float:
+            self.cpu = getattr(self, "cpu", 0.0) + self.tick
+            return self.cpu
+
+    for clock, steps in (("wall", 50), ("cpu", 200)):  # a step measures 2 s of wall time, 0.5 s of CPU time
+        monkeypatch.setattr(loop, "time", Shared(0.5))
+        cfg = _cfg(tmp_path, "adding", 5, hidden=4, eval_interval=10_000, out=str(tmp_path / clock))
+        cfg.train.max_steps, cfg.train.time_budget, cfg.train.clock = 0, 100.0, clock
+        s = train_task(cfg, progress=False)
+        assert s["stopped"] == "time_budget" and s["steps"] == steps, clock
+    bad = _cfg(tmp_path, "adding", 5, max_steps=1, out=str(tmp_path / "bad"))
+    bad.train.clock = "sundial"
+    with pytest.raises(ConfigError, match="clock must be wall or cpu"):
+        train_task(bad, progress=False)
 
 
 def test_no_stop_condition_trains_for_the_default_budget_and_says_so(tmp_path, monkeypatch):
