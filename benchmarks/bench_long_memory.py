@@ -2,7 +2,9 @@
 
 Every run is ``rnnlab tasks run`` with the task job's defaults (one layer of 128 units, batch 50, Adam,
 the learning rate and clipping of ``rnnlab/task_train.py``), the same for every cell, stopping at its
-first successful evaluation (metric below baseline / 10) or at the budget (5 minutes; 10 for copy).
+first successful evaluation (metric below baseline / 10) or at the budget (5 minutes; 10 for copy) of the
+run's own CPU time with one thread (``--clock cpu``), so that runs side by side, or beside other work, each
+get what an idle core would give them.
 A variant changes one thing and is a row of its own:
 
 * ``elman``: the recipe as it is (clipping at norm 1 included);
@@ -72,7 +74,8 @@ def command(task: str, length: int, variant: str, args: argparse.Namespace, out:
     extra = [str(args.norm_reg * 99 / (length - 1)) if a == "NORM_REG" else a for a in VARIANTS[variant]]
     budget = args.budget or BUDGET[task]
     return [sys.executable, "-m", "rnnlab", "tasks", "run", task, "--length", str(length), *extra,
-            "--time-budget", f"{budget:g}", "--seed", str(args.seed), "--threads", str(args.threads),
+            "--time-budget", f"{budget:g}", "--clock", args.clock, "--seed", str(args.seed),
+            "--threads", str(args.threads),
             "--out", str(out), "--json", "--quiet"]
 
 
@@ -197,7 +200,8 @@ def markdown(res: dict[str, Any]) -> str:
              f"{res['machine']}. Every run: `rnnlab tasks run` with the task job's defaults (1 x 128 units, "
              "batch 50, Adam, the same learning rate and clipping for every cell) and the variant's options; "
              "stop at the first evaluation (every 50 steps) whose metric is below baseline / 10, or at the budget "
-             "(5 min; copy 10 min). A cell: wall-clock training time to success (steps), or the best validation "
+             "(5 min; copy 10 min) of the run's own CPU time (`--clock cpu`, one thread: what an idle core "
+             "gives, whatever else the machine runs). A cell: training time to success (steps), or the best validation "
              "metric as a fraction of the trivial baseline and ✗. Each run's command and the machine's load when "
              "it started are in the JSON.", ""]
     runs = res["runs"]
@@ -225,7 +229,10 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=None, help="T values (default: per task)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--budget", type=float, default=None, help="seconds per run (default 300; copy 600)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each run")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="what the budget and the times count: the run's CPU seconds (default: fair beside other "
+                         "work; with one thread, the wall time of an idle core) or the wall clock")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--norm-reg", type=float, default=0.005, help="elman+norm-reg's weight at T = 100")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "rnnlab-long-memory",
@@ -239,7 +246,7 @@ def main(argv: list[str]) -> None:
         args.lengths, args.budget = [10], 5.0
         args.out = args.work / "long_memory.json"
     machine = (f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, torch "
-               f"{torch.__version__}, {args.threads} threads per run")
+               f"{torch.__version__}, {args.threads} thread(s) per run, times in {args.clock} seconds")
     print(json.dumps({k: str(v) for k, v in vars(args).items()}))
     if not args.curves:
         for task in args.tasks:
