@@ -959,7 +959,7 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
         entry = registry.language_model(req.model, "/api/generate")
         seed = req.seed if req.seed is not None else secrets.randbits(53)  # below 2**53: the page's JavaScript numbers hold it exactly
         cfg = SampleConfig(strategy=req.strategy, length=req.length, prime=req.prime, temperature=req.temperature,
-                           top_k=req.top_k, top_p=req.top_p, seed=seed).validate()
+                           top_k=req.top_k, top_p=req.top_p, seed=seed)  # bounds: the request model, and Stream
         _encode(entry.vocab, req.prime, "prime")  # unknown characters: a 422 before the stream starts
         release = streams.take(request.client.host if request.client else "")  # a 429 when full
         try:
