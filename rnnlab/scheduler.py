@@ -37,6 +37,7 @@ import torch
 from rnnlab.config import sampling_problems
 from rnnlab.decoding import distribution, log_softmax
 from rnnlab.errors import ConfigError
+from rnnlab.nn import paths
 from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
@@ -201,7 +202,8 @@ class Scheduler:
         step = self._steps.get(key)
         if step is None:
             step = self.model.stepper(key)
-            if self.device.type == "cuda":
+            machine = paths.Machine.of_tensor(self.model.decoder.weight)
+            if paths.stepping(machine, kept=True).path == "graph":  # kept: one capture per size serves every round
                 step = GraphedStep(step)
             self._steps[key] = step
         return step
