@@ -758,6 +758,9 @@ def cmd_paths(ns: argparse.Namespace) -> int:
     problems = model.problems() + ([] if ns.streams >= 1 else [f"streams must be >= 1, got {ns.streams}"])
     if problems:
         raise ConfigError(problems)
+    from rnnlab.allocator import keep_large_blocks
+
+    keep_large_blocks()  # as every training command sets it, so that the choices are theirs
     machine = paths.Machine.of(ns.device, getattr(torch, ns.dtype))
     print(f"machine: {machine.device}, {ns.dtype}, kernels {'built' if machine.kernels else 'not used'}, oneDNN's "
           f"packed product {'usable' if machine.onednn else 'unusable'}, {machine.threads} threads, large blocks "

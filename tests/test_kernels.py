@@ -577,10 +577,16 @@ def test_small_lstms_train_in_the_kernel_large_ones_on_onednn(monkeypatch):
     from rnnlab import allocator
     from rnnlab.nn.cells import LSTMCell
 
-    limit = LSTMCell.kernel_sequence_max_hidden
-    for kept in (False, True):  # malloc as glibc has it, and freed large blocks reused as in every rnnlab run
-        monkeypatch.setattr(allocator, "_set", kept)
-        assert ops(limit) == {"rnnlab::lstm_forward", "rnnlab::lstm_backward"}
-        assert ops(limit + 1) == set()
-    with kernels.disabled():
-        assert ops(8) == set()
+    limit, threads = LSTMCell.kernel_sequence_max_hidden, torch.get_num_threads()
+    kernel = {"rnnlab::lstm_forward", "rnnlab::lstm_backward"}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            monkeypatch.setattr(allocator, "_set", False)  # malloc as glibc has it: the kernel up to the limit
+            assert ops(limit) == kernel and ops(limit + 1) == set()
+            with kernels.disabled():
+                assert ops(8) == set()
+            monkeypatch.setattr(allocator, "_set", True)  # freed large blocks reused, as in every rnnlab run
+            assert ops(8) == (kernel if n == 1 else set())  # oneDNN on two threads
+    finally:
+        torch.set_num_threads(threads)

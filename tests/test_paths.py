@@ -23,9 +23,9 @@ class ToyCell(ElmanCell):
     kernel_code = None
 
 
-def cpu(dtype: torch.dtype = torch.float32, kernels: bool = True, onednn: bool = True,
-        large_blocks: bool = True) -> Machine:
-    return Machine("cpu", dtype, kernels, onednn, threads=2, large_blocks=large_blocks)
+def cpu(dtype: torch.dtype = torch.float32, kernels: bool = True, onednn: bool = True, large_blocks: bool = True,
+        threads: int = 2) -> Machine:
+    return Machine("cpu", dtype, kernels, onednn, threads, large_blocks)
 
 
 GPU = Machine("cuda", torch.float32, kernels=False, onednn=False)
@@ -35,11 +35,13 @@ GPU = Machine("cuda", torch.float32, kernels=False, onednn=False)
     (ElmanCell, 512, cpu(), "sequences", "its loop: kernel"),
     (GRUCell, 64, cpu(kernels=False), "sequences", "its loop: python"),  # the Python loop stands in
     (GRUCell, 64, cpu(torch.float16), "sequences", "its loop: python"),
-    (LSTMCell, 128, cpu(), "sequences", "up to 128"),
-    (LSTMCell, 128, cpu(large_blocks=False), "sequences", "up to 128"),  # the allocator's setting does not matter
-    (LSTMCell, 129, cpu(), "torch-fused", "above 128"),
-    (LSTMCell, 32, cpu(kernels=False), "torch-fused", "C++ only"),
-    (LSTMCell, 32, cpu(torch.float16), "torch-fused", "C++ only"),
+    (LSTMCell, 128, cpu(large_blocks=False), "sequences", "malloc maps large blocks afresh: up to 128"),
+    (LSTMCell, 128, cpu(threads=1), "sequences", "one thread: up to 128"),
+    (LSTMCell, 128, cpu(), "torch-fused", "large blocks kept (rnnlab.allocator) and 2 threads"),  # every command's
+    (LSTMCell, 129, cpu(large_blocks=False), "torch-fused", "above 128"),
+    (LSTMCell, 129, cpu(threads=1), "torch-fused", "above 128"),
+    (LSTMCell, 32, cpu(kernels=False, threads=1), "torch-fused", "C++ only"),
+    (LSTMCell, 32, cpu(torch.float16, threads=1), "torch-fused", "C++ only"),
     (ElmanReLUCell, 32, cpu(), "torch-fused", "no hand-written recurrence"),
     (ToyCell, 32, cpu(), "torch-fused", "no hand-written recurrence"),
     (ElmanCell, 32, GPU, "torch-fused", "cuDNN"),
@@ -147,6 +149,9 @@ def test_the_command_prints_the_choices_and_refuses_a_bad_size(capsys):
     out = capsys.readouterr().out
     assert "training (fused path): torch-fused (512 units: above 128" in out
     assert out.startswith("machine: cpu, float32, kernels ")
+    from rnnlab import allocator
+
+    assert ("large blocks kept" in out) == allocator.large_blocks_kept()  # described as the training commands run
     assert main(["paths", "--cell", "gru", "--hidden-size", "0"]) == 2
     assert capsys.readouterr().err.strip() == "rnnlab: error: hidden_size must be >= 1, got 0"
 

@@ -215,7 +215,7 @@ class LSTMCell(Cell):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
 
-    kernel_sequence_max_hidden = 128  # above it oneDNN's LSTM measured faster (rnnlab.nn.paths)
+    kernel_sequence_max_hidden = 128  # above it oneDNN's LSTM measured faster (rnnlab.nn.paths chooses between them)
 
     def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """By the C++ loop only (:func:`~rnnlab.nn.sequence.lstm_sequence`), where :mod:`rnnlab.nn.paths` says."""

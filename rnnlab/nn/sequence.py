@@ -31,8 +31,9 @@ Measured on 2 cores (``benchmarks/bench_speed.py``): with the Python loops, a
 whole training step 1.1-1.46x the plain ``nn.RNN``/``nn.GRU`` loop; the kernels make the
 GRU at 2x128 about 1.5x faster again, the Elman RNN about 1.1x (both 1.05-1.14x at 2x512).
 An LSTM of the same design in Python lost to oneDNN's fused LSTM at every size tried; in
-C++ (:class:`LSTMSequence`, no Python loop) it is as fast or faster up to 128 units, and
-trains those LSTMs (:mod:`rnnlab.nn.paths` chooses, and gives the measurements). A gate-major
+C++ (:class:`LSTMSequence`, no Python loop) it is faster up to 128 units on one thread or where
+oneDNN's workspaces pay fresh page faults (no :mod:`rnnlab.allocator` setting), and trains those
+LSTMs there (:mod:`rnnlab.nn.paths` chooses, and gives the measurements). A gate-major
 GRU layout (contiguous gate blocks for the element-wise calls) was no faster overall and is not kept.
 
 Layout is time-major: xp (T, B, G*H) -> out (T, B, H); the final state is ``out[-1]``, so

@@ -8,7 +8,8 @@ that compute the same function on the same parameters:
   any :class:`~rnnlab.nn.cells.Cell` and never asks which kind it is.
 * :meth:`fused` -- the fastest path for the cell and device, as :func:`rnnlab.nn.paths.training`
   chooses it: on the CPU, Elman and GRU layers (and LSTM layers of at most 128 units, where the C++
-  kernels are built) run :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one product per step forwards
+  kernels are built, on one thread or without :mod:`rnnlab.allocator`'s setting) run
+  :mod:`rnnlab.nn.sequence`'s hand-written recurrences (one product per step forwards
   and backwards, the weight gradient as one product over all steps); otherwise
   ``torch.nn.RNN/LSTM/GRU`` (oneDNN's LSTM on the CPU, cuDNN on a GPU) called
   through :func:`torch.func.functional_call` with this stack's own parameters. Either
@@ -120,7 +121,7 @@ class RecurrentStack(nn.Module):
 
     def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """The same function as :meth:`unroll`, by the path :func:`rnnlab.nn.paths.training` chooses: on the CPU
-        :meth:`sequences` for the Elman RNN, the GRU and the LSTM up to 128 units with the kernels; else (larger
+        :meth:`sequences` for the Elman RNN, the GRU and small LSTMs (see :mod:`rnnlab.nn.paths`); else (other
         LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`."""
         choice = paths.training(paths.Machine.of_tensor(x), paths.Network.of(self, x.shape[0]), x.shape[1])
         return self.sequences(x, state) if choice.path == "sequences" else self.torch_fused(x, state)
