@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnnlab.checkpoint import BEST, CLASSIFIER, Checkpoint, load_checkpoint, save_checkpoint, write_json
+from rnnlab.checkpoint import BEST, CLASSIFIER, Checkpoint, load_checkpoint, save_checkpoint
 from rnnlab.config import ClassifyRunConfig
 from rnnlab.data.sequences import (
     LabelledData,
@@ -34,17 +34,7 @@ from rnnlab.data.sequences import (
 )
 from rnnlab.data.vocab import Vocab, tokenize_words
 from rnnlab.errors import CheckpointError, ConfigError, DataError, VocabError
-from rnnlab.loop import (
-    check_resume_config,
-    make_optimizer,
-    new_state,
-    open_run_folder,
-    restore,
-    resume_from,
-    run_loop,
-    start_run,
-    warn_schedule_change,
-)
+from rnnlab.engine import run_job
 from rnnlab.metrics import classification_metrics, confusion_text
 from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.plots import check_writable, plot_confusion
@@ -279,65 +269,63 @@ def train_classifier(cfg: ClassifyRunConfig, progress: bool = True) -> dict[str,
     evaluation, and the test metrics of the best checkpoint (when there is a test split).
     """
     cfg = cfg.validate().with_absolute_paths()  # config.json then finds the data from any folder
-    tc = cfg.train
-    out, device = start_run(tc)
+    return run_job(ClassifierRecipe(cfg), progress)
 
-    ckpt: Checkpoint | None = None
-    last = resume_from(tc, cfg.to_dict())
-    if last is not None:
-        ckpt = load_checkpoint(last)
+
+class ClassifierRecipe:
+    """A classifier's run on :func:`rnnlab.engine.run_job`: labelled data, split, model, summary with the test."""
+
+    distributed, stop_on_success, speed_key = False, False, "seqs"
+
+    def __init__(self, cfg: ClassifyRunConfig):
+        self.cfg = cfg
+
+    def load(self, path: Path) -> Checkpoint:
+        ckpt = load_checkpoint(path)
         if ckpt.kind != CLASSIFIER:
             raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint; resume it with rnnlab train")
-        check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
-    data, classes, y, split, vocab = _prepare(cfg, ckpt.vocab if ckpt else None, ckpt.labels if ckpt else None)
-    record = split_record(data, y, classes, split)
-    if ckpt:
-        _check_same_data(out, data, "resume")
-    seqs = encode_inputs(data.inputs, vocab)
+        return ckpt
 
-    torch.manual_seed(tc.seed)
-    if ckpt:
-        model = ckpt.build_model()
-    else:
-        model = RNNClassifier(cfg.model, len(classes), vocab_size=len(vocab) if vocab else 0,
-                              feature_size=data.feature_size, bidirectional=cfg.classifier.bidirectional)
-    model.to(device)
-    optimizer = make_optimizer(model, cfg.optim)
-    open_run_folder(out)
-    job = ClassifierJob(cfg, model, seqs, y, split, classes, vocab, data.feature_size, device)
-    if ckpt:
-        state = restore(ckpt, optimizer, out)
-        warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
-    else:
-        state = new_state(cfg.optim, tc, job.batches_per_epoch)
-    write_json(out / "config.json", cfg.to_dict())  # first: see rnnlab.train
-    if not ckpt:
-        if vocab is not None:
-            write_json(out / "vocab.json", vocab.to_dict())
-        write_json(out / "split.json", record)
+    def prepare(self, out: Path, ckpt: Checkpoint | None, dist: Any) -> None:
+        data, self.classes, self.y, self.split, self.vocab = _prepare(
+            self.cfg, ckpt.vocab if ckpt else None, ckpt.labels if ckpt else None)
+        self.record = split_record(data, self.y, self.classes, self.split)
+        if ckpt:
+            _check_same_data(out, data, "resume")
+        self.feature_size = data.feature_size
+        self.seqs = encode_inputs(data.inputs, self.vocab)
 
-    m = cfg.model
-    result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
-                      desc=f"{'bi' if cfg.classifier.bidirectional else ''}{m.cell} {m.num_layers}x{m.hidden_size}")
-    bpe = job.batches_per_epoch
-    summary: dict[str, Any] = {
-        "run": str(out), "stopped": result.stopped, "steps": state.step,
-        "epochs": round(state.epoch + state.batch / bpe, 4), "elapsed_s": round(state.elapsed, 2),
-        "seqs_per_sec": round(state.tokens / max(state.train_time, 1e-9), 1), "skipped_steps": state.skipped,
-        "parameters": model.num_parameters(), "classes": len(classes),
-        "examples": {s: int(len(v)) for s, v in split.items()},
-        **{f"val_{k}": v for k, v in (result.last_val or {}).items()},
-        f"best_val_{cfg.classifier.select}": (state.best_val if cfg.classifier.select == "loss" else
-                                              (2.0 if cfg.classifier.select == "acc+balanced_acc" else 1.0)
-                                              - state.best_val),
-    }
-    if result.stopped == "interrupted":
-        summary["signal"] = result.signal
-    elif len(split["test"]) and (out / BEST).exists():
-        best, _ = load_classifier(out / BEST)  # with its logit adjustment
-        s = _scores(predict_proba(best.to(device), [seqs[i] for i in split["test"]]), y[split["test"]], classes)
-        summary.update({f"test_{k}": s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
-    return summary
+    def build(self) -> RNNClassifier:
+        v = self.vocab
+        return RNNClassifier(self.cfg.model, len(self.classes), vocab_size=len(v) if v else 0,
+                             feature_size=self.feature_size, bidirectional=self.cfg.classifier.bidirectional)
+
+    def job(self, model: RNNClassifier, device: torch.device, ckpt: Checkpoint | None, dist: Any) -> ClassifierJob:
+        return ClassifierJob(self.cfg, model, self.seqs, self.y, self.split, self.classes, self.vocab,
+                             self.feature_size, device)
+
+    def files(self) -> dict[str, Any]:
+        return {**({"vocab.json": self.vocab.to_dict()} if self.vocab is not None else {}), "split.json": self.record}
+
+    def desc(self) -> str:
+        m = self.cfg.model
+        return f"{'bi' if self.cfg.classifier.bidirectional else ''}{m.cell} {m.num_layers}x{m.hidden_size}"
+
+    def summary(self, out: Path, result: Any, state: Any, job: ClassifierJob, device: torch.device, dist: Any
+                ) -> dict[str, Any]:
+        select, split = self.cfg.classifier.select, self.split
+        best_value = state.best_val if select == "loss" else (2.0 if select == "acc+balanced_acc" else 1.0) - state.best_val
+        summary: dict[str, Any] = {
+            "classes": len(self.classes), "examples": {s: int(len(v)) for s, v in split.items()},
+            **{f"val_{k}": v for k, v in (result.last_val or {}).items()},
+            f"best_val_{select}": best_value,
+        }
+        if result.stopped != "interrupted" and len(split["test"]) and (out / BEST).exists():
+            best, _ = load_classifier(out / BEST)  # with its logit adjustment
+            s = _scores(predict_proba(best.to(device), [self.seqs[i] for i in split["test"]]), self.y[split["test"]],
+                        self.classes)
+            summary.update({f"test_{k}": s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")})
+        return summary
 
 
 # using a trained classifier --------------------------------------------------------------------

@@ -68,22 +68,11 @@ from rnnlab.checkpoint import (
     _split_optimizer,
     atomic_write,
     resolve,
-    write_json,
 )
 from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, RunSections, TrainConfig, from_dict
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
-from rnnlab.loop import (
-    check_resume_config,
-    make_optimizer,
-    new_state,
-    open_run_folder,
-    restore,
-    resume_from,
-    run_loop,
-    start_run,
-    warn_schedule_change,
-)
+from rnnlab.engine import run_job
 from rnnlab.nn.init import init_gate_bias, init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.plots import read_metrics
@@ -488,48 +477,47 @@ def train_task(cfg: TaskRunConfig, progress: bool = True) -> dict[str, Any]:
         warnings.warn(f"no stop condition given: training for at most {DEFAULT_TIME_BUDGET:g} s "
                       f"(give --time-budget, --max-steps or --max-epochs to choose)", stacklevel=2)
     cfg.validate()
-    out, device = start_run(tc)
+    return run_job(TaskRecipe(cfg), progress)
 
-    ckpt: TaskCheckpoint | None = None
-    last = resume_from(tc, cfg.to_dict())
-    if last is not None:
-        ckpt = load_task_checkpoint(last)
-        check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
-    task = cfg.task.make()
 
-    torch.manual_seed(tc.seed)
-    model = ckpt.build_model() if ckpt else build_task_model(cfg, task)
-    model.to(device)
-    optimizer = make_optimizer(model, cfg.optim)
-    job = TaskJob(cfg, model, task, device)  # the validation set first: one that cannot be built leaves no folder
-    open_run_folder(out)
-    if ckpt:
-        state = restore(ckpt, optimizer, out)
-        warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
-    else:
-        state = new_state(cfg.optim, tc, job.batches_per_epoch)
-    write_json(out / "config.json", cfg.to_dict())  # first: see rnnlab.train
-    if not ckpt:
-        write_json(out / "task.json", task.to_dict())
+class TaskRecipe:
+    """A long-memory task run on :func:`rnnlab.engine.run_job`: generated data, the task's model and summary."""
 
-    m = cfg.model
-    result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
-                      desc=f"{task.name} T={task.length} {m.cell} {m.num_layers}x{m.hidden_size}",
-                      stop_on_success=cfg.task.stop_on_success)
-    bpe = job.batches_per_epoch
-    last = result.last_val or _last_evaluation(out)  # a resumed run that stopped at once: its last evaluation
-    summary: dict[str, Any] = {
-        "run": str(out), "task": task.name, "length": task.length, "cell": m.cell, "stopped": result.stopped,
-        "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
-        "elapsed_s": round(state.elapsed, 2), "seqs_per_sec": round(state.tokens / max(state.train_time, 1e-9), 1),
-        "skipped_steps": state.skipped, "parameters": model.num_parameters(), "metric": task.metric,
-        "baseline": task.baseline(), "success_threshold": task.success_threshold(),
-        **{f"val_{k}": v for k, v in last.items()},
-        "success": bool(last.get("success", 0.0)),
-        "best_val_loss": state.best_val, "best_success": task.success(state.best_val),
-        "steps_to_success": state.solved_step if state.solved_step >= 0 else None,
-        "time_to_success_s": round(state.solved_elapsed, 2) if state.solved_step >= 0 else None,
-    }
-    if result.stopped == "interrupted":
-        summary["signal"] = result.signal
-    return summary
+    distributed, speed_key = False, "seqs"
+
+    def __init__(self, cfg: TaskRunConfig):
+        self.cfg, self.task = cfg, cfg.task.make()
+        self.stop_on_success = cfg.task.stop_on_success
+
+    def load(self, path: Path) -> TaskCheckpoint:
+        return load_task_checkpoint(path)
+
+    def prepare(self, out: Path, ckpt: TaskCheckpoint | None, dist: Any) -> None:
+        pass  # every sequence is generated from the data seed
+
+    def build(self) -> TaskModel:
+        return build_task_model(self.cfg, self.task)
+
+    def job(self, model: TaskModel, device: torch.device, ckpt: TaskCheckpoint | None, dist: Any) -> TaskJob:
+        return TaskJob(self.cfg, model, self.task, device)  # draws the validation set
+
+    def files(self) -> dict[str, Any]:
+        return {"task.json": self.task.to_dict()}
+
+    def desc(self) -> str:
+        m = self.cfg.model
+        return f"{self.task.name} T={self.task.length} {m.cell} {m.num_layers}x{m.hidden_size}"
+
+    def summary(self, out: Path, result: Any, state: Any, job: TaskJob, device: torch.device, dist: Any
+                ) -> dict[str, Any]:
+        task = self.task
+        last = result.last_val or _last_evaluation(out)  # a resumed run that stopped at once: its last evaluation
+        return {
+            "task": task.name, "length": task.length, "cell": self.cfg.model.cell, "metric": task.metric,
+            "baseline": task.baseline(), "success_threshold": task.success_threshold(),
+            **{f"val_{k}": v for k, v in last.items()},
+            "success": bool(last.get("success", 0.0)),
+            "best_val_loss": state.best_val, "best_success": task.success(state.best_val),
+            "steps_to_success": state.solved_step if state.solved_step >= 0 else None,
+            "time_to_success_s": round(state.solved_elapsed, 2) if state.solved_step >= 0 else None,
+        }

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint, write_json
+from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint
 from rnnlab.config import RunConfig, from_dict
 from rnnlab.data.batches import StreamBatcher
 from rnnlab.data.corpus import build_vocab, load_corpus
@@ -35,22 +35,16 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.distributed import SINGLE, Dist, from_env, shutdown, world_size
 from rnnlab.errors import CheckpointError, ConfigError, DataError
 from rnnlab.evaluate import LN2, evaluate_tokens, token_metrics, unit_for
+from rnnlab.engine import run_job
 from rnnlab.loop import (
     RESUMABLE_CHANGES,
+    LoopResult,
     TrainState,
-    check_resume_config,
     lr_multiplier,
     make_optimizer,
-    new_state,
-    open_run_folder,
     resolve_device,
-    restore,
-    resume_from,
     resume_point,
-    run_loop,
     starting_config,
-    start_run,
-    warn_schedule_change,
 )
 from rnnlab.feeding import make_feeding
 from rnnlab.gradients import norm_preserving_penalty
@@ -165,16 +159,6 @@ def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None =
     return from_dict(type(stored), base)
 
 
-def _load_resume(cfg: RunConfig, dist: Dist) -> Checkpoint | None:
-    """The checkpoint the run continues from (None: it starts; :func:`rnnlab.loop.resume_from` decides)."""
-    last = resume_from(cfg.train, cfg.to_dict(), dist)
-    if last is None:
-        return None
-    ckpt = load_checkpoint(last)
-    check_resume_config(ckpt.config.to_dict(), cfg.to_dict())
-    return ckpt
-
-
 def _recorded_split(out: Path) -> dict[str, Any] | None:
     """The run's ``split.json`` (None if it has none); a damaged one is refused, as the corpus cannot be checked."""
     p = out / "split.json"
@@ -241,71 +225,72 @@ def train(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             raise ConfigError(f"--batch-size {tc.batch_size} must be a multiple of the {world} processes "
                               f"(each trains its own batch_size / {world} streams)")
     dist, device = from_env(resolve_device(tc.device))
-    out, _ = start_run(tc, distributed=True)
-
-    ckpt = _load_resume(cfg, dist)
-    vocab, train_ids, val_ids, test_ids, record = _load_ids(cfg, out, ckpt, dist)
-    for name, ids in (("validation split", val_ids), ("test split", test_ids)):
-        if ids is not None and len(ids) < 2:
-            raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
-
-    torch.manual_seed(tc.seed)
-    model = ckpt.build_model() if ckpt else init_gate_bias(
-        init_recurrent(RNNLanguageModel(cfg.model, len(vocab)), cfg.cures.recurrent_init),
-        cfg.cures.gate_init, cfg.cures.chrono_max or tc.seq_len)
-    model.to(device)
-    optimizer = make_optimizer(model, cfg.optim)
-    if dist.is_main:
-        open_run_folder(out)
-    dist.barrier()
-    carry = None
-    if ckpt:
-        c = ckpt.carry()  # the state of all B streams: this rank takes its own
-        if c and c[0][0].shape[0] != tc.batch_size:
-            raise CheckpointError(f"{ckpt.path}: the carried state is for {c[0][0].shape[0]} streams, the run has "
-                                  f"batch_size {tc.batch_size}; the file is corrupt")
-        rows = dist.rows(tc.batch_size)
-        carry = tuple(tuple(t[rows].to(device) for t in layer) for layer in c) if c else None
-    job = LanguageModelJob(cfg, model, vocab, train_ids, val_ids, device, carry, dist)
-    bpe = job.batches_per_epoch
-    if ckpt and ckpt.feeding_state() is not None:
-        job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
-    if ckpt:
-        state = restore(ckpt, optimizer, out, write_log=dist.is_main, batches_per_epoch=bpe)
-        if dist.is_main:  # once, not once a process
-            warn_schedule_change(cfg.optim, tc, ckpt.config.train, state)
-    else:
-        state = new_state(cfg.optim, tc, bpe)
-    if dist.is_main:
-        # config.json first: a folder holding any file of a run holds its config (loop.start_run tells a run's
-        # folder, killed before its first checkpoint, from another program's files by it)
-        write_json(out / "config.json", cfg.to_dict())  # on resume the stop conditions may differ
-        if not ckpt:
-            write_json(out / "vocab.json", vocab.to_dict())
-            write_json(out / "split.json", record)
-    if dist.rank:  # the other ranks draw their own dropout masks and samples
-        torch.manual_seed(tc.seed + 7919 * dist.rank + state.step)
-
-    unit = job.unit
-    result = run_loop(job, cfg.optim, tc, out, state, optimizer, progress,
-                      desc=f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}", dist=dist)
-    stopped, last_val = result.stopped, result.last_val
-    dist.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
-    shutdown(dist)
-
-    summary: dict[str, Any] = {
-        "run": str(out), "stopped": stopped, "steps": state.step, "epochs": round(state.epoch + state.batch / bpe, 4),
-        "elapsed_s": round(state.elapsed, 2), "tokens_per_sec": round(state.tokens / max(state.train_time, 1e-9), 1),
-        "skipped_steps": state.skipped, "parameters": model.num_parameters(), "vocab_size": len(vocab),
-        "val_loss": last_val["loss"] if last_val else None, f"val_{unit}": last_val[unit] if last_val else None,
-        "best_val_loss": state.best_val, f"best_val_{unit}": state.best_val / LN2,
-    }
-    if stopped == "interrupted":
-        summary["signal"] = result.signal
+    try:
+        summary = run_job(LanguageModelRecipe(cfg), progress, dist, device)
+    finally:
+        shutdown(dist)
     if dist.enabled:
         summary.update({"world_size": dist.world, "rank": dist.rank})
-    if test_ids is not None and dist.is_main and (out / BEST).exists() and stopped != "interrupted":
-        best = load_checkpoint(out / BEST).build_model().to(device)
-        t = evaluate_tokens(best, test_ids, tc.eval_batch_size, tc.seq_len, "test split")
-        summary.update({"test_loss": t["loss"], f"test_{unit}": t["bits"]})
     return summary
+
+
+class LanguageModelRecipe:
+    """A language model's run on :func:`rnnlab.engine.run_job`: a corpus, its vocabulary and token ids, B streams
+    whose state is carried (restored per rank from the checkpoint), the test split scored at the end."""
+
+    distributed, stop_on_success, speed_key = True, False, "tokens"
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    def load(self, path: Path) -> Checkpoint:
+        return load_checkpoint(path)
+
+    def prepare(self, out: Path, ckpt: Checkpoint | None, dist: Dist) -> None:
+        self.vocab, self.train_ids, self.val_ids, self.test_ids, self.record = _load_ids(self.cfg, out, ckpt, dist)
+        for name, ids in (("validation split", self.val_ids), ("test split", self.test_ids)):
+            if ids is not None and len(ids) < 2:
+                raise DataError(f"the {name} has {len(ids)} token(s); scoring it needs at least 2")
+
+    def build(self) -> RNNLanguageModel:
+        cfg = self.cfg
+        model = init_recurrent(RNNLanguageModel(cfg.model, len(self.vocab)), cfg.cures.recurrent_init)
+        return init_gate_bias(model, cfg.cures.gate_init, cfg.cures.chrono_max or cfg.train.seq_len)
+
+    def job(self, model: RNNLanguageModel, device: torch.device, ckpt: Checkpoint | None, dist: Dist
+            ) -> LanguageModelJob:
+        tc, carry = self.cfg.train, None
+        if ckpt:
+            c = ckpt.carry()  # the state of all B streams: this rank takes its own
+            if c and c[0][0].shape[0] != tc.batch_size:
+                raise CheckpointError(f"{ckpt.path}: the carried state is for {c[0][0].shape[0]} streams, the run "
+                                      f"has batch_size {tc.batch_size}; the file is corrupt")
+            rows = dist.rows(tc.batch_size)
+            carry = tuple(tuple(t[rows].to(device) for t in layer) for layer in c) if c else None
+        job = LanguageModelJob(self.cfg, model, self.vocab, self.train_ids, self.val_ids, device, carry, dist)
+        if ckpt and ckpt.feeding_state() is not None:
+            job.feeding.load_state_dict(ckpt.feeding_state())  # professor forcing's discriminator, where it stood
+        return job
+
+    def files(self) -> dict[str, Any]:
+        return {"vocab.json": self.vocab.to_dict(), "split.json": self.record}
+
+    def desc(self) -> str:
+        m = self.cfg.model
+        return f"{m.cell} {m.num_layers}x{m.hidden_size}"
+
+    def summary(self, out: Path, result: LoopResult, state: TrainState, job: LanguageModelJob,
+                device: torch.device, dist: Dist) -> dict[str, Any]:
+        unit, last_val = job.unit, result.last_val
+        dist.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
+        summary: dict[str, Any] = {
+            "vocab_size": len(self.vocab),
+            "val_loss": last_val["loss"] if last_val else None, f"val_{unit}": last_val[unit] if last_val else None,
+            "best_val_loss": state.best_val, f"best_val_{unit}": state.best_val / LN2,
+        }
+        if self.test_ids is not None and dist.is_main and (out / BEST).exists() and result.stopped != "interrupted":
+            best = load_checkpoint(out / BEST).build_model().to(device)
+            t = evaluate_tokens(best, self.test_ids, self.cfg.train.eval_batch_size, self.cfg.train.seq_len,
+                                "test split")
+            summary.update({"test_loss": t["loss"], f"test_{unit}": t["bits"]})
+        return summary
