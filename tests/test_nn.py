@@ -346,3 +346,12 @@ def test_importing_the_stack_silences_only_cudnns_weight_layout_warning():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "another warning" in r.stderr and "contiguous chunk" not in r.stderr
+
+
+def test_the_configs_cells_are_the_registered_cells():
+    """config.CELLS (the base layer cannot import the cells) names exactly the cells of CELL_TYPES."""
+    from rnnlab.config import CELLS
+
+    assert CELLS == tuple(CELL_TYPES)
+    annotation = str(ModelConfig.__dataclass_fields__["cell"].type)  # the CLI's choices come from this Literal
+    assert all(f'"{name}"' in annotation for name in CELLS)
