@@ -658,6 +658,9 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                     last_val = evaluate_and_save(scheduled=True)
                     state.elapsed += clock() - t1
                     saved_at = time.monotonic()
+                    if post:  # the bar shows this evaluation from now on, the run's last one included
+                        post[f"val_{job.unit}"] = f"{last_val[job.unit]:.3f}"
+                        bar.set_postfix(post, refresh=False)
                 elif tc.checkpoint_interval_s and dist.agree(
                         int(time.monotonic() - saved_at >= tc.checkpoint_interval_s)):
                     # by time: last alone, no evaluation (the plateau schedule moves only at eval_interval steps),
