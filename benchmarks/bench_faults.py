@@ -119,7 +119,8 @@ class RunSpec:
                 "--num-layers", "2", "--embedding-size", "8", "--dropout", "0.1", "--batch-size", "4",
                 "--seq-len", "16", "--lr", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "4",
                 "--max-steps", str(self.max_steps), "--eval-interval", str(self.eval_interval), *timed,
-                "--log-interval", "1", "--seed", str(self.seed), "--threads", "1", "--out", str(out), "--quiet",
+                "--log-interval", "1", "--plot-interval-s", "0", "--seed", str(self.seed), "--threads", "1",
+                "--out", str(out), "--quiet",
                 *extra]
 
     def line(self, out: Path) -> list[str]:

@@ -260,6 +260,8 @@ class TrainConfig:
     eval_interval: int = _f(500, "evaluate on the whole validation split and checkpoint every N steps")
     eval_batch_size: int = _f(32, "streams used to evaluate the validation split (every character counted once)")
     log_interval: int = _f(10, "write a metrics.jsonl line every N steps")
+    plot_interval_s: float = _f(30.0, "redraw curves.png at an evaluation at most every N seconds, and at the end "
+                                      "(0: at every evaluation; drawing takes a second or two)")
     seed: int = _f(1, "seed for weights, dropout and everything random in training")
     out: str = _f("runs/latest", "run folder: config, vocabulary, metrics, plots and checkpoints")
     resume: bool = _f(False, "continue the run in --out from its last checkpoint, or start it where --out holds "
@@ -276,7 +278,7 @@ class TrainConfig:
         for name in ("batch_size", "seq_len", "eval_interval", "eval_batch_size", "log_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "max_epochs", "time_budget", "threads", "checkpoint_interval_s"):
+        for name in ("max_steps", "max_epochs", "time_budget", "threads", "checkpoint_interval_s", "plot_interval_s"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.clock not in ("wall", "cpu"):

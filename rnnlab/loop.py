@@ -39,8 +39,8 @@ from rnnlab.plots import plot_curves, read_metrics
 
 # Config keys that a resumed run may change: where and how long it runs, not what it learns.
 # (eval_interval is not among them: it drives the plateau schedule.)
-RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "resume", "threads", "device",
-                     "eval_batch_size", "out", "mmap", "checkpoint_interval_s", "stop_on_success"}
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "time_budget", "log_interval", "plot_interval_s", "resume", "threads",
+                     "device", "eval_batch_size", "out", "mmap", "checkpoint_interval_s", "stop_on_success"}
 
 
 # schedules: pure functions of the step ----------------------------------------------------
@@ -452,9 +452,6 @@ class LoopResult:
 
 STOPS = ("", "success", "max_steps", "max_epochs", "time_budget", "interrupted")  # codes the ranks agree on (the largest wins)
 
-PLOT_INTERVAL_S = 30.0
-"""Seconds between redraws of a run's curves.png while it trains (it is drawn once more at the end)."""
-
 STOP_WORDS = {"success": "solved", "max_steps": "step limit", "max_epochs": "epoch limit",
               "time_budget": "time budget", "interrupted": "interrupted", "non_finite": "non-finite loss"}
 """What the progress bar says stopped a run."""
@@ -532,17 +529,17 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
         log({"split": "val", "step": state.step, "epoch": state.epoch + state.batch / bpe,
              "elapsed": round(state.elapsed, 3), **m, "best": improved})
         checkpoint(best=improved)
-        if time.monotonic() - drawn[1] >= PLOT_INTERVAL_S:
+        if time.monotonic() - drawn[1] >= tc.plot_interval_s:
             draw()
         return m
 
     # the evaluation step curves.png shows, and when it was drawn (time.monotonic): the first drawing waits
-    # PLOT_INTERVAL_S too, so a short run (a task solved in seconds) pays for matplotlib once, at its end
-    drawn = [-1, time.monotonic()]
+    # plot_interval_s too, so a short run (a task solved in seconds) pays for matplotlib once, at its end
+    drawn = [-1, time.monotonic() if tc.plot_interval_s else -math.inf]
 
     def draw() -> None:
         """Redraw curves.png from metrics.jsonl (matplotlib takes a second or two: at most every
-        PLOT_INTERVAL_S seconds while the run trains, and once at its end)."""
+        ``plot_interval_s`` seconds while the run trains, and once at its end)."""
         drawn[:] = [state.last_eval_step, time.monotonic()]
         if not main:
             return
