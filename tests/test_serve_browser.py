@@ -31,6 +31,15 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: run scripts/install-browser (Debian's chromium)", allow_module_level=True)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """End a server process: SIGTERM, then SIGKILL if it has not exited in 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,11 +81,7 @@ def server(tmp_path_factory):
             time.sleep(0.2)
         yield url, run, names
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         log.close()
 
 
@@ -295,8 +300,4 @@ def test_the_page_keeps_the_token_of_the_address_it_was_opened_with(server, tmp_
                 browser.close()
         assert problems == [] and len(sent) >= 2 and set(sent) == {f"Bearer {token}"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
