@@ -35,7 +35,7 @@ from torch import Tensor
 
 from rnnlab.decoding import log_softmax
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.nn.cells import Cell, ElmanCell, GRUCell, LSTMCell, State
+from rnnlab.nn.cells import Cell, ElmanCell, ElmanReLUCell, GRUCell, LSTMCell, State
 from rnnlab.nn.models import RNNLanguageModel
 
 GateFn = Callable[[Cell, Tensor, State], tuple[Tensor, ...]]  # cell, projected input (B, G*H), state -> gates
@@ -76,6 +76,7 @@ _TANH, _SIGMOID = (-1.0, 1.0), (0.0, 1.0)
 
 ANATOMY: dict[type[Cell], Anatomy] = {
     ElmanCell: Anatomy(("h",), bounds={"h": _TANH}),
+    ElmanReLUCell: Anatomy(("h",), bounds={"h": None}),  # ReLU: 0 .. unbounded
     LSTMCell: Anatomy(("h", "c"), ("i", "f", "g", "o"), _lstm_gates,
                       {"h": _TANH, "c": None, "i": _SIGMOID, "f": _SIGMOID, "g": _TANH, "o": _SIGMOID}),
     GRUCell: Anatomy(("h",), ("r", "z", "n"), _gru_gates, {"h": _TANH, "r": _SIGMOID, "z": _SIGMOID, "n": _TANH}),

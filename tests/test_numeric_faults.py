@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 
+import rnnlab.engine as engine
 import rnnlab.train as tr
 from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
@@ -32,7 +33,7 @@ from rnnlab.errors import TrainingError
 
 KINDS = ("nan-loss", "inf-loss", "nan-grad", "inf-grad")
 TIMING = ("elapsed", "chars_per_sec")
-REAL_LOSS, REAL_OPTIMIZER = tr.LanguageModelJob.train_loss, tr.make_optimizer  # before any test wraps them
+REAL_LOSS, REAL_OPTIMIZER = tr.LanguageModelJob.train_loss, engine.make_optimizer  # before any test wraps them
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +99,7 @@ class Injector:
             return loss, items, extra
 
         monkeypatch.setattr(tr.LanguageModelJob, "train_loss", train_loss)
-        monkeypatch.setattr(tr, "make_optimizer", make_optimizer)
+        monkeypatch.setattr(engine, "make_optimizer", make_optimizer)  # where every run makes its optimiser
 
     def weights(self) -> dict[str, torch.Tensor]:
         assert self.model is not None

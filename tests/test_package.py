@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def library_logger():
     """The "rnnlab" logger as it was before the test (the CLI adds its handler to it)."""
+    from rnnlab.cli import _LibraryNotes
+
     lib = logging.getLogger("rnnlab")
     handlers, level = list(lib.handlers), lib.level
+    lib.handlers[:] = [h for h in handlers if not isinstance(h, _LibraryNotes)]  # an earlier command's, in this process
     yield lib
     lib.handlers[:] = handlers
     lib.setLevel(level)
