@@ -176,7 +176,7 @@ def plot_curves(res: dict[str, Any], folder: Path) -> list[str]:
             ax.semilogy(np.arange(1, len(v) + 1), np.maximum(v, 1e-30), label=f"{k.split('/')[2]} ({mark})")
         ax.set_xlabel("step t")
         ax.set_ylabel("|d answer / dh_t| (trained model)")
-        ax.set_title(f"{task}, T = {length}: how much the answer depends on each step's state")
+        ax.set_title(f"{task}, T = {length}: the answer's dependence on each step")
         ax.legend(fontsize=7)
         fig.tight_layout()
         name = f"long_memory_gradients_{task}_{length}.png"
