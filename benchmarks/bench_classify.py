@@ -98,7 +98,7 @@ def markdown(res: dict[str, Any]) -> str:
             if len(mine) < 2:
                 continue
             acc, bal = (float(np.mean([r[k] for r in mine])) for k in ("test_acc", "test_balanced_acc"))
-            line = f"| {cell} | mean of {len(mine)} | | | | | | **{acc:.3f}** | **{bal:.3f}** | | "
+            line = f"| {cell} | mean of {len(mine)} | | | | | | **{acc:.4f}** | **{bal:.4f}** | | "
             ref_rows = [refs[r["split_seed"]] for r in mine if r.get("split_seed") in refs]
             if part == "names" and len(ref_rows) == len(mine):
                 ra, rb = (float(np.mean([x[i] for x in ref_rows])) for i in (0, 1))
