@@ -731,16 +731,11 @@ def cmd_tasks(ns: argparse.Namespace) -> int:
     given = {section: _given(ns, cls) for section, cls in _task_sections().items()}
     given["task"]["name"] = ns.task
     if getattr(ns, "resume", False):
-        from rnnlab.loop import resume_point, starting_config
-
-        out = Path(getattr(ns, "out", TaskRunConfig().train.out))
-        cfg = starting_config(out, TaskRunConfig, given) if resume_point(out) is None \
-            else resume_task_config(out, given)
+        cfg = resume_task_config(getattr(ns, "out", TaskRunConfig().train.out), given)
     else:
-        base = TaskRunConfig().to_dict()
-        for section, values in given.items():
-            base[section].update(values)
-        cfg = TaskRunConfig.from_dict(base)
+        from rnnlab.loop import with_overrides
+
+        cfg = with_overrides(TaskRunConfig, TaskRunConfig().to_dict(), given, resume=False)
     summary = train_task(cfg, progress=not ns.quiet)
     _report(summary, ns.json)
     return 128 + summary["signal"] if summary["stopped"] == "interrupted" else 0

@@ -283,9 +283,16 @@ def starting_config(out: Path, kind: type, overrides: dict[str, dict[str, Any]] 
     if set(base) != set(kind().to_dict()):
         raise ConfigError(f"--out {out} holds a run of another kind (its config.json has the sections "
                           f"{', '.join(sorted(base))}), not a {kind.__name__}")
+    return with_overrides(kind, base, overrides)
+
+
+def with_overrides(kind: type, base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]] | None,
+                   resume: bool = True) -> Any:
+    """``base`` (a config's JSON form) with ``overrides`` applied section by section and ``train.resume`` set
+    to ``resume``, as a ``kind`` (unknown keys and wrong types refused)."""
     for section, values in (overrides or {}).items():
         base[section].update(values)
-    base["train"]["resume"] = True
+    base["train"]["resume"] = resume
     return from_dict(kind, base)
 
 

@@ -73,6 +73,7 @@ from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, RunSections, Tr
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
 from rnnlab.engine import run_job
+from rnnlab.loop import resume_point, starting_config, with_overrides
 from rnnlab.nn.init import init_gate_bias, init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.plots import read_metrics
@@ -441,12 +442,13 @@ def load_task_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Ta
 def resume_task_config(out: str | os.PathLike[str], overrides: dict[str, dict[str, Any]] | None = None
                        ) -> TaskRunConfig:
     """The config of the task run in ``out`` (from its last checkpoint), ``overrides`` applied section by
-    section and ``resume`` set; :func:`train_task` then refuses overrides that change what the run learns."""
-    base = load_task_checkpoint(Path(out) / LAST if Path(out).is_dir() else out, prefer=LAST).config.to_dict()
-    for section, values in (overrides or {}).items():
-        base[section].update(values)
-    base["train"]["resume"] = True
-    return TaskRunConfig.from_dict(base)
+    section and ``resume`` set; :func:`train_task` then refuses overrides that change what the run learns.
+    Where ``out`` holds no checkpoint yet, its config.json or else the defaults (:func:`rnnlab.loop.starting_config`)."""
+    path = Path(out)
+    last = resume_point(path) if path.is_dir() or not path.exists() else path
+    if last is None:
+        return starting_config(path, TaskRunConfig, overrides)
+    return with_overrides(TaskRunConfig, load_task_checkpoint(last, prefer=LAST).config.to_dict(), overrides)
 
 
 # the entry point ----------------------------------------------------------------------------------

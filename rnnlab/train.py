@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint
-from rnnlab.config import RunConfig, from_dict
+from rnnlab.config import RunConfig
 from rnnlab.data.batches import StreamBatcher
 from rnnlab.data.corpus import build_vocab, load_corpus
 from rnnlab.data.tokens import map_corpus, wants_mmap
@@ -45,6 +45,7 @@ from rnnlab.loop import (
     resolve_device,
     resume_point,
     starting_config,
+    with_overrides,
 )
 from rnnlab.feeding import make_feeding
 from rnnlab.gradients import norm_preserving_penalty
@@ -152,11 +153,7 @@ def resume_config(out: str | Path, overrides: dict[str, dict[str, Any]] | None =
     if last is None:  # no checkpoint yet: the run starts, from the settings of its config.json if it has one
         return starting_config(path, kind or RunConfig, overrides)
     stored = read_config(last, prefer=LAST)
-    base = stored.to_dict()
-    for section, values in (overrides or {}).items():
-        base[section].update(values)
-    base["train"]["resume"] = True
-    return from_dict(type(stored), base)
+    return with_overrides(type(stored), stored.to_dict(), overrides)
 
 
 def _recorded_split(out: Path) -> dict[str, Any] | None:
