@@ -85,7 +85,7 @@ from rnnlab.errors import CheckpointError, ConfigError, DataError, NotFittedErro
 from rnnlab.metrics import LN2
 
 __all__ = ["FALLBACK_DISCOUNTS", "MAX_ORDER", "SMOOTHINGS", "NGramLM", "NotFittedError", "estimate_discounts",
-           "load_ngram", "ngram_table", "pair_asymmetry"]
+           "bigram_counts", "load_ngram", "ngram_table", "pair_asymmetry", "unigram_histogram"]
 
 SMOOTHINGS = ("mle", "add-k", "witten-bell", "kneser-ney")
 MAX_ORDER = 20  # tables for every order 1..n are kept; beyond ~20 almost every n-gram of a text is unique
@@ -662,7 +662,55 @@ def ngram_table(ids: Any, vocab_size: int, max_order: int) -> list[dict[str, Any
     return rows
 
 
-def pair_asymmetry(ids: Any, vocab: Vocab, top: int = 10) -> dict[str, Any]:
+def unigram_histogram(ids: Any, vocab_size: int, top: int) -> dict[str, Any]:
+    """The ``top`` most frequent ids of ``ids`` (N,) and how often each occurs, the rest summed.
+
+    Returns ``ids`` (K,) int64, most frequent first (ties: the lower id), K = min(top, V);
+    ``counts`` (K,) int64; ``rest`` (the occurrences of every other id), ``rest_symbols`` (how
+    many other ids occur at all) and ``total`` (N). ``counts.sum() + rest == total``.
+
+    Examples:
+        >>> h = unigram_histogram([2, 0, 2, 1, 2, 0], vocab_size=4, top=2)
+        >>> h["ids"].tolist(), h["counts"].tolist(), h["rest"], h["rest_symbols"]
+        ([2, 0], [3, 2], 1, 1)
+    """
+    if not (isinstance(top, Integral) and top >= 1 and isinstance(vocab_size, Integral) and vocab_size >= 1):
+        raise ConfigError(f"top and vocab_size must be positive integers, got {top!r} and {vocab_size!r}")
+    x = _check_ids(ids, int(vocab_size), "ids", min_len=1)
+    counts = np.bincount(x, minlength=int(vocab_size))  # (V,)
+    order = np.argsort(-counts, kind="stable")[:top]  # (K,)
+    shown = counts[order]
+    keep = shown > 0  # an id that never occurs is not a bar
+    order, shown = order[keep], shown[keep]
+    return {"ids": order.astype(np.int64), "counts": shown.astype(np.int64), "rest": int(len(x) - shown.sum()),
+            "rest_symbols": int((counts > 0).sum() - len(order)), "total": len(x)}
+
+
+def bigram_counts(ids: Any, vocab_size: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bigram table of the ``top`` most frequent ids: c(a b), how often b follows a.
+
+    Returns ``(symbols (K,) int64, counts (K, K) int64)``: the K = min(top, ids that occur)
+    most frequent ids (as :func:`unigram_histogram` orders them) and the count of each
+    adjacent pair, row a (the first), column b (the next). Divided by N - 1 it is P(a, b);
+    divided by its row's sum over all of V, P(b | a).
+
+    Examples:
+        >>> ids, c = bigram_counts([0, 1, 0, 1, 1], vocab_size=2, top=2)
+        >>> ids.tolist(), c.tolist()
+        ([1, 0], [[1, 1], [2, 0]])
+    """
+    sym = unigram_histogram(ids, vocab_size, top)["ids"]  # (K,)
+    x = _check_ids(ids, int(vocab_size), "ids", min_len=1)
+    where = np.full(int(vocab_size), -1, dtype=np.int64)
+    where[sym] = np.arange(len(sym))  # id -> its row and column, -1: not shown
+    a, b = where[x[:-1]], where[x[1:]]  # (N-1,)
+    both = (a >= 0) & (b >= 0)
+    k = len(sym)
+    table = np.bincount(a[both] * k + b[both], minlength=k * k).reshape(k, k)  # (K, K)
+    return sym, table.astype(np.int64)
+
+
+def pair_asymmetry(ids: Any, vocab: Vocab, top: int = 10, points: int = 0) -> dict[str, Any]:
     """Adjacent pairs (a, b) as evidence that order and dependence matter.
 
     With P(a) = c(a) / N and P(a, b) = c(ab) / (N - 1) over the N - 1 adjacent pairs,
@@ -675,10 +723,18 @@ def pair_asymmetry(ids: Any, vocab: Vocab, top: int = 10) -> dict[str, Any]:
 
     A row: ``a``, ``b`` (symbols), ``count_ab``, ``count_ba``, ``p_ab``, ``p_ba``, ``p_a_p_b``
     and ``pmi`` = log2 P(a, b) / (P(a) P(b)) (-inf for a pair never seen).
+
+    With ``points`` > 0, ``"points"`` holds the ``points`` most frequent observed pairs
+    (ties: the lower key a V + b) as columns for a scatter plot, each a list of that length:
+    ``a``, ``b``, ``p_ab``, ``p_ba`` and ``p_a_p_b``. P(a, b) against P(b, a) lies on the
+    diagonal only where order does not matter; P(a, b) against P(a) P(b) only where a and
+    b are independent.
     """
     v = len(vocab)
     if not (isinstance(top, Integral) and top >= 1):
         raise ConfigError(f"top must be a positive integer, got {top!r}")
+    if not (isinstance(points, Integral) and points >= 0):
+        raise ConfigError(f"points must be an integer >= 0, got {points!r}")
     x = _check_ids(ids, v, "ids", min_len=2)
     n = len(x)
     p_uni = np.bincount(x, minlength=v) / n  # (V,)
@@ -707,4 +763,11 @@ def pair_asymmetry(ids: Any, vocab: Vocab, top: int = 10) -> dict[str, Any]:
     cand = np.arange(v * v, dtype=np.int64) if v <= 1000 else keys
     dev = np.abs(count_of(cand) / (n - 1) - p_uni[cand // v] * p_uni[cand % v])
     dep = cand[np.argsort(-dev, kind="stable")[:top]]
-    return {"pairs": n - 1, "frequent": rows(frequent), "asymmetric": rows(asym), "dependent": rows(dep)}
+    out = {"pairs": n - 1, "frequent": rows(frequent), "asymmetric": rows(asym), "dependent": rows(dep)}
+    if points:
+        pick = np.argsort(-cnt, kind="stable")[:points]  # (P,) into the observed pairs
+        pa, pb = a[pick], b[pick]
+        out["points"] = {"a": [vocab.symbols[i] for i in pa], "b": [vocab.symbols[i] for i in pb],
+                         "p_ab": (cnt[pick] / (n - 1)).tolist(), "p_ba": (rev[pick] / (n - 1)).tolist(),
+                         "p_a_p_b": (p_uni[pa] * p_uni[pb]).tolist()}
+    return out

@@ -20,10 +20,12 @@ from rnnlab.ngram import (
     SMOOTHINGS,
     NGramLM,
     NotFittedError,
+    bigram_counts,
     estimate_discounts,
     load_ngram,
     ngram_table,
     pair_asymmetry,
+    unigram_histogram,
 )
 
 A, B, C, D = 0, 1, 2, 3
@@ -562,6 +564,40 @@ def test_pair_asymmetry_finds_order_and_dependence():
     assert {(r["a"], r["b"]) for r in dep[:3]} == {("a", "b"), ("b", "c"), ("c", "a")}
     aa = next(r for r in dep if (r["a"], r["b"]) == ("a", "a"))
     assert aa["p_ab"] == 0.0 and aa["pmi"] == -math.inf  # a is a third of the text, yet "aa" never occurs
+
+
+def test_unigram_histogram_and_bigram_table_against_counter():
+    ids = markov_text(3_000, 9, seed=4)
+    uni = Counter(ids.tolist())
+    ranked = sorted(uni, key=lambda s: (-uni[s], s))
+    h = unigram_histogram(ids, vocab_size=12, top=5)  # ids 9..11 never occur
+    assert h["ids"].tolist() == ranked[:5] and h["counts"].tolist() == [uni[s] for s in ranked[:5]]
+    assert h["rest"] == sum(uni[s] for s in ranked[5:]) and h["rest_symbols"] == len(ranked) - 5
+    assert h["total"] == len(ids) == h["counts"].sum() + h["rest"]
+    assert unigram_histogram(ids, vocab_size=12, top=50)["ids"].tolist() == ranked  # unseen ids are no bars
+    pairs = Counter(zip(ids[:-1].tolist(), ids[1:].tolist()))
+    sym, table = bigram_counts(ids, vocab_size=12, top=4)
+    assert sym.tolist() == ranked[:4] and table.shape == (4, 4)
+    assert table.tolist() == [[pairs[(a, b)] for b in ranked[:4]] for a in ranked[:4]]
+
+
+def test_pair_asymmetry_points_are_the_most_frequent_pairs():
+    vocab = Vocab.from_text("abcd")
+    text = "abcabdabcaab" * 20 + "dc"
+    ids = vocab.encode(text)
+    pairs = Counter(zip(text, text[1:]))
+    uni = Counter(text)
+    n = len(text)
+    pts = pair_asymmetry(ids, vocab, top=3, points=5)["points"]
+    ranked = sorted(pairs, key=lambda ab: (-pairs[ab], vocab.index[ab[0]], vocab.index[ab[1]]))[:5]
+    assert list(zip(pts["a"], pts["b"])) == ranked
+    for i, (a, b) in enumerate(ranked):
+        assert pts["p_ab"][i] == pytest.approx(pairs[(a, b)] / (n - 1))
+        assert pts["p_ba"][i] == pytest.approx(pairs[(b, a)] / (n - 1))
+        assert pts["p_a_p_b"][i] == pytest.approx(uni[a] / n * uni[b] / n)
+    assert "points" not in pair_asymmetry(ids, vocab, top=3)
+    with pytest.raises(ConfigError, match="points"):
+        pair_asymmetry(ids, vocab, top=3, points=-1)
 
 
 # Layering ------------------------------------------------------------------------------
