@@ -5,6 +5,9 @@ Two questions, both about one text read from a zero state:
 * :func:`score_tokens` -- for every token after the first, the probability the model
   gave it, :math:`p(x_t \mid x_{<t})`, and the model's ``top`` most probable tokens at
   that step (one fused pass; the same numbers as ``softmax(model(x))``);
+* :func:`step_through` -- the text read one token at a time, as the recurrence is
+  written: the input :math:`x_t`, every layer's :math:`h_t` and the softmax output
+  :math:`y_t` after each step (the lab's Elman section shows it step by step);
 * :func:`layer_activations` -- for one layer, every unit's output :math:`h_t` at every
   step and the rest of the cell's state and gates (an LSTM's :math:`c_t, i_t, f_t, g_t,
   o_t`; a GRU's :math:`r_t, z_t, n_t`), by stepping the layers one step at a time
@@ -13,13 +16,14 @@ Two questions, both about one text read from a zero state:
   units.
 
 The gates are not part of the cell interface (``step`` returns only ``h`` and the
-state), so each cell's *anatomy* is written here once, in a table keyed by the cell's
-class (:data:`ANATOMY`): the names of its state tensors, the names of its gates and a
-function that recomputes the gates from the same projected input and previous state the
-cell's own ``step_projected`` uses. No loop branches on the kind of cell; a new cell
-adds a row, and a cell without a row still shows its state. The tests check every row
-against the cell itself (an LSTM's ``o * tanh(c)`` is its ``h``, a GRU's
-``(1 - z) * n + z * h_prev`` is its ``h``).
+state), so each cell describes what can be seen inside it, beside its equations in
+:mod:`rnnlab.nn.cells`: the names of its state tensors (``state_names``), the gates
+:meth:`~rnnlab.nn.cells.Cell.gate_values` recomputes from the same projected input and
+previous state the cell's own ``step_projected`` uses (``shown_gates``), and each
+quantity's range (``bounds``). :func:`anatomy` reads them; no loop branches on the kind
+of cell, and a cell that shows no gates still shows its state. The tests check every
+registered cell's gates against the cell itself (an LSTM's ``o * tanh(c)`` is its ``h``,
+a GRU's ``(1 - z) * n + z * h_prev`` is its ``h``).
 
 Shapes: ids (N,) int64; probabilities (N - 1, ...); activations (T, H) per quantity.
 """
@@ -35,32 +39,15 @@ from torch import Tensor
 
 from rnnlab.decoding import log_softmax
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.nn.cells import Cell, ElmanCell, ElmanReLUCell, GRUCell, LSTMCell, State
+from rnnlab.nn.cells import Bounds, Cell, State
 from rnnlab.nn.models import RNNLanguageModel
 
 GateFn = Callable[[Cell, Tensor, State], tuple[Tensor, ...]]  # cell, projected input (B, G*H), state -> gates
-Bounds = tuple[float, float] | None  # the range a quantity lives in (None: unbounded)
-
-
-def _lstm_gates(cell: Cell, xp_t: Tensor, state: State) -> tuple[Tensor, ...]:
-    h, _ = state
-    z = torch.addmm(xp_t + cell.bias_hh, h, cell.weight_hh.t())  # (B, 4H), as LSTMCell.step_projected
-    i, f, g, o = z.chunk(4, dim=1)  # each (B, H)
-    return torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-
-
-def _gru_gates(cell: Cell, xp_t: Tensor, state: State) -> tuple[Tensor, ...]:
-    (h,) = state
-    hp = torch.addmm(cell.bias_hh, h, cell.weight_hh.t())  # (B, 3H), as GRUCell.step_projected
-    xr, xz, xn = xp_t.chunk(3, dim=1)
-    hr, hz, hn = hp.chunk(3, dim=1)
-    r = torch.sigmoid(xr + hr)
-    return r, torch.sigmoid(xz + hz), torch.tanh(xn + r * hn)
 
 
 @dataclass(frozen=True)
 class Anatomy:
-    """What can be seen inside one kind of cell."""
+    """What can be seen inside one kind of cell (read from the cell's class by :func:`anatomy`)."""
 
     state: tuple[str, ...]  # names of the state tensors, in the cell's order; the first is the output h
     gates: tuple[str, ...] = ()  # names of the gates ``gate_fn`` returns, in its order
@@ -72,25 +59,12 @@ class Anatomy:
         return self.state + self.gates
 
 
-_TANH, _SIGMOID = (-1.0, 1.0), (0.0, 1.0)
-
-ANATOMY: dict[type[Cell], Anatomy] = {
-    ElmanCell: Anatomy(("h",), bounds={"h": _TANH}),
-    ElmanReLUCell: Anatomy(("h",), bounds={"h": None}),  # ReLU: 0 .. unbounded
-    LSTMCell: Anatomy(("h", "c"), ("i", "f", "g", "o"), _lstm_gates,
-                      {"h": _TANH, "c": None, "i": _SIGMOID, "f": _SIGMOID, "g": _TANH, "o": _SIGMOID}),
-    GRUCell: Anatomy(("h",), ("r", "z", "n"), _gru_gates, {"h": _TANH, "r": _SIGMOID, "z": _SIGMOID, "n": _TANH}),
-}
-
-
 def anatomy(cell: Cell | type[Cell]) -> Anatomy:
-    """The row of :data:`ANATOMY` for this cell (its class or a base class); a cell without a
-    row shows its state tensors only (``h``, ``s1``, ``s2``, ...)."""
+    """What a cell (or cell class) shows: its state tensors (:meth:`~rnnlab.nn.cells.Cell.state_labels`), the
+    gates it recomputes (``shown_gates``, by :meth:`~rnnlab.nn.cells.Cell.gate_values`) and their ``bounds``."""
     cls = cell if isinstance(cell, type) else type(cell)
-    for base in cls.__mro__:
-        if base in ANATOMY:
-            return ANATOMY[base]
-    return Anatomy(("h", *(f"s{i}" for i in range(1, cls.state_tensors))))
+    gates = tuple(cls.shown_gates)
+    return Anatomy(cls.state_labels(), gates, cls.gate_values if gates else None, dict(cls.bounds))
 
 
 def _check_ids(ids: np.ndarray, model: RNNLanguageModel, least: int) -> Tensor:
@@ -199,6 +173,51 @@ def layer_activations(model: RNNLanguageModel, ids: np.ndarray, layer: int) -> d
     return {name: torch.stack(v).float().cpu().numpy() for name, v in seen.items()}  # each (T, H)
 
 
+@dataclass
+class Steps:
+    """A text read one token at a time from a zero state: what every layer held and what the
+    model predicted after each step (T rows, one per token read)."""
+
+    inputs: np.ndarray  # (T, I) x_t, what the first layer read: the one-hot vector, or its embedding
+    hidden: list[np.ndarray]  # per layer, bottom first, (T, H) h_t after reading token t, float64
+    probs: np.ndarray  # (T, V) y_t = softmax of the output layer on the top h_t, float64
+
+
+@torch.no_grad()
+def step_through(model: RNNLanguageModel, ids: np.ndarray) -> Steps:
+    r"""Read ``ids`` (T,) one token at a time from :math:`h_0 = 0`, as a recurrence does:
+    for an Elman network
+
+    .. math::
+        h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}), \qquad
+        y_t = \mathrm{softmax}(W_{ho} h_t + b_o)
+
+    with the same weights at every t (a layer k > 0 reads the layer below's h_t as its x_t).
+    Each step is the cell's own ``step`` (:meth:`RecurrentStack.step`), so every cell reads the
+    same way. Dropout is off. Returns :class:`Steps`; ``probs[t]`` is the model's distribution
+    of token t + 1, the same numbers as ``softmax(model(ids))`` in one pass.
+    """
+    x = _check_ids(ids, model, 1)  # (1, T)
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = model.embed(x)  # (1, T, I)
+        state = model.initial_state(1)
+        hidden: list[list[Tensor]] = [[] for _ in range(model.rnn.num_layers)]
+        tops: list[Tensor] = []
+        for t in range(inputs.shape[1]):
+            top, state = model.rnn.step(inputs[:, t], state)  # (1, H)
+            for k, s in enumerate(state):
+                hidden[k].append(s[0][0])  # (H,) the layer's h, its state's first tensor
+            tops.append(top[0])
+        logits = model.decoder(torch.stack(tops))  # (T, V)
+    finally:
+        model.train(was_training)
+    logp = log_softmax(logits.double().cpu().numpy())  # (T, V)
+    return Steps(inputs[0].double().cpu().numpy(), [torch.stack(h).double().cpu().numpy() for h in hidden],
+                 np.exp(logp))
+
+
 def rank_units(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Units ordered by how strongly they vary over the text: ``values`` (T, H) -> the unit
     indices (H,), largest standard deviation over time first (ties: the lower index), and
@@ -208,5 +227,5 @@ def rank_units(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, std[order]
 
 
-__all__ = ["ANATOMY", "Anatomy", "TokenScores", "anatomy", "layer_activations", "rank_units", "score_tokens",
-           "top_tokens"]
+__all__ = ["Anatomy", "Steps", "TokenScores", "anatomy", "layer_activations", "rank_units", "score_tokens",
+           "step_through", "top_tokens"]

@@ -9,7 +9,15 @@ import torch
 
 from rnnlab.config import ModelConfig
 from rnnlab.evaluate import evaluate_tokens
-from rnnlab.introspect import ANATOMY, anatomy, layer_activations, rank_units, score_tokens, top_tokens
+from rnnlab.introspect import (
+    ANATOMY,
+    anatomy,
+    layer_activations,
+    rank_units,
+    score_tokens,
+    step_through,
+    top_tokens,
+)
 from rnnlab.nn.cells import CELL_TYPES, Cell
 from rnnlab.nn.models import RNNLanguageModel
 
@@ -103,3 +111,32 @@ def test_rank_units_and_top_tokens_order_ties_by_index():
     assert order.tolist() == [1, 3, 0, 2] and std.tolist() == [1.0, 1.0, 0.0, 0.0]
     ids, probs = top_tokens(np.array([0.2, 0.4, 0.2, 0.2]), 3)
     assert ids.tolist() == [1, 0, 2] and probs.tolist() == [0.4, 0.2, 0.2]
+
+
+@pytest.mark.parametrize("input_layer", ["onehot", "embedding"])
+def test_step_through_an_elman_network_is_its_equations(input_layer):
+    """The oracle: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) layer by layer from zeros,
+    y_t = softmax(W_ho h_t + b_o), written out with the model's own weights in NumPy."""
+    torch.manual_seed(3)
+    model = RNNLanguageModel(ModelConfig(cell="elman", hidden_size=H, num_layers=2, dropout=0.0, input=input_layer,
+                                         embedding_size=5), V).double().eval()
+    ids = _ids(25, seed=4)
+    got = step_through(model, ids)
+    w = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    x = np.eye(V)[ids] if input_layer == "onehot" else w["embedding.weight"][ids]  # (T, I)
+    np.testing.assert_allclose(got.inputs, x, atol=1e-12)
+    for k, cell in enumerate(model.rnn.cells):
+        wih, whh = cell.weight_ih.detach().numpy(), cell.weight_hh.detach().numpy()
+        bih, bhh = cell.bias_ih.detach().numpy(), cell.bias_hh.detach().numpy()
+        h, hs = np.zeros(H), []
+        for x_t in x:
+            h = np.tanh(wih @ x_t + bih + whh @ h + bhh)
+            hs.append(h)
+        x = np.array(hs)  # (T, H): the next layer's input
+        np.testing.assert_allclose(got.hidden[k], x, atol=1e-12)
+    z = x @ w["decoder.weight"].T + w["decoder.bias"]  # (T, V)
+    y = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got.probs, y / y.sum(axis=1, keepdims=True), atol=1e-12)
+    # one fused pass gives the same predictions
+    scores = score_tokens(model, ids)
+    np.testing.assert_allclose(np.log(got.probs[np.arange(len(ids) - 1), ids[1:]]), scores.logprob, atol=1e-10)
