@@ -16,7 +16,9 @@ share it. A *sampler* maps logits (B, V) to token ids (B,):
   and renormalises what is kept.
 
 :func:`beam_search` keeps the ``beam_width`` most probable prefixes at every step of
-any model given as a step function.
+any model given as a step function; :func:`beam_search_tree` runs the same search and
+also returns its tree (:class:`BeamTree`: every step's kept hypotheses, the best of those
+pruned, the best path), for showing how the beam chose.
 """
 
 from __future__ import annotations
@@ -124,29 +126,101 @@ StepFn = Callable[[np.ndarray, Any], tuple[np.ndarray, Any]]  # ids (K,), state 
 ReorderFn = Callable[[Any, np.ndarray], Any]  # state, beam indices (K,) -> state
 
 
+ObserveFn = Callable[[np.ndarray, np.ndarray, int], None]
+"""Sees one step of a beam search: every candidate's total log probability (K*V,) (row-major over
+(parent, token)) and their ranking, best first (K*V,); the first ``kept`` of the ranking survive."""
+
+
 def beam_search(step: StepFn, reorder: ReorderFn, state: Any, first_logprobs: np.ndarray, beam_width: int,
-                length: int) -> tuple[list[int], float]:
-    """The most probable continuation of ``length`` tokens found with a beam of ``beam_width``.
+                length: int, observe: ObserveFn | None = None) -> tuple[list[int], float]:
+    r"""The most probable continuation of ``length`` tokens found with a beam of ``beam_width``.
 
     ``first_logprobs`` (V,) scores the first token; ``state`` is the model's state for one
     hypothesis, which ``reorder`` repeats and selects (it is called with indices of length
-    K <= beam_width). Returns the token ids and their total log probability.
+    K <= beam_width). Returns the token ids and their total log probability
+    :math:`\sum_t \log p(y_t \mid y_{<t}, \text{prime})`.
+
+    Each step scores every extension of every kept hypothesis, K x V candidates, and keeps the
+    ``beam_width`` best (ties: the lower parent, then the lower token id). ``observe``, where
+    given, is shown every step's candidates and ranking (:data:`ObserveFn`; the first step's
+    candidates are the V extensions of the prime alone); without it nothing extra is computed.
     """
     if length == 0:
         return [], 0.0
     v = first_logprobs.shape[-1]
     k = min(beam_width, v)
-    top = np.argsort(-first_logprobs, kind="stable")[:k]
+    ranked = np.argsort(-first_logprobs, kind="stable")  # (V,)
+    top = ranked[:k]
+    if observe is not None:
+        observe(np.asarray(first_logprobs, dtype=np.float64), ranked, k)
     scores = first_logprobs[top].astype(np.float64)  # (K,)
     seqs = top[:, None]  # (K, 1)
     state = reorder(state, np.zeros(k, dtype=np.int64))
     for _ in range(length - 1):
         logprobs, state = step(seqs[:, -1], state)  # (K, V)
         total = (scores[:, None] + logprobs).ravel()  # (K*V,)
-        best = np.argsort(-total, kind="stable")[: min(beam_width, total.size)]
+        ranked = np.argsort(-total, kind="stable")  # (K*V,)
+        best = ranked[: min(beam_width, total.size)]
+        if observe is not None:
+            observe(total, ranked, len(best))
         parent, token = best // v, best % v
         scores = total[best]
         seqs = np.concatenate([seqs[parent], token[:, None]], axis=1)
         state = reorder(state, parent)
     i = int(np.argmax(scores))
     return seqs[i].tolist(), float(scores[i])
+
+
+@dataclass
+class BeamNode:
+    r"""One hypothesis of a beam search step: the kept hypothesis it extends (its index in the step
+    before; 0, the prime, at the first step), the token it adds, its total log probability and
+    the token's own :math:`\log p(y_t \mid y_{<t})`."""
+
+    parent: int
+    token: int
+    score: float
+    logprob: float
+
+
+@dataclass
+class BeamStep:
+    """One step of a beam search: the hypotheses kept (best first) and the best of those pruned."""
+
+    kept: list[BeamNode]
+    pruned: list[BeamNode]
+
+
+@dataclass
+class BeamTree:
+    """A beam search as it ran: ``steps[t]`` the hypotheses of length t + 1; ``best[t]`` the index in
+    ``steps[t].kept`` of the best final hypothesis' prefix of length t + 1; ``tokens`` and ``score``
+    what :func:`beam_search` returns."""
+
+    steps: list[BeamStep]
+    best: list[int]
+    tokens: list[int]
+    score: float
+
+
+def beam_search_tree(step: StepFn, reorder: ReorderFn, state: Any, first_logprobs: np.ndarray, beam_width: int,
+                     length: int, pruned: int = 3) -> BeamTree:
+    """:func:`beam_search` (the same arguments, the same result) with its tree: at every step the kept
+    hypotheses and the ``pruned`` best candidates that fell out of the beam."""
+    v = first_logprobs.shape[-1]
+    steps: list[BeamStep] = []
+
+    def observe(total: np.ndarray, ranked: np.ndarray, kept: int) -> None:
+        before = [0.0] if not steps else [n.score for n in steps[-1].kept]
+
+        def node(i: int) -> BeamNode:
+            parent, token = divmod(int(i), v)
+            return BeamNode(parent, token, float(total[i]), float(total[i] - before[parent]))
+
+        steps.append(BeamStep([node(i) for i in ranked[:kept]], [node(i) for i in ranked[kept:kept + pruned]]))
+
+    tokens, score = beam_search(step, reorder, state, first_logprobs, beam_width, length, observe)
+    best = [0] * len(steps)  # beam_search's best is the last step's first (the kept are sorted)
+    for t in range(len(steps) - 1, 0, -1):
+        best[t - 1] = steps[t].kept[best[t]].parent
+    return BeamTree(steps, best, tokens, score)

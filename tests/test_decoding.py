@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from rnnlab.decoding import Argmax, Sample, beam_search, distribution, log_softmax, make_sampler
+from rnnlab.decoding import Argmax, Sample, beam_search, beam_search_tree, distribution, log_softmax, make_sampler
 from rnnlab.errors import ConfigError
 
 RNG = np.random.default_rng(0)
@@ -138,3 +138,55 @@ def test_beam_width_one_is_greedy():
     for _ in range(5):
         greedy.append(int(TRANS[greedy[-1]].argmax()))
     assert seq == greedy
+
+
+def _path_score(first, seq):
+    return first[seq[0]] + sum(TRANS[a, b] for a, b in zip(seq, seq[1:]))
+
+
+def _prefixes(tree, t, i):
+    """The tokens of hypothesis ``i`` of step ``t``, read back through the parents."""
+    out = []
+    for s in range(t, -1, -1):
+        node = tree.steps[s].kept[i]
+        out.append(node.token)
+        i = node.parent
+    return out[::-1]
+
+
+def test_a_beam_as_wide_as_every_sequence_keeps_them_all_in_order_and_finds_the_best():
+    """Width V^L: every step keeps every prefix, sorted by its exact log probability; the tree's best
+    path is the brute-force best sequence."""
+    first, length = TRANS[1], 3
+    tree = beam_search_tree(_step, _reorder, np.zeros(1), first, beam_width=V ** length, length=length)
+    for t, step in enumerate(tree.steps):
+        seqs = [tuple(_prefixes(tree, t, i)) for i in range(len(step.kept))]
+        assert sorted(seqs) == list(itertools.product(range(V), repeat=t + 1))  # all of them, once each
+        exact = [_path_score(first, s) for s in seqs]
+        np.testing.assert_allclose([n.score for n in step.kept], exact, rtol=1e-12)
+        assert np.all(np.diff(exact) <= 1e-12) and step.pruned == []  # best first
+    best = max(itertools.product(range(V), repeat=length), key=lambda s: _path_score(first, s))
+    assert tuple(tree.tokens) == best
+    assert [tree.steps[t].kept[i].token for t, i in enumerate(tree.best)] == list(best)
+    np.testing.assert_allclose(tree.score, _path_score(first, best), rtol=1e-12)
+
+
+def test_the_tree_of_a_narrow_beam_is_the_search_beam_search_runs():
+    first, width, length = TRANS[3], 2, 6
+    tree = beam_search_tree(_step, _reorder, np.zeros(1), first, beam_width=width, length=length, pruned=3)
+    seq, score = beam_search(_step, _reorder, np.zeros(1), first, beam_width=width, length=length)
+    assert tree.tokens == seq and tree.score == score
+    assert _prefixes(tree, length - 1, tree.best[-1]) == seq
+    for t, step in enumerate(tree.steps):
+        candidates = V if t == 0 else width * V
+        assert len(step.kept) == width and len(step.pruned) == min(3, candidates - width)
+        before = [0.0] if t == 0 else [n.score for n in tree.steps[t - 1].kept]
+        prev_tok = None if t == 0 else [n.token for n in tree.steps[t - 1].kept]
+        for n in step.kept + step.pruned:
+            own = first[n.token] if t == 0 else TRANS[prev_tok[n.parent], n.token]
+            np.testing.assert_allclose([n.logprob, n.score], [own, before[n.parent] + own], rtol=1e-12)
+        # the pruned are the next best candidates: none beats a kept one
+        assert min(n.score for n in step.kept) >= max(n.score for n in step.pruned)
+        assert [n.score for n in step.pruned] == sorted((n.score for n in step.pruned), reverse=True)
+    for t in range(1, length):  # the best path runs through parents
+        assert tree.steps[t].kept[tree.best[t]].parent == tree.best[t - 1]
