@@ -42,7 +42,7 @@ from rnnlab.plots import check_writable, plot_confusion
 BUCKET = 50  # batches sorted by length together (less padding, still shuffled)
 
 __all__ = ["ClassifierJob", "evaluate_classifier", "load_classifier", "pad_batch", "predict", "predict_proba",
-           "train_classifier"]
+           "prefix_proba", "train_classifier"]
 
 
 def pad_batch(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +115,28 @@ def predict_proba(model: RNNClassifier, seqs: list[np.ndarray], batch_size: int 
             x, lengths = pad_batch([seqs[i] for i in idx])
             logits = model(torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device))  # (b, C)
             probs[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return shifted(probs, model.logit_shift)
+
+
+@torch.no_grad()
+def prefix_proba(model: RNNClassifier, seq: np.ndarray) -> np.ndarray:
+    r"""Class probabilities (L, C) after every prefix of one sequence (ids (L,) or vectors (L, F)): row t is
+    what :func:`predict_proba` gives :math:`x_{1..t+1}` alone, the many-to-one state read at every step.
+
+    A forward classifier reads the sequence once (:meth:`~rnnlab.nn.classifier.RNNClassifier.prefix_logits`:
+    its state after t + 1 steps is the state that prefix ends in); a bidirectional one reads the L prefixes
+    as one padded batch, since its backward state starts again at every prefix's end."""
+    if len(seq) == 0:
+        raise DataError("the sequence is empty: it has no prefix to classify")
+    if model.rnn_reverse is not None:
+        return predict_proba(model, [seq[:t] for t in range(1, len(seq) + 1)])
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.from_numpy(np.asarray(seq)[None]).to(model.head.weight.device)  # (1, L) or (1, L, F)
+        probs = torch.softmax(model.prefix_logits(x).double(), dim=-1).cpu().numpy()  # (L, C)
     finally:
         model.train(was_training)
     return shifted(probs, model.logit_shift)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab.classify import evaluate_classifier, pad_batch, predict, predict_proba, train_classifier
+from rnnlab.classify import evaluate_classifier, pad_batch, predict, predict_proba, prefix_proba, train_classifier
 from rnnlab.cli import main
 from rnnlab.config import ClassifyRunConfig, ModelConfig
 from rnnlab.data.sequences import class_weights, read_labelled, sampling_probabilities, split_examples
@@ -57,6 +57,28 @@ def test_vector_inputs_feed_the_first_layer_directly():
     x, lengths = pad_batch([np.ones((2, 3), np.float32), np.zeros((5, 3), np.float32)])
     assert x.shape == (2, 5, 3) and lengths.tolist() == [2, 5]
     assert model(torch.from_numpy(x), torch.from_numpy(lengths)).shape == (2, 2)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("inputs", ["ids", "vectors"])
+def test_every_prefix_in_one_pass_is_each_prefix_classified_alone(cell, bidirectional, inputs):
+    """Row t of prefix_proba is predict_proba of the first t + 1 elements, read as a sequence of its own
+    (with a logit adjustment, which both apply)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, hidden_size=8, num_layers=2, dropout=0.3, embedding_size=5)
+    size = {"vocab_size": 7} if inputs == "ids" else {"feature_size": 3}
+    model = RNNClassifier(cfg, num_classes=4, bidirectional=bidirectional, **size).train()  # eval mode is its job
+    model.logit_shift = np.array([0.5, -0.2, 0.0, 1.0])
+    rng = np.random.default_rng(2)
+    seq = rng.integers(0, 7, size=9) if inputs == "ids" else rng.random((9, 3)).astype(np.float32)
+    rows = prefix_proba(model, seq)
+    alone = np.stack([predict_proba(model, [seq[:t]])[0] for t in range(1, len(seq) + 1)])
+    assert rows.shape == (9, 4) and model.training
+    np.testing.assert_allclose(rows, alone, atol=1e-6)
+    assert not np.allclose(rows[0], rows[-1])  # the prefixes differ: a row repeated would fail
+    with pytest.raises(DataError, match="empty"):
+        prefix_proba(model, seq[:0])
 
 
 # the split -------------------------------------------------------------------------------------

@@ -92,5 +92,16 @@ class RNNClassifier(nn.Module):
         h = self.features(x, lengths, fused)
         return self.head(F.dropout(h, self.cfg.dropout, self.training))  # (B, C)
 
+    def prefix_logits(self, x: Tensor) -> Tensor:
+        r"""The logits after every prefix of one unpadded sequence, in one pass: x (1, T) ids or (1, T, F)
+        vectors -> (T, C), row t the classification of :math:`x_{1..t+1}` (the head applied to every
+        :math:`h_t`, as :meth:`forward` applies it to :math:`h_L`). Forward only: a bidirectional
+        classifier's backward state differs for every prefix (:func:`rnnlab.classify.prefix_proba`
+        reads those prefixes one by one)."""
+        if self.rnn_reverse is not None:
+            raise ValueError("a bidirectional classifier reads every prefix from its end: no single pass")
+        out, _ = self.rnn(self.embed(x), fused=self.cfg.fused)  # (1, T, H)
+        return self.head(out[0])  # (T, C)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
