@@ -101,6 +101,11 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: st
             continue
         if get_origin(tp) is Literal:
             kw["choices"] = get_args(tp)
+        elif "choices" in f.metadata:  # a registry's names (the cells), each with its line in the help
+            choices = f.metadata["choices"]()
+            kw["choices"] = tuple(choices)
+            listed = ", ".join(f"{k} ({v})" if v else k for k, v in choices.items())
+            kw["help"] = f"{(helps or {}).get(f.name, f.metadata.get('help', ''))}: {listed} (default: {default})"
         else:
             base = [a for a in get_args(tp) if a is not type(None)] or [tp]
             kw["type"] = {int: int, float: float, str: str}.get(base[0], str)
@@ -769,6 +774,8 @@ def cmd_paths(ns: argparse.Namespace) -> int:
 # the page in the browser -------------------------------------------------------------------
 
 SERVE_EXAMPLES = """examples:
+  rnnlab serve                                         # the lab: open http://127.0.0.1:8000
+  rnnlab serve --data-dir texts/                       # the lab may also read and train on texts/*.txt
   rnnlab serve runs/shakespeare                        # then open http://127.0.0.1:8000
   rnnlab serve runs/a runs/b/best.safetensors --port 8080
   rnnlab serve runs/x --host 0.0.0.0                   # other machines too: open the printed URL (token)
@@ -780,11 +787,12 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     from rnnlab.serve import serve
 
     def ready(url: str) -> None:
-        print(f"rnnlab: serving {len(ns.checkpoints)} model(s) on {url} "
-              f"(API docs at /docs, schema at /openapi.json); Ctrl-C stops", file=sys.stderr)
+        what = f"{len(ns.checkpoints)} model(s) on {url} (the lab at /lab)" if ns.checkpoints else f"the lab on {url}"
+        print(f"rnnlab: serving {what} (API docs at /docs, schema at /openapi.json); Ctrl-C stops", file=sys.stderr)
 
     serve(ns.checkpoints, host=ns.host, port=ns.port, workers=ns.workers, log_level=ns.log_level, on_ready=ready,
-          token=ns.token, certfile=ns.certfile, keyfile=ns.keyfile, max_streams=ns.max_streams)
+          token=ns.token, certfile=ns.certfile, keyfile=ns.keyfile, max_streams=ns.max_streams,
+          lab_cache=ns.lab_cache, data_dir=ns.data_dir, runs_dir=ns.runs_dir, runs_max_mb=ns.runs_max_mb)
     return 0
 
 
@@ -919,7 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="a page in the browser: sample, probabilities, inside the network",
                         formatter_class=fmt, epilog=SERVE_EXAMPLES,
                         description="Serve checkpoints to a web page and a JSON API (OpenAPI at /docs).")
-    sv.add_argument("checkpoints", nargs="+", help="run folders or .safetensors checkpoints")
+    sv.add_argument("checkpoints", nargs="*", help="run folders or .safetensors checkpoints (none: the page is the lab)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     sv.add_argument("--workers", type=int, default=4, help="threads that run the models (default: 4)")
@@ -934,6 +942,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-streams", type=int, default=8,
                     help="generations one client (address) may stream at once; one more is refused with 429 "
                          "(default: 8)")
+    sv.add_argument("--lab-cache", default=None,
+                    help="where the lab keeps the small models it trains on first use (default: $RNNLAB_LAB_CACHE, "
+                         "else ~/.cache/rnnlab/lab)")
+    sv.add_argument("--data-dir", default=None,
+                    help="a folder whose *.txt files the lab's page may read and train on (by name; the page never "
+                         "names a path)")
+    sv.add_argument("--runs-dir", default=None,
+                    help="where runs started from the page go (default: runs/ in the lab's cache); each is an ordinary "
+                         "run folder that rnnlab train --resume and rnnlab sample accept")
+    sv.add_argument("--runs-max-mb", type=float, default=1024.0,
+                    help="a new run from the page is refused while the runs folder holds more than this (default: 1024)")
     sv.set_defaults(func=cmd_serve)
 
     da = sub.add_parser("data", help="list and download corpora", formatter_class=fmt, epilog=DATA_EXAMPLES)

@@ -242,8 +242,8 @@ class Registry:
         self.by_name = {e.name: e for e in entries}
 
     @classmethod
-    def load(cls, checkpoint_paths: list[str]) -> Registry:
-        if not checkpoint_paths:
+    def load(cls, checkpoint_paths: list[str], allow_empty: bool = False) -> Registry:
+        if not checkpoint_paths and not allow_empty:
             raise ConfigError("the server needs at least one checkpoint (a .safetensors file or a run folder)")
         entries: list[ServedModel] = []
         taken: set[str] = set()
@@ -850,8 +850,10 @@ The same seed and settings give the same tokens as `rnnlab.sampling.generate`.
 def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
               allowed_hosts: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
               token: str | None = None, max_streams: int = DEFAULT_MAX_STREAMS,
-              max_active_streams: int = MAX_ACTIVE_STREAMS) -> FastAPI:
-    """The ASGI application serving these checkpoints (files or run folders).
+              max_active_streams: int = MAX_ACTIVE_STREAMS, lab_cache: str | Path | None = None,
+              data_dir: str | Path | None = None, runs_dir: str | Path | None = None,
+              runs_max_mb: float | None = None, train_lab_models: bool = True) -> FastAPI:
+    """The ASGI application serving these checkpoints (files or run folders), and the lab (:mod:`rnnlab.lab`).
 
     ``workers`` threads do the model work; ``allowed_hosts`` (e.g. ``["127.0.0.1",
     "localhost"]``) refuses requests whose Host header names anything else, which stops a
@@ -860,14 +862,25 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     Bearer TOKEN`` or ``?token=TOKEN``; 401 otherwise). A client (an address) streams at
     most ``max_streams`` generations at once and the server ``max_active_streams``; more is
     a 429. Raises :class:`~rnnlab.errors.CheckpointError` for a checkpoint it cannot serve.
+
+    The lab's page is at ``/lab``, and at ``/`` when no checkpoint is given. ``lab_cache`` keeps the lab's own
+    models (default ``$RNNLAB_LAB_CACHE`` or ``~/.cache/rnnlab/lab``), ``data_dir`` holds the ``*.txt`` files the
+    page may read and train on, ``runs_dir`` takes the runs started from the page (default ``LAB_CACHE/runs``;
+    a new one is refused while it holds over ``runs_max_mb``); ``train_lab_models`` off: a lab model not in the
+    cache is not trained, only reported missing.
     """
+    from rnnlab import lab as lab_pkg  # the lab is a shell above this module: imported here, not at the top
+
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if token is not None:
         check_token(token)
     streams = StreamLimits(max_streams, max_active_streams)
-    registry = Registry.load([str(p) for p in checkpoint_paths])
-    page = page_html()
+    registry = Registry.load([str(p) for p in checkpoint_paths], allow_empty=True)
+    lab = lab_pkg.Lab(lab_cache, registry, [str(p) for p in checkpoint_paths], data_dir=data_dir, runs_dir=runs_dir,
+                      runs_max_mb=lab_pkg.DEFAULT_RUNS_MAX_MB if runs_max_mb is None else runs_max_mb,
+                      train_models=train_lab_models)
+    page = page_html() if registry.entries else None  # no checkpoint: / is the lab
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnnlab-serve")
 
     # one scheduler per language model, its packed steps prepared now so that no request waits for them
@@ -879,6 +892,7 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        lab.close()  # a training child is killed with the server
         pool.shutdown(wait=False, cancel_futures=True)
         for sch in schedulers.values():
             sch.close()
@@ -932,7 +946,9 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
         return resp
 
     @app.get("/", include_in_schema=False)
-    async def index() -> HTMLResponse:
+    async def index(request: Request) -> HTMLResponse:
+        if page is None:
+            return await app.state.lab_page(request)
         return HTMLResponse(page, headers={
             "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
             "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -1013,6 +1029,7 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
         return Response(await run(_classify, entry, req.text, top), media_type="application/json")
 
     app.state.streams = streams
+    lab_pkg.mount(app, lab)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     if token is not None:  # before the body is read: a request without the token costs nothing
         app.add_middleware(_TokenGate, token=token)
@@ -1034,13 +1051,14 @@ class Served:
 def server_config(checkpoint_paths: list[str], host: str = "127.0.0.1", port: int = 8000,
                   workers: int = DEFAULT_WORKERS, log_level: str = "info", token: str | None = None,
                   certfile: str | None = None, keyfile: str | None = None,
-                  max_streams: int = DEFAULT_MAX_STREAMS) -> Served:
+                  max_streams: int = DEFAULT_MAX_STREAMS, **lab: Any) -> Served:
     """The application for these checkpoints and uvicorn's configuration to serve it.
 
     On a loopback host only requests addressed to a loopback name are answered (the Host
     check), and a token is asked for only where one is given. On any other host a token is
     required: ``token``, or a fresh one (:func:`new_token`), printed in the returned URL.
-    ``certfile`` and ``keyfile`` (PEM) serve HTTPS. The access log never shows ``?token=``.
+    ``certfile`` and ``keyfile`` (PEM) serve HTTPS. The access log never shows ``?token=``. ``lab`` holds the
+    lab's options of :func:`build_app` (``lab_cache``, ``data_dir``, ``runs_dir``, ``runs_max_mb``).
     """
     import uvicorn
 
@@ -1061,7 +1079,7 @@ def server_config(checkpoint_paths: list[str], host: str = "127.0.0.1", port: in
         warnings.warn(f"serving on {host} without TLS: the token and the texts cross the network unencrypted "
                       "(give --certfile and --keyfile for HTTPS)", stacklevel=2)
     app = build_app(checkpoint_paths, workers=workers, allowed_hosts=[*LOOPBACK_HOSTS] if loopback else None,
-                    token=token, max_streams=max_streams)
+                    token=token, max_streams=max_streams, **lab)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=log_config(),
                             ssl_certfile=certfile, ssl_keyfile=keyfile)
     shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
@@ -1072,12 +1090,15 @@ def server_config(checkpoint_paths: list[str], host: str = "127.0.0.1", port: in
 
 def serve(checkpoint_paths: list[str], host: str = "127.0.0.1", port: int = 8000, workers: int = DEFAULT_WORKERS,
           log_level: str = "info", on_ready: Callable[[str], None] | None = None, token: str | None = None,
-          certfile: str | None = None, keyfile: str | None = None, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
-    """Serve these checkpoints until interrupted (Ctrl-C), as :func:`server_config` describes; ``on_ready``
-    is given the address to open (with the token) once every checkpoint is loaded."""
+          certfile: str | None = None, keyfile: str | None = None, max_streams: int = DEFAULT_MAX_STREAMS,
+          **lab: Any) -> None:
+    """Serve these checkpoints (none: the lab alone) until interrupted (Ctrl-C), as :func:`server_config`
+    describes; ``on_ready`` is given the address to open (with the token) once every checkpoint is loaded.
+    ``lab``: the lab's options of :func:`build_app`."""
     import uvicorn
 
-    served = server_config(checkpoint_paths, host, port, workers, log_level, token, certfile, keyfile, max_streams)
+    served = server_config(checkpoint_paths, host, port, workers, log_level, token, certfile, keyfile, max_streams,
+                           **lab)
     if on_ready is not None:  # every checkpoint loaded: the shell may say where to look
         on_ready(served.url)
     uvicorn.Server(served.config).run()

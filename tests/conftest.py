@@ -75,3 +75,79 @@ def tiny_names_classifier(folder: Path, steps: int = 20) -> Path:
     finally:
         torch.set_num_threads(threads)  # train_classifier set it for the whole process
     return folder / "names"
+
+
+# --- the lab (rnnlab.lab): its own models, tiny, trained once per test session ----------------------
+
+@pytest.fixture(scope="session")
+def lab_cache(tmp_path_factory) -> Path:
+    """A lab cache folder holding tiny versions of every one of the lab's own models (rnnlab.lab.models.RECIPES:
+    a few units, a few steps each, trained in this process), so a server on it has every model ready. Shared by
+    the whole session: copy it (shutil.copytree) before changing it."""
+    from rnnlab.lab.models import RECIPES, train_now
+
+    cache = tmp_path_factory.mktemp("lab-cache")
+    for name in RECIPES:
+        train_now(cache, name, tiny=True)
+    return cache
+
+
+def lab_app(cache: Path, checkpoints: list[str] | None = None, **options):
+    """The FastAPI application of a server on this lab cache (``rnnlab serve --lab-cache CACHE``), which trains no
+    lab model of its own (``train_lab_models=False``, so a missing one is reported, not trained for minutes);
+    ``options`` go to :func:`rnnlab.serve.build_app` (``data_dir``, ``runs_dir``, ``token``, ...)."""
+    from rnnlab.serve import build_app
+
+    options.setdefault("runs_dir", cache / "runs")
+    options.setdefault("train_lab_models", False)
+    return build_app([str(c) for c in checkpoints or []], lab_cache=cache, **options)
+
+
+class LabServer:
+    """``rnnlab serve --lab-cache CACHE ...`` in a subprocess on a free loopback port; ``url`` once it answers.
+    Use as a context manager (the server is stopped on exit); ``log`` holds its output."""
+
+    def __init__(self, cache: Path, *args: str, log: Path | None = None):
+        import os
+        import socket
+        import subprocess
+        import sys
+        import tempfile
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log or Path(tempfile.mkstemp(prefix="rnnlab-lab-", suffix=".log")[1])
+        self._out = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rnnlab", "serve", "--lab-cache", str(cache), "--port", str(self.port),
+             "--log-level", "warning", *args], stdout=self._out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def __enter__(self) -> LabServer:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/api/lab/sections", timeout=1).status_code in (200, 401):
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the lab's server did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._out.close()
