@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -65,7 +65,7 @@ from rnnlab.nn.stack import RecurrentStack, StackState
 
 __all__ = ["FEEDINGS", "SCHEDULES", "Discriminator", "FeedResult", "Feeding", "FreeRunning", "ProfessorForcing",
            "ScheduledSampling", "TeacherForcing", "exponential", "inverse_sigmoid", "linear", "make_feeding",
-           "make_schedule", "own_inputs", "uniforms", "DecisionSteps"]
+           "make_schedule", "own_inputs", "teacher_probability", "uniforms", "DecisionSteps"]
 
 FEEDINGS = ("teacher", "free-raw", "free-sample", "free-argmax", "scheduled", "professor")
 
@@ -779,3 +779,25 @@ def make_feeding(name: str, model: RNNLanguageModel | None = None, **options: An
     if model is None:
         raise ConfigError("feeding professor needs the model (to size its discriminator)")
     return ProfessorForcing.for_model(model, **options)
+
+
+def teacher_probability(name: str, steps: Sequence[int], **options: Any) -> list[float] | None:
+    r"""The probability :math:`\epsilon_i` that the strategy feeds the true previous token at training step i.
+
+    ``name`` and ``options`` as :func:`make_feeding` takes them (a run's
+    ``FeedingConfig.feeding`` and ``.options()``); one value per step of ``steps``:
+    1 for teacher forcing, 0 for free running, the clipped schedule
+    :meth:`ScheduledSampling.eps` (the same call its training made) for scheduled
+    sampling. None for professor forcing, whose loss reads the true tokens (1) and which
+    adds a free-running pass beside it rather than mixing the two.
+    """
+    strategy = make_feeding(name, None, **options) if name != "professor" else None
+    for i in steps:
+        _check_step(i)
+    if isinstance(strategy, ScheduledSampling):
+        return [strategy.eps(int(i)) for i in steps]
+    if isinstance(strategy, TeacherForcing):
+        return [1.0] * len(steps)
+    if isinstance(strategy, FreeRunning):
+        return [0.0] * len(steps)
+    return None

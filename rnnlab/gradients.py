@@ -40,25 +40,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from rnnlab.config import CELLS, ModelConfig
+from rnnlab.config import ModelConfig
 from rnnlab.errors import ConfigError
-from rnnlab.nn.cells import CELL_TYPES, Cell
+from rnnlab.nn.cells import CELL_TYPES, Cell, cell_name
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import RecurrentStack
 
 Model = RNNLanguageModel | RecurrentStack | Cell
 LossFn = Callable[[Tensor], Tensor]  # top-layer outputs (B, T, H) -> per-example losses (B,)
-
-GATE_NAMES: dict[str, tuple[str, ...]] = {name: cls.gate_names for name, cls in CELL_TYPES.items()}
-"""The gate blocks of ``weight_hh``, top to bottom, for each cell (PyTorch's order; ``Cell.gate_names``)."""
-
-
-def _cell_name(cell: Cell) -> str:
-    for name, cls in CELL_TYPES.items():
-        if type(cell) is cls:
-            return name
-    return type(cell).__name__
-
 
 def _cells(model: Model) -> list[Cell]:
     if isinstance(model, RNNLanguageModel):
@@ -289,7 +278,7 @@ def recurrent_spectra(model: Model) -> list[dict[str, Any]]:
     """
     out = []
     for k, cell in enumerate(_cells(model)):
-        name = _cell_name(cell)
+        name = cell_name(cell)
         gates = cell.gate_names
         blocks = _matrix(cell.weight_hh).reshape(cell.gates, cell.hidden_size, cell.hidden_size)  # (G, H, H)
         out.append({
@@ -303,7 +292,7 @@ def recurrent_spectra(model: Model) -> list[dict[str, Any]]:
 def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size: int = 64, length: int = 100,
                     seed: int = 0, batch_size: int = 8, vocab_size: int = 32, num_layers: int = 1,
                     loss: Literal["last", "all"] = "last", recurrent_gain: float = 1.0,
-                    dtype: torch.dtype = torch.float64) -> dict[str, Any]:
+                    dtype: torch.dtype = torch.float64, clip_norm: float = 0.0) -> dict[str, Any]:
     r"""Per-step gradient curves of freshly initialised language models, one per cell, JSON-able.
 
     Each model is an :class:`RNNLanguageModel` (one-hot input, ``num_layers`` layers of
@@ -315,12 +304,25 @@ def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size
     curve (``dtype`` float64 by default, so that a curve that vanishes to 1e-30 is still
     measured rather than flushed to zero). The global torch RNG is left as it was.
 
+    Clipping (``clip_norm`` > 0, as ``--clip-norm`` in training): the gradient of the
+    batch's loss :math:`\bar L = \frac1B \sum_b \ell^{(b)}` with respect to every parameter,
+    :math:`g = \nabla_\theta \bar L`, is rescaled when its norm is above the threshold c,
+
+    .. math:: g \leftarrow g \cdot f, \qquad f = \min\!\big(1,\ c / \|g\|_2\big),
+
+    and since the backward pass is linear in the loss's gradient, every
+    :math:`\partial L/\partial h_t` of that update is scaled by the same f: the clipped curve
+    is ``clip_factor * norms``. On a log axis it moves down as a whole; its slope, the
+    vanishing or exploding with the distance T - t, stays. ``grad_norm`` is
+    :math:`\|g\|_2` before clipping and ``clip_factor`` is 1 with clipping off.
+
     Returns ``{"config": {...the arguments...}, "steps": [1..T], "cells": {name:
     {"norms": [T floats], "spectra": recurrent_spectra(model), "first_over_last":
-    norms[0] / norms[-1]}}}``; a curve may hold ``inf`` or ``nan`` if it overflowed
+    norms[0] / norms[-1], "grad_norm": ||g||, "clip_factor": f, "clipped_norms":
+    [T floats]}}}``; a curve may hold ``inf`` or ``nan`` if it overflowed
     (write it with :func:`rnnlab.jsonio.dumps`, which turns them into ``null``).
     """
-    problems = [f"unknown cell {c!r} (expected one of {', '.join(CELLS)})" for c in cells if c not in CELLS]
+    problems = [f"unknown cell {c!r} (expected one of {', '.join(CELL_TYPES)})" for c in cells if c not in CELL_TYPES]
     if not cells:
         problems.append("cells must name at least one cell")
     for name, v in (("hidden_size", hidden_size), ("length", length), ("batch_size", batch_size),
@@ -331,6 +333,8 @@ def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size
         problems.append(f"loss must be 'last' or 'all', got {loss!r}")
     if not (isinstance(recurrent_gain, (int, float)) and math.isfinite(recurrent_gain) and recurrent_gain > 0):
         problems.append(f"recurrent_gain must be a positive number, got {recurrent_gain!r}")
+    if not (isinstance(clip_norm, (int, float)) and math.isfinite(clip_norm) and clip_norm >= 0):
+        problems.append(f"clip_norm must be a number >= 0 (0: off), got {clip_norm!r}")
     if problems:
         raise ConfigError(problems)
 
@@ -340,7 +344,8 @@ def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size
     report: dict[str, Any] = {
         "config": {"cells": list(cells), "hidden_size": hidden_size, "length": length, "seed": seed,
                    "batch_size": batch_size, "vocab_size": vocab_size, "num_layers": num_layers, "loss": loss,
-                   "recurrent_gain": recurrent_gain, "dtype": str(dtype).removeprefix("torch.")},
+                   "recurrent_gain": recurrent_gain, "dtype": str(dtype).removeprefix("torch."),
+                   "clip_norm": clip_norm},
         "steps": list(range(1, length + 1)),
         "cells": {},
     }
@@ -355,9 +360,98 @@ def gradient_report(cells: Sequence[str] = ("elman", "lstm", "gru"), hidden_size
                 c.weight_hh.mul_(recurrent_gain)
         norms = gradient_norms_per_step(model, tokens, loss=loss, targets=targets)
         ratio = float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")
+        g_norm = parameter_gradient_norm(model, tokens, targets, loss=loss)
+        factor = min(1.0, clip_norm / g_norm) if clip_norm > 0 and g_norm > 0 else 1.0
         report["cells"][cell] = {"norms": [float(v) for v in norms], "spectra": recurrent_spectra(model),
-                                 "first_over_last": ratio}
+                                 "first_over_last": ratio, "grad_norm": g_norm, "clip_factor": factor,
+                                 "clipped_norms": [float(v) * factor for v in norms]}
     return report
+
+
+def parameter_gradient_norm(model: RNNLanguageModel, tokens: Tensor, targets: Tensor,
+                            loss: Literal["last", "all"] = "last") -> float:
+    r"""The global norm :math:`\|\nabla_\theta \bar L\|_2` over every parameter, before any clipping.
+
+    :math:`\bar L = \frac1B \sum_b \ell^{(b)}` with the per-example loss of
+    :func:`gradient_norms_per_step` (the last step's cross entropy, or the sum over the
+    steps): the norm that ``torch.nn.utils.clip_grad_norm_`` compares with the threshold.
+    tokens, targets (B, T). The model runs in evaluation mode through the unrolled path
+    (the mode is restored); its ``.grad`` fields are not touched.
+    """
+    if tokens.ndim != 2 or tuple(targets.shape) != tuple(tokens.shape):
+        raise ConfigError(f"tokens and targets must both be (B, T), got {tuple(tokens.shape)} and "
+                          f"{tuple(targets.shape)}")
+    b, t_len = tokens.shape
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            logits, _ = model(tokens, fused=False)  # (B, T, V)
+            ce = F.cross_entropy(logits.reshape(b * t_len, -1), targets.reshape(-1),
+                                 reduction="none").view(b, t_len)  # (B, T)
+            per_example = ce[:, -1] if loss == "last" else ce.sum(1)  # (B,)
+            grads = torch.autograd.grad(per_example.mean(), params, allow_unused=True)
+        return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+    finally:
+        model.train(was_training)
+
+
+def connectivity(model: RNNLanguageModel, tokens: Tensor | np.ndarray, blocks: int = 4) -> np.ndarray:
+    r"""How strongly each prediction depends on each earlier input: a matrix C (N - 1, N - 1).
+
+    For a text of N tokens :math:`x_0..x_{N-1}` the model reads :math:`x_0..x_{N-2}`
+    and predicts after each; with :math:`e_s` the input vector of position s (the
+    embedding :math:`E[x_s]`, or the one-hot of :math:`x_s`),
+
+    .. math::
+        C_{t,s} = \left\| \frac{\partial \log p(x_{t+1} \mid x_{\le t})}{\partial e_s} \right\|_2,
+        \qquad 0 \le s, t \le N - 2,
+
+    the gradient magnitude of the log probability the model gives the true next token
+    at position t with respect to each input (the connectivity of Madsen, "Visualizing
+    memorization in RNNs", Distill 2019). A prediction cannot depend on later inputs:
+    :math:`C_{t,s} = 0` for s > t, exactly.
+
+    The N - 1 gradients come from a few forward and backward passes: the text is
+    repeated as a batch, row t's loss being its own log probability at t, in
+    ``blocks`` groups of consecutive rows, each group reading the text only as far as
+    its last row needs (about 5/8 of the work of one pass over every row with
+    ``blocks=4``).
+    The model runs in evaluation mode (no dropout; the mode is restored), on the path
+    its config chooses, in its own dtype, from the zero state.
+
+    ``tokens``: ids (N,) with N >= 2. Returns C as float64 (N - 1, N - 1).
+    """
+    ids = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, Tensor) else tokens)
+    if ids.ndim != 1 or ids.shape[0] < 2 or ids.is_floating_point():
+        raise ConfigError(f"connectivity needs token ids (N,) with N >= 2, got {tuple(ids.shape)} {ids.dtype}")
+    if int(ids.min()) < 0 or int(ids.max()) >= model.vocab_size:
+        raise ConfigError(f"token ids must lie in [0, {model.vocab_size}), got {int(ids.min())}..{int(ids.max())}")
+    device = model.decoder.weight.device
+    ids = ids.to(device=device, dtype=torch.long)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        raise ConfigError(f"blocks must be an integer >= 1, got {blocks!r}")
+    m = ids.shape[0] - 1  # predictions (and inputs read)
+    c = np.zeros((m, m), dtype=np.float64)  # (M, M)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            e = model.embed(ids[None, :-1]).detach()  # (1, M, I)
+            size = -(-m // blocks)
+            for lo in range(0, m, size):
+                hi = min(m, lo + size)  # rows lo..hi-1 read inputs 0..hi-1
+                x = e[:, :hi].expand(hi - lo, hi, e.shape[-1]).clone().requires_grad_(True)  # (R, hi, I)
+                out, _ = model.rnn(x, model.initial_state(hi - lo), fused=model.cfg.fused)  # (R, hi, H)
+                logp = torch.log_softmax(model.readout(out), dim=-1)  # (R, hi, V)
+                t = torch.arange(lo, hi, device=device)  # (R,)
+                picked = logp[t - lo, t, ids[t + 1]]  # (R,): row t's log p(x_{t+1} | x_<=t)
+                (grad,) = torch.autograd.grad(picked.sum(), x)  # (R, hi, I)
+                c[lo:hi, :hi] = grad.norm(dim=-1).detach().cpu().double().numpy()
+        return c
+    finally:
+        model.train(was_training)
 
 
 def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str] | None,

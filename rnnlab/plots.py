@@ -63,13 +63,20 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict]:
     return rows
 
 
+def loss_curves(rows: list[dict], unit: str = "bpc") -> dict[str, list[tuple[int, float]]]:
+    """The points of the loss curves in ``metrics.jsonl`` rows (:func:`read_metrics`), in ``unit``:
+    ``{"train": [(step, value), ...], "val": [...]}``, as :func:`plot_curves` draws them."""
+    return {split: [(r["step"], r[unit]) for r in rows if r.get("split") == split and r.get(unit) is not None]
+            for split in ("train", "val")}
+
+
 def plot_curves(metrics_path: str | os.PathLike[str], out_png: str | os.PathLike[str] | None,
                 unit: str = "bpc") -> Figure:
     """Training and validation loss against optimiser steps, in ``unit`` (bits per token); below it,
     the gradient norm before clipping (log scale) and the fraction of steps clipped, where logged."""
     rows = read_metrics(metrics_path)
-    train = [(r["step"], r[unit]) for r in rows if r.get("split") == "train" and r.get(unit) is not None]
-    val = [(r["step"], r[unit]) for r in rows if r.get("split") == "val" and r.get(unit) is not None]
+    points = loss_curves(rows, unit)
+    train, val = points["train"], points["val"]
     grads = [(r["step"], r["grad_norm"], r.get("clipped_frac") or 0.0) for r in rows
              if r.get("split") == "train" and isinstance(r.get("grad_norm"), (int, float)) and r["grad_norm"] > 0]
     fig = Figure(figsize=(7, 6.5 if grads else 4), dpi=100)

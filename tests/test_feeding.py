@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.config import ModelConfig
+from rnnlab.config import FeedingConfig, ModelConfig
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.feeding import (
     FEEDINGS,
@@ -28,6 +28,7 @@ from rnnlab.feeding import (
     make_feeding,
     make_schedule,
     own_inputs,
+    teacher_probability,
 )
 from rnnlab.feeding import _model_token
 from rnnlab.nn.models import RNNLanguageModel, sequence_loss
@@ -521,3 +522,33 @@ def test_a_bad_schedule_k_is_refused_before_the_run_folder_exists(tmp_path, caps
                  "--schedule-k", k, "--max-steps", "1", "--out", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == f"rnnlab: error: {says}"
     assert not out.exists()  # nothing written, not even the token file
+
+
+# the probability of the true token, for a run's config -----------------------------------------------
+
+@pytest.mark.parametrize("cfg", [
+    FeedingConfig(feeding="scheduled"),
+    FeedingConfig(feeding="scheduled", schedule="linear", schedule_k=1.2, schedule_c=1e-3, schedule_min=0.1),
+    FeedingConfig(feeding="scheduled", schedule="exponential", schedule_k=0.99),
+])
+def test_teacher_probability_is_what_the_run_feeds_at_each_step(cfg):
+    steps = [0, 1, 50, 200, 1711, 10_000]
+    got = teacher_probability(cfg.feeding, steps, **cfg.options())
+    strategy = make_feeding(cfg.feeding, **cfg.options())  # the object the training loop calls
+    assert got == [strategy.eps(i) for i in steps]
+    name = cfg.schedule
+    by_hand = {"inverse-sigmoid": lambda i: 300 / (300 + math.exp(i / 300)),
+               "linear": lambda i: min(1.0, max(0.1, 1.2 - 1e-3 * i)),
+               "exponential": lambda i: 0.99 ** i}[name]
+    assert got == pytest.approx([by_hand(i) for i in steps], rel=1e-12, abs=1e-300)
+
+
+def test_teacher_probability_of_the_other_strategies():
+    assert teacher_probability("teacher", [0, 5]) == [1.0, 1.0]
+    assert teacher_probability("free-sample", [0, 5], grad=False) == [0.0, 0.0]
+    assert teacher_probability("free-raw", [3]) == [0.0]
+    assert teacher_probability("professor", [0, 5]) is None
+    with pytest.raises(ConfigError, match="feeding must be one of"):
+        teacher_probability("mixed", [0])
+    with pytest.raises(ConfigError, match="step must be an integer >= 0"):
+        teacher_probability("teacher", [-1])

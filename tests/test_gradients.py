@@ -14,6 +14,7 @@ from torch import Tensor
 from rnnlab.config import ModelConfig
 from rnnlab.errors import ConfigError
 from rnnlab.gradients import (
+    connectivity,
     gradient_norms_per_step,
     gradient_report,
     plot_gradient_norms,
@@ -234,3 +235,93 @@ def test_a_custom_loss_fn_sees_the_top_layer_outputs():
         h, _ = cell.step(x[:, t], (h,))
     n3 = h.norm(dim=1).mean().item()
     np.testing.assert_allclose(norms, [0.25 * n3, 0.5 * n3, n3, 0, 0, 0], rtol=1e-10, atol=1e-15)
+
+
+# clipping in the report --------------------------------------------------------------------------
+
+def test_clipping_scales_each_curve_by_the_factor_that_clip_grad_norm_applies():
+    kw = dict(hidden_size=8, length=12, batch_size=3, vocab_size=5, seed=1, recurrent_gain=3.0)
+    off = gradient_report(**kw)
+    on = gradient_report(**kw, clip_norm=0.05)
+    assert off["config"]["clip_norm"] == 0.0 and on["config"]["clip_norm"] == 0.05
+    for name, entry in on["cells"].items():
+        assert entry["norms"] == off["cells"][name]["norms"]  # the raw curve does not depend on clipping
+        assert off["cells"][name]["clip_factor"] == 1.0
+        assert off["cells"][name]["clipped_norms"] == off["cells"][name]["norms"]
+        # oracle: the same model and batch, the gradient of the mean loss through torch's own clipping
+        rng = np.random.default_rng(kw["seed"])
+        tokens = torch.from_numpy(rng.integers(0, 5, (3, 12)))
+        targets = torch.from_numpy(rng.integers(0, 5, (3, 12)))
+        torch.manual_seed(kw["seed"])
+        cfg = ModelConfig(cell=name, hidden_size=8, num_layers=1, dropout=0.0, input="onehot", fused=False)
+        model = RNNLanguageModel(cfg, 5).double()
+        with torch.no_grad():
+            for c in model.rnn.cells:
+                c.weight_hh.mul_(3.0)
+        model.eval()
+        logits, _ = model(tokens)
+        torch.nn.functional.cross_entropy(logits[:, -1], targets[:, -1]).backward()
+        before = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05))
+        assert entry["grad_norm"] == pytest.approx(before, rel=1e-9)
+        assert entry["clip_factor"] == pytest.approx(min(1.0, 0.05 / before), rel=1e-9) and entry["clip_factor"] < 1
+        assert np.allclose(entry["clipped_norms"], np.array(entry["norms"]) * entry["clip_factor"], rtol=1e-12)
+    with pytest.raises(ConfigError, match="clip_norm must be a number >= 0"):
+        gradient_report(clip_norm=-1.0)
+
+
+# connectivity --------------------------------------------------------------------------------------
+
+def _connectivity_one_position_at_a_time(model: RNNLanguageModel, ids: Tensor) -> np.ndarray:
+    """The oracle: for each t its own graph, stepped through the unrolled cells, and torch.autograd.grad."""
+    m = len(ids) - 1
+    out = np.zeros((m, m))
+    for t in range(m):
+        e = model.embed(ids[None, :t + 1]).detach().requires_grad_(True)  # (1, t+1, I)
+        state = model.initial_state(1)
+        for s in range(t + 1):
+            h, state = model.rnn.step(e[:, s], state)
+        logp = torch.log_softmax(model.decoder(h), dim=-1)[0, ids[t + 1]]
+        (g,) = torch.autograd.grad(logp, e)
+        out[t, :t + 1] = g[0].norm(dim=-1).numpy()
+    return out
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("input", ["onehot", "embedding"])
+def test_connectivity_matches_autograd_one_position_at_a_time(cell, input):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(cell=cell, hidden_size=6, num_layers=2, dropout=0.3, input=input,
+                                         embedding_size=4), 7).double()
+    model.train()  # connectivity runs in evaluation mode (no dropout) and gives the mode back
+    ids = torch.randint(0, 7, (11,))
+    got = connectivity(model, ids)
+    assert model.training
+    model.eval()
+    want = _connectivity_one_position_at_a_time(model, ids)
+    assert got.shape == (10, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+    assert np.all(np.diag(got) > 0)  # the character just read always matters
+    for blocks in (1, 3, 10, 50):  # how the rows are grouped changes nothing
+        np.testing.assert_allclose(connectivity(model, ids.numpy(), blocks=blocks), want, rtol=1e-10, atol=1e-14)
+
+
+def test_a_prediction_gets_exactly_zero_from_its_own_later_characters():
+    torch.manual_seed(1)
+    model = RNNLanguageModel(ModelConfig(cell="lstm", hidden_size=16, input="embedding", embedding_size=8), 12)
+    c = connectivity(model, torch.randint(0, 12, (40,)), blocks=1)  # one pass: later inputs are in the graph
+    assert c.shape == (39, 39)
+    assert np.all(c[np.triu_indices(39, k=1)] == 0.0)
+    assert np.all(c[np.tril_indices(39)] > 0.0)
+
+
+@pytest.mark.parametrize("tokens, match", [
+    (torch.tensor([3]), "N >= 2"), (torch.zeros(2, 3, dtype=torch.long), "N >= 2"),
+    (torch.tensor([0.5, 1.0]), "token ids"), (torch.tensor([0, 9]), r"lie in \[0, 5\)"),
+    (torch.tensor([-1, 2]), r"lie in \[0, 5\)"),
+])
+def test_connectivity_refuses_what_is_not_a_text(tokens, match):
+    model = RNNLanguageModel(ModelConfig(cell="gru", hidden_size=4), 5)
+    with pytest.raises(ConfigError, match=match):
+        connectivity(model, tokens)
+    with pytest.raises(ConfigError, match="blocks must be an integer >= 1"):
+        connectivity(model, torch.tensor([0, 1, 2]), blocks=0)

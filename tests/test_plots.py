@@ -5,7 +5,7 @@ import json
 import numpy as np
 from matplotlib.figure import Figure
 
-from rnnlab.plots import plot_confusion, plot_curves, plot_unigrams
+from rnnlab.plots import loss_curves, plot_confusion, plot_curves, plot_unigrams, read_metrics
 
 
 def _metrics(path):
@@ -40,3 +40,16 @@ def test_plot_unigrams_and_confusion_return_their_figures(tmp_path):
     image = conf.axes[0].get_images()[0].get_array()
     assert np.allclose(image, [[0.75, 0.25], [0.0, 1.0]])  # each row normalised
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.png"]
+
+
+def test_loss_curves_are_the_points_plot_curves_draws(tmp_path):
+    path = _metrics(tmp_path / "metrics.jsonl")
+    with path.open("a", encoding="utf-8") as f:  # a row without the unit, a damaged line, a word-level row
+        f.write('{"split": "train", "step": 200}\n{"split": "val", "st\n{"split": "val", "step": 300, "bpw": 9.0}\n')
+    rows = read_metrics(path)
+    points = loss_curves(rows)
+    top = plot_curves(path, None).axes[0]
+    drawn = {line.get_label().split()[0]: list(zip(line.get_xdata(), line.get_ydata())) for line in top.get_lines()}
+    assert points == {"train": drawn["training"], "val": drawn["validation"]}
+    assert points["val"] == [(50, 3.6), (100, 3.1)] and len(points["train"]) == 10
+    assert loss_curves(rows, "bpw") == {"train": [], "val": [(300, 9.0)]}
