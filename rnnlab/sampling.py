@@ -17,7 +17,19 @@ import torch
 
 from rnnlab.config import SampleConfig
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding import Argmax, Sample, beam_search, log_softmax, make_sampler, prime_end, token_buffer
+from rnnlab.decoding import (
+    Argmax,
+    BeamTree,
+    ReorderFn,
+    Sample,
+    StepFn,
+    beam_search,
+    beam_search_tree,
+    log_softmax,
+    make_sampler,
+    prime_end,
+    token_buffer,
+)
 from rnnlab.errors import ConfigError
 from rnnlab.nn.graphs import GraphedStep, Step
 from rnnlab.nn import paths
@@ -178,19 +190,49 @@ def _kernel_chunks(model: RNNLanguageModel, ids: np.ndarray,
         done += n
 
 
-def _beam(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig) -> list[int]:
+@torch.no_grad()
+def next_token_logits(model: RNNLanguageModel, vocab: Vocab, prime: str) -> np.ndarray:
+    """The model's logits (V,), float64, for the token after ``prime`` (an empty prime starts from
+    :func:`start_token`): what :func:`generate` draws its first token from. Feed them to
+    :func:`rnnlab.decoding.distribution` for the probabilities at a temperature, top-k and top-p."""
+    model.eval()
+    logits, _ = _read_prime(model, encode_prime(vocab, prime), 1)  # (1, V)
+    return logits[0].double().cpu().numpy()
+
+
+@torch.no_grad()
+def beam_tree(model: RNNLanguageModel, vocab: Vocab, cfg: SampleConfig, pruned: int = 3) -> BeamTree:
+    """The beam search :func:`generate` runs for ``cfg`` (``cfg.beam_width``, ``cfg.length``, ``cfg.prime``;
+    the strategy is taken to be beam), with its tree: every step's kept hypotheses and the ``pruned`` best
+    candidates that fell out (:func:`rnnlab.decoding.beam_search_tree`). ``tree.tokens`` are the ids
+    :func:`generate` continues the prime with."""
+    cfg.validate()
+    if pruned < 0:
+        raise ConfigError(f"pruned must be >= 0, got {pruned}")
+    model.eval()
+    return beam_search_tree(*_beam_model(model, encode_prime(vocab, cfg.prime), cfg), cfg.beam_width, cfg.length,
+                            pruned)
+
+
+def _beam_model(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig
+                ) -> tuple[StepFn, ReorderFn, StackState, np.ndarray]:
+    """What a beam search over ``model`` after the prime ``ids`` needs: the step function, the state
+    reordering, the state after the prime (one row) and the first token's log probabilities (V,)."""
     logits, state = _read_prime(model, ids, 1)
     device = _device(model)
     stepper = _stepper(model, 1, cfg.length)
 
     def step(tokens: np.ndarray, st: StackState) -> tuple[np.ndarray, StackState]:
-        lg, st = stepper(torch.as_tensor(tokens, dtype=torch.int64, device=device), st)
+        lg, st = stepper(torch.as_tensor(tokens, dtype=torch.int64, device=device), st)  # (K, V)
         return log_softmax(lg.double().cpu().numpy()), st
 
     def reorder(st: StackState, idx: np.ndarray) -> StackState:
         i = torch.as_tensor(idx, dtype=torch.int64, device=device)
         return tuple(tuple(t.index_select(0, i) for t in layer) for layer in st)
 
-    first = log_softmax(logits[0].double().cpu().numpy())
-    seq, _ = beam_search(step, reorder, state, first, cfg.beam_width, cfg.length)
+    return step, reorder, state, log_softmax(logits[0].double().cpu().numpy())
+
+
+def _beam(model: RNNLanguageModel, ids: np.ndarray, cfg: SampleConfig) -> list[int]:
+    seq, _ = beam_search(*_beam_model(model, ids, cfg), cfg.beam_width, cfg.length)
     return seq
