@@ -19,7 +19,6 @@ from typing import Any, Literal, get_args, get_origin
 
 from rnnlab.errors import ConfigError
 
-CELLS = ("elman", "elman-relu", "lstm", "gru")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
 RECURRENT_INITS = ("default", "orthogonal", "identity")
@@ -27,8 +26,19 @@ GATE_INITS = ("default", "chrono")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (shown by ``--help``)."""
+    """A dataclass field with a help text (shown by ``--help``); ``choices``: a function giving the allowed values
+    and a line on each (a registry's, read when asked), which the CLI offers and the config's checks name."""
     return field(default=default, metadata={"help": help, **kw})
+
+
+def cell_choices() -> dict[str, str]:
+    """The registered recurrent cells (:data:`rnnlab.nn.cells.CELL_TYPES`), each name with its one-line summary.
+
+    The base layer names no cell: it asks the cells' registry, imported here when a cell name is first
+    checked (importing this module imports no torch), so that a cell registered anywhere is a valid choice."""
+    from rnnlab.nn.cells import cell_summaries  # the registry, at use: the one place the base layer looks up
+
+    return cell_summaries()
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -76,8 +86,7 @@ class DataConfig:
 class ModelConfig:
     """The network: input layer, recurrent stack, softmax output layer."""
 
-    cell: Literal["elman", "elman-relu", "lstm", "gru"] = _f(
-        "lstm", "recurrent cell: elman (tanh), elman-relu (ReLU units, the IRNN's cell), lstm or gru")
+    cell: str = _f("lstm", "recurrent cell", choices=cell_choices)  # the registered cells (rnnlab.nn.cells)
     hidden_size: int = _f(384, "units per recurrent layer")
     num_layers: int = _f(2, "stacked recurrent layers")
     dropout: float = _f(0.1, "dropout on each layer's output (between layers and before the softmax)")
@@ -87,8 +96,9 @@ class ModelConfig:
 
     def problems(self) -> list[str]:
         p = []
-        if self.cell not in CELLS:
-            p.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        cells = cell_choices()
+        if self.cell not in cells:
+            p.append(f"cell must be one of {', '.join(cells)}, got {self.cell!r}")
         if self.hidden_size < 1:
             p.append(f"hidden_size must be >= 1, got {self.hidden_size}")
         if self.num_layers < 1:
@@ -597,6 +607,9 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
             continue
         try:
             kwargs[name] = _check_type(d[name], tp)
+            choices = fields[name].metadata.get("choices")
+            if choices is not None and kwargs[name] not in (allowed := tuple(choices())):
+                raise TypeError(f"expected one of {', '.join(map(repr, allowed))}, got {kwargs[name]!r}")
         except TypeError as e:
             problems.append(f"{where}{name}: {e}")
     if problems:

@@ -28,11 +28,24 @@ Because the layout matches, the same tensors also drive ``torch.nn.RNN/LSTM/GRU`
 
 Initialisation (all cells, as PyTorch): every parameter uniform in
 (-1/sqrt(H), 1/sqrt(H)).
+
+A cell is described once, in its class: its equations (the docstring), its gates and state
+(``gates``, ``gate_names``, ``state_tensors``, ``state_names``), what introspection shows of it
+(:meth:`Cell.gate_values`, ``shown_gates``, ``bounds``), its fused template (``fused_cls``,
+``fused_step``) and what the fast paths may do with it (``packs``, ``has_sequence``,
+``kernel_sequence_max_hidden``, ``kernel_code``). :func:`register_cell` enters it in
+:data:`CELL_TYPES` under its name; every other part of rnnlab (the configs' allowed cells and the
+command line's ``--cell``, checkpoints, the chooser :mod:`rnnlab.nn.paths`, sampling, serving,
+:mod:`rnnlab.introspect`, :mod:`rnnlab.gradients`) asks that registry and the class. A cell that
+says nothing of the fast paths runs on the reference paths: the unroller for training, its own
+``step`` for sampling.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -41,15 +54,28 @@ from torch import Tensor, nn
 from rnnlab.nn.sequence import elman_sequence, gru_sequence, lstm_sequence
 
 State = tuple[Tensor, ...]  # one layer's state: (h,) or (h, c), each (B, H)
+Bounds = tuple[float, float] | None  # the range a quantity lives in (None: unbounded)
+
+_TANH, _SIGMOID = (-1.0, 1.0), (0.0, 1.0)
+C = TypeVar("C", bound="Cell")
 
 
 class Cell(nn.Module):
     """Base class: parameters, initial state, input projection. Subclasses define the step."""
 
+    summary: str = ""  # one line for the command line's --cell help
     gates: int = 1  # G, gate blocks stacked in the weight matrices
     gate_names: tuple[str, ...] = ("h",)  # the G blocks' names, top to bottom (PyTorch's order)
     state_tensors: int = 1  # tensors in the state tuple
-    fused_cls: type[nn.RNNBase] = nn.RNN  # the torch module that computes the same function
+    # the state tensors' names, h first (None: h, s1, s2, ...; see :meth:`state_labels`)
+    state_names: tuple[str, ...] | None = None
+    # the gates :meth:`gate_values` recomputes for introspection, in its order (none: only the state is shown)
+    shown_gates: tuple[str, ...] = ()
+    # the range of each shown quantity, state and gates (missing: unbounded)
+    bounds: dict[str, Bounds] = {}
+    # the torch module that computes the same function on the same weights (None: there is none, and training
+    # runs the reference unroller)
+    fused_cls: type[nn.RNNBase] | None = None
     fused_kwargs: dict = {}
     # torch's function for one step of this cell: (x, h or (h, c), w_ih, w_hh, b_ih, b_hh) -> h or (h, c)
     fused_step: staticmethod | None = None
@@ -70,6 +96,19 @@ class Cell(nn.Module):
     # None for a cell without gates
     keep_gate: int | None = None
     write_gate: int | None = None
+
+    @classmethod
+    def state_labels(cls) -> tuple[str, ...]:
+        """The names of the state tensors, in the state tuple's order: :attr:`state_names`, or ``h, s1, s2, ...``."""
+        names = cls.state_names
+        if names is not None and len(names) == cls.state_tensors:
+            return names
+        return ("h", *(f"s{i}" for i in range(1, cls.state_tensors)))
+
+    def gate_values(self, xp_t: Tensor, state: State) -> tuple[Tensor, ...]:
+        """The gates :attr:`shown_gates` names, each (B, H), recomputed from the projected input xp_t (B, G*H) and
+        the previous state as :meth:`step_projected` computes them (introspection; not on the training path)."""
+        return ()
 
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         """The step given ``z = W_ih x + b_ih + W_hh h + b_hh`` (B, G*H) (cells that ``pack``)."""
@@ -126,6 +165,43 @@ class Cell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}"
 
 
+CELL_TYPES: dict[str, type[Cell]] = {}
+"""The registered cells by name, in registration order (:func:`register_cell`): what ``--cell`` accepts."""
+
+
+def register_cell(name: str) -> Callable[[type[C]], type[C]]:
+    """A class decorator that enters a :class:`Cell` subclass in :data:`CELL_TYPES` under ``name``; the one step
+    that makes a new cell usable everywhere (configs, the command line, checkpoints, serving, introspection).
+    A name already taken raises a ValueError (a programming error, not a user's)."""
+    if not name or not isinstance(name, str) or name != name.strip():
+        raise ValueError(f"a cell's name must be a non-empty string without surrounding space, got {name!r}")
+
+    def register(cls: type[C]) -> type[C]:
+        if not (isinstance(cls, type) and issubclass(cls, Cell)):
+            raise ValueError(f"register_cell takes a Cell subclass, got {cls!r}")
+        if name in CELL_TYPES and CELL_TYPES[name] is not cls:
+            raise ValueError(f"a cell named {name!r} is registered already ({CELL_TYPES[name].__name__})")
+        CELL_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+def cell_name(cell: Cell | type[Cell]) -> str:
+    """The name a cell (or cell class) is registered under; its class name where it is not registered."""
+    cls = cell if isinstance(cell, type) else type(cell)
+    for name, registered in CELL_TYPES.items():
+        if registered is cls:
+            return name
+    return cls.__name__
+
+
+def cell_summaries() -> dict[str, str]:
+    """Every registered cell's name and its one-line :attr:`Cell.summary` (the command line's ``--cell`` help)."""
+    return {name: cls.summary for name, cls in CELL_TYPES.items()}
+
+
+@register_cell("elman")
 class ElmanCell(Cell):
     r"""Elman RNN cell with a tanh nonlinearity.
 
@@ -135,7 +211,9 @@ class ElmanCell(Cell):
     with ``h_0 = 0``. Matches ``torch.nn.RNNCell(nonlinearity="tanh")``.
     """
 
+    summary = "tanh units"
     gates, state_tensors = 1, 1
+    bounds = {"h": _TANH}
     fused_cls = nn.RNN
     fused_kwargs = {"nonlinearity": "tanh"}
     fused_step = staticmethod(torch.rnn_tanh_cell)
@@ -158,6 +236,7 @@ class ElmanCell(Cell):
         return h, (h,)
 
 
+@register_cell("elman-relu")
 class ElmanReLUCell(ElmanCell):
     r"""Elman RNN cell with rectified linear units, the cell of the IRNN (Le, Jaitly & Hinton 2015).
 
@@ -170,6 +249,8 @@ class ElmanReLUCell(ElmanCell):
     large learning rate lets it blow up (Le et al. use a small one, and clip).
     """
 
+    summary = "rectified linear units, the IRNN's cell"
+    bounds = {"h": None}  # 0 .. unbounded
     fused_kwargs = {"nonlinearity": "relu"}
     fused_step = staticmethod(torch.rnn_relu_cell)
     has_sequence = False  # the hand-written recurrence is tanh's; torch.nn.RNN(nonlinearity="relu") runs it
@@ -180,6 +261,7 @@ class ElmanReLUCell(ElmanCell):
         return h, (h,)
 
 
+@register_cell("lstm")
 class LSTMCell(Cell):
     r"""Long short-term memory cell (Hochreiter & Schmidhuber 1997, with a forget gate).
 
@@ -196,8 +278,12 @@ class LSTMCell(Cell):
     with ``h_0 = c_0 = 0``; the state is ``(h, c)``. Matches ``torch.nn.LSTMCell``.
     """
 
+    summary = "long short-term memory"
     gates, state_tensors = 4, 2
     gate_names = ("i", "f", "g", "o")
+    state_names = ("h", "c")
+    shown_gates = gate_names
+    bounds = {"h": _TANH, "c": None, "i": _SIGMOID, "f": _SIGMOID, "g": _TANH, "o": _SIGMOID}
     fused_cls = nn.LSTM
     fused_step = staticmethod(torch.lstm_cell)
     kernel_code = 2
@@ -207,6 +293,11 @@ class LSTMCell(Cell):
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         return self.activate(torch.addmm(xp_t + self.bias_hh, state[0], self.weight_hh.t()), state)  # z: (B, 4H)
+
+    def gate_values(self, xp_t: Tensor, state: State) -> tuple[Tensor, ...]:
+        z = torch.addmm(xp_t + self.bias_hh, state[0], self.weight_hh.t())  # (B, 4H), as step_projected
+        i, f, g, o = z.chunk(4, dim=1)  # each (B, H)
+        return torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
 
     def activate(self, z: Tensor, state: State) -> tuple[Tensor, State]:
         c = state[1]
@@ -237,6 +328,7 @@ class LSTMCell(Cell):
         return h, (h, c)
 
 
+@register_cell("gru")
 class GRUCell(Cell):
     r"""Gated recurrent unit (Cho et al. 2014), in PyTorch's formulation.
 
@@ -252,8 +344,11 @@ class GRUCell(Cell):
     cuDNN), not ``h`` before the product as in Cho et al. Matches ``torch.nn.GRUCell``.
     """
 
+    summary = "gated recurrent unit"
     gates, state_tensors = 3, 1
     gate_names = ("r", "z", "n")
+    shown_gates = gate_names
+    bounds = {"h": _TANH, "r": _SIGMOID, "z": _SIGMOID, "n": _TANH}
     fused_cls = nn.GRU
     fused_step = staticmethod(torch.gru_cell)
     kernel_code = 1
@@ -261,14 +356,16 @@ class GRUCell(Cell):
 
     def step_projected(self, xp_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
-        hp = torch.addmm(self.bias_hh, h, self.weight_hh.t())  # (B, 3H)
+        r, z, n = self.gate_values(xp_t, state)  # each (B, H)
+        h = (1.0 - z) * n + z * h  # (B, H)
+        return h, (h,)
+
+    def gate_values(self, xp_t: Tensor, state: State) -> tuple[Tensor, ...]:
+        hp = torch.addmm(self.bias_hh, state[0], self.weight_hh.t())  # (B, 3H)
         xr, xz, xn = xp_t.chunk(3, dim=1)
         hr, hz, hn = hp.chunk(3, dim=1)
         r = torch.sigmoid(xr + hr)
-        z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        h = (1.0 - z) * n + z * h  # (B, H)
-        return h, (h,)
+        return r, torch.sigmoid(xz + hz), torch.tanh(xn + r * hn)
 
     has_sequence = True
 
@@ -277,6 +374,3 @@ class GRUCell(Cell):
         out = gru_sequence(xp, state[0], self.weight_hh, self.bias_hh)  # (T, B, H)
         return out, (out[-1],)
 
-
-CELL_TYPES: dict[str, type[Cell]] = {"elman": ElmanCell, "elman-relu": ElmanReLUCell, "lstm": LSTMCell,
-                                     "gru": GRUCell}

@@ -156,13 +156,21 @@ def _recurrence_loop(machine: Machine) -> Choice:
 
 def training(machine: Machine, net: Network, steps: int = 1) -> Choice:
     """The stack's fused path for a sequence of ``steps`` steps: ``"sequences"`` (each layer's hand-written
-    recurrence, :meth:`~rnnlab.nn.stack.RecurrentStack.sequences`) or ``"torch-fused"`` (``torch.nn.RNN/LSTM/GRU``,
-    :meth:`~rnnlab.nn.stack.RecurrentStack.torch_fused`)."""
+    recurrence, :meth:`~rnnlab.nn.stack.RecurrentStack.sequences`), ``"torch-fused"`` (``torch.nn.RNN/LSTM/GRU``,
+    :meth:`~rnnlab.nn.stack.RecurrentStack.torch_fused`) or, for a cell with neither (no ``fused_cls``),
+    ``"unroll"`` (the reference unroller, :meth:`~rnnlab.nn.stack.RecurrentStack.unroll`)."""
     return _tell("training", _training(machine, net, steps == 0))
 
 
 @functools.lru_cache(maxsize=256)  # asked at every training step: a choice is made once per description
 def _training(machine: Machine, net: Network, empty: bool) -> Choice:
+    c = _training_fast(machine, net, empty)
+    if c.path == "torch-fused" and net.cell.fused_cls is None:
+        c = Choice("unroll", f"{c.reason}; {_name(net.cell)} has no fused torch module: the reference unroller")
+    return c
+
+
+def _training_fast(machine: Machine, net: Network, empty: bool) -> Choice:
     cell, limit = net.cell, net.cell.kernel_sequence_max_hidden
     if machine.device != "cpu":
         c = Choice("torch-fused", f"torch's fused module on {machine.device} (cuDNN on a GPU)")

@@ -58,9 +58,9 @@ class RecurrentStack(nn.Module):
         # The fused module is a template only: built on the meta device (no memory, never
         # trained), kept out of this module's parameters and state_dict (a plain list hides
         # it); functional_call gives it this stack's parameters on every call.
-        self._template = [cls.fused_cls(input_size, hidden_size, num_layers=num_layers,
-                                        dropout=dropout if num_layers > 1 else 0.0,
-                                        batch_first=True, device="meta", **cls.fused_kwargs)]
+        self._template = [] if cls.fused_cls is None else [
+            cls.fused_cls(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
+                          batch_first=True, device="meta", **cls.fused_kwargs)]
 
     @property
     def cells(self) -> list[Cell]:
@@ -122,9 +122,12 @@ class RecurrentStack(nn.Module):
     def fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """The same function as :meth:`unroll`, by the path :func:`rnnlab.nn.paths.training` chooses: on the CPU
         :meth:`sequences` for the Elman RNN, the GRU and small LSTMs (see :mod:`rnnlab.nn.paths`); else (other
-        LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`."""
+        LSTMs, whose ``torch.nn.LSTM`` runs on oneDNN, and every cell on a GPU) :meth:`torch_fused`; a cell with no
+        fused torch module (``fused_cls`` None) and no hand-written recurrence runs :meth:`unroll`."""
         choice = paths.training(paths.Machine.of_tensor(x), paths.Network.of(self, x.shape[0]), x.shape[1])
-        return self.sequences(x, state) if choice.path == "sequences" else self.torch_fused(x, state)
+        if choice.path == "sequences":
+            return self.sequences(x, state)
+        return self.unroll(x, state) if choice.path == "unroll" else self.torch_fused(x, state)
 
     def sequences(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """Layer by layer, each by its cell's :meth:`~rnnlab.nn.cells.Cell.sequence` (time-major inside)."""
@@ -139,6 +142,8 @@ class RecurrentStack(nn.Module):
 
     def torch_fused(self, x: Tensor, state: StackState) -> tuple[Tensor, StackState]:
         """The same function as :meth:`unroll`, computed by torch's fused module."""
+        if not self._template:
+            raise TypeError(f"{self.cell_type.__name__} has no fused torch module (fused_cls); use unroll")
         template = self._template[0]
         template.train(self.training)
         n = len(state[0])
