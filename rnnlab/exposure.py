@@ -42,7 +42,7 @@ from rnnlab.ngram import NGramLM
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.sampling import sample_steps
 
-__all__ = ["exposure_bias", "js_divergence", "plot_exposure"]
+__all__ = ["exposure_bias", "js_divergence", "plot_exposure", "reference_model"]
 
 
 def js_divergence(p: Counter, q: Counter) -> float:
@@ -91,8 +91,14 @@ def _grams(rows: list[np.ndarray], lo: int, hi: int, n: int) -> Counter:
 
 def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_text: str, prefixes: int = 20,
                   prefix_len: int = 100, length: int = 200, buckets: int = 10, ref_order: int = 5,
-                  stat_order: int = 2, temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    """The exposure-bias report of ``model`` (see the module docstring); JSON-able."""
+                  stat_order: int = 2, temperature: float = 1.0, seed: int = 0,
+                  reference: NGramLM | None = None) -> dict[str, Any]:
+    """The exposure-bias report of ``model`` (see the module docstring); JSON-able.
+
+    ``reference``: the reference model, already fitted (:func:`reference_model` of the same
+    training text, vocabulary and ``ref_order``), to share one fit between several models of
+    one corpus; None fits it here.
+    """
     problems = []
     for name, v in (("prefixes", prefixes), ("prefix_len", prefix_len), ("length", length), ("buckets", buckets),
                     ("ref_order", ref_order), ("stat_order", stat_order)):
@@ -106,12 +112,19 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
                         f"than stat_order ({stat_order}): give fewer --buckets or a larger --length")
     if problems:
         raise ConfigError(problems)
-    val, train = vocab.encode(val_text), vocab.encode(train_text)
+    val = vocab.encode(val_text)
     span = prefix_len + length
     if len(val) < span + 1:
         raise DataError(f"the validation text has {len(val)} tokens; prefix_len + length + 1 = {span + 1} needed")
     model.eval()
-    ref = NGramLM(order=ref_order).fit(train, len(vocab))
+    if reference is None:
+        ref = reference_model(vocab, train_text, ref_order)
+    else:
+        ref = reference
+        if getattr(ref, "order", None) != ref_order or getattr(ref, "vocab_size_", None) != len(vocab):
+            raise ConfigError(f"the reference model must be a fitted {ref_order}-gram model of the vocabulary's "
+                              f"{len(vocab)} symbols, got order {getattr(ref, 'order', '?')} over "
+                              f"{getattr(ref, 'vocab_size_', '?')} symbols")
     starts = np.linspace(0, len(val) - span - 1, prefixes).astype(np.int64)
     teacher, gen_ref, real_ref, generated, real, other = [], [], [], [], [], []
     for k, s in enumerate(starts):
@@ -147,6 +160,12 @@ def exposure_bias(model: RNNLanguageModel, vocab: Vocab, val_text: str, train_te
     if not all(math.isfinite(v) for v in report["summary"].values()):
         raise DataError("the exposure-bias measurement came out non-finite")
     return report
+
+
+def reference_model(vocab: Vocab, train_text: str, ref_order: int = 5) -> NGramLM:
+    """The independent reference of :func:`exposure_bias`: a Kneser-Ney ``ref_order``-gram model fitted on the
+    training text (encoded with ``vocab``), which several models of one corpus and vocabulary can share."""
+    return NGramLM(order=ref_order).fit(vocab.encode(train_text), len(vocab))
 
 
 def plot_exposure(report: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> None:

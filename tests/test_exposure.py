@@ -77,3 +77,25 @@ def test_a_corpus_changed_since_training_is_refused_as_eval_refuses_it(tmp_path,
     err = capsys.readouterr().err
     assert code == 0, err
     assert "is damaged" in err and "the corpus is read unchecked" in err
+
+
+def test_a_shared_reference_model_gives_the_same_report(corpus_file):
+    import torch
+
+    from rnnlab.config import ModelConfig
+    from rnnlab.data.vocab import Vocab
+    from rnnlab.errors import ConfigError
+    from rnnlab.exposure import exposure_bias, reference_model
+    from rnnlab.nn.models import RNNLanguageModel
+
+    text = corpus_file.read_text()
+    train, val = text[:1500], text[1500:]
+    vocab = Vocab.from_text(text)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(cell="gru", hidden_size=8, num_layers=1), len(vocab))
+    kw = dict(prefixes=3, prefix_len=10, length=20, buckets=2, ref_order=3)
+    alone = exposure_bias(model, vocab, val, train, **kw)
+    shared = exposure_bias(model, vocab, val, "", reference=reference_model(vocab, train, 3), **kw)
+    assert shared == alone
+    with pytest.raises(ConfigError, match="fitted 5-gram model"):
+        exposure_bias(model, vocab, val, train, **{**kw, "ref_order": 5}, reference=reference_model(vocab, train, 3))
