@@ -42,7 +42,7 @@ from rnnlab.plots import check_writable, plot_confusion
 BUCKET = 50  # batches sorted by length together (less padding, still shuffled)
 
 __all__ = ["ClassifierJob", "evaluate_classifier", "load_classifier", "pad_batch", "predict", "predict_proba",
-           "prefix_proba", "train_classifier"]
+           "prefix_proba", "split_examples_of", "train_classifier"]
 
 
 def pad_batch(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -384,14 +384,8 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
         labelled = read_labelled(data, None, dc.input_column, dc.label_column)
         inputs, y, source = labelled.inputs, _label_ids(labelled.labels, classes, data), data
     else:
-        if split not in ("train", "val", "test"):
-            raise ConfigError(f"split must be train, val or test, got {split!r}")
-        labelled, _, y_all, parts, _ = _prepare(cfg, ckpt.vocab, classes)
-        _check_same_data(Path(ckpt.path).parent, labelled, f"scoring its {split} split")
-        idx = parts[split]
-        if len(idx) == 0:
-            raise DataError(f"the {split} split is empty (test_fraction {cfg.data.test_fraction})")
-        inputs, y, source = [labelled.inputs[i] for i in idx], y_all[idx], f"{split} split"
+        labelled, inputs, y = _split_of(ckpt, split)
+        source = f"{split} split"
     if (ckpt.vocab is None) != (not inputs or not isinstance(inputs[0], str)):
         raise DataError(f"{source}: the classifier reads {'vectors' if ckpt.vocab is None else 'text'}, "
                         "the data hold the other kind")
@@ -407,6 +401,28 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
                                                           f"accuracy {s['acc']:.1%}")
         s["plot"] = str(plot)
     return s
+
+
+def _split_of(ckpt: Checkpoint, split: str) -> tuple[LabelledData, list[Any], np.ndarray]:
+    """A classifier's data re-made from its config, and one split's inputs and label ids (N,)."""
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    labelled, _, y_all, parts, _ = _prepare(ckpt.config, ckpt.vocab, ckpt.labels)
+    _check_same_data(Path(ckpt.path).parent, labelled, f"scoring its {split} split")
+    idx = parts[split]
+    if len(idx) == 0:
+        raise DataError(f"the {split} split is empty (test_fraction {ckpt.config.data.test_fraction})")
+    return labelled, [labelled.inputs[i] for i in idx], y_all[idx]
+
+
+def split_examples_of(path: str | Path, split: str = "test") -> tuple[list[Any], list[str]]:
+    """The inputs (texts, or vectors (L, F)) and labels of one split of a classifier's own data, in the order
+    :func:`evaluate_classifier` scores them."""
+    ckpt = load_checkpoint(path)
+    if ckpt.kind != CLASSIFIER:
+        raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a classifier")
+    _, inputs, y = _split_of(ckpt, split)
+    return inputs, [ckpt.labels[i] for i in y]
 
 
 def predict(path: str | Path, texts: list[str], top_k: int = 3) -> list[dict[str, Any]]:

@@ -88,26 +88,12 @@ def test_the_tree_of_a_narrow_beam_is_the_search_generate_runs(tiny_model):
 # the section's API ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lab_client(tmp_path_factory):
-    """The lab with tiny versions of its ``lstm`` (the section's default) and a server around it."""
-    try:
-        from conftest import lab_app  # the shared fixtures, where they exist
-    except ImportError:
-        lab_app = None
-    from rnnlab.lab import models as lab_models
+def lab_client(lab_cache):
+    """The lab's server (its models tiny) as a test client, and the lab's cache folder."""
+    from conftest import lab_app
 
-    cache = tmp_path_factory.mktemp("lab-sampling")
-    lab_models.train_now(cache, "lstm", tiny=True)
-    if lab_app is not None:
-        app = lab_app(cache)
-    else:
-        from rnnlab.lab import Lab, mount
-        from rnnlab.serve import build_app
-
-        app = build_app([str(lab_models.model_dir(cache, "lstm"))])
-        mount(app, Lab(cache=cache, train_models=False))
-    with TestClient(app) as client:
-        yield client, cache
+    with TestClient(lab_app(lab_cache)) as client:
+        yield client, lab_cache
 
 
 def _cli(capsys, command: str, run) -> str:
@@ -196,7 +182,7 @@ def test_the_beam_tree_answer_is_the_library_tree_and_the_command_lines_beam(lab
     ("distribution", {"prime": "\u00e9\u00e9"}, 422, "prime"),
     ("distribution", {"prime": "x" * 2001}, 422, "prime"),
     ("distribution", {"model": "nope"}, 404, "nope"),
-    ("distribution", {"model": "gru"}, 503, "not ready"),
+    ("distribution", {"model": "digits"}, 422, "not a language model"),
     ("continuations", {"length": 0}, 422, "length"),
     ("continuations", {"length": 401}, 422, "length"),
     ("continuations", {"beam_width": 17}, 422, "beam_width"),
@@ -212,3 +198,12 @@ def test_bad_parameters_are_a_4xx_with_one_line(lab_client, path, body, status, 
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert says in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_lab_model_not_trained_yet_is_a_503_with_its_progress(tmp_path):
+    from conftest import lab_app
+
+    with TestClient(lab_app(tmp_path / "empty-cache")) as client:
+        r = client.post("/api/lab/sampling/distribution", json={"prime": "def"})
+    assert r.status_code == 503 and r.json()["model"] == "lstm" and "not ready" in r.json()["error"]
+    assert "state" in r.json()["progress"]
