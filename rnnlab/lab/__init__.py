@@ -38,14 +38,15 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
 from rnnlab.checkpoint import CLASSIFIER, resolve
 from rnnlab.errors import RnnlabError
 from rnnlab.lab import models as lab_models
 from rnnlab.lab.jobs import ACTIVE, Job, JobRunner
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from rnnlab.serve import ClassifierEntry, LanguageModelEntry, Registry, ServedModel
 
 SECTIONS = ("elman", "ngrams", "sampling", "feeding", "gradients", "classify", "train")  # the lecture's order
@@ -240,7 +241,7 @@ class Lab:
                 folder = self._page_run(name)
                 if folder is None:
                     raise LabError(404, f"no model {name!r} in the lab; the models are {', '.join(self._names())}")
-                ckpt = _checkpoint(folder)
+                ckpt = _checkpoint(folder, latest=True)  # a run trained here: its newest weights, even mid-run
                 if ckpt is None:
                     job = self.jobs.get(name)
                     raise ModelNotReady(name, job.progress() if job else {"state": "failed", "fraction": 0.0,
@@ -281,11 +282,11 @@ class Lab:
         return sum(f.stat().st_size for f in self.runs_dir.rglob("*") if f.is_file()) / 1e6
 
     def check_room(self) -> None:
-        """A 507 when the runs folder holds more than its cap (a new run would not be started)."""
+        """A 409 when the runs folder holds more than its cap (a new run would not be started)."""
         size = self.runs_size_mb()
         if size > self.runs_max_mb:
-            raise LabError(507, f"the runs folder {self.runs_dir} holds {size:.0f} MB, over its cap of "
-                                f"{self.runs_max_mb:.0f} MB (--runs-max-mb): delete old runs there to start a new one")
+            raise LabError(409, f"the runs folder (--runs-dir) holds {size:.0f} MB, over its cap of "
+                                f"{self.runs_max_mb:.0f} MB (--runs-max-mb): delete old runs there to start a new one")  # the page is never told a server path
 
     def taken(self, name: str) -> bool:
         """Whether ``name`` already names a model (so a new run may not take it)."""
@@ -340,8 +341,9 @@ class Lab:
         self.jobs.close()
 
 
-def _checkpoint(folder: Path) -> Path | None:
-    for f in ("best.safetensors", "last.safetensors"):
+def _checkpoint(folder: Path, latest: bool = False) -> Path | None:
+    """The folder's best checkpoint (``latest``: its last), else the other one, else None."""
+    for f in ("last.safetensors", "best.safetensors") if latest else ("best.safetensors", "last.safetensors"):
         if (folder / f).is_file():
             return folder / f
     return None
@@ -382,9 +384,6 @@ def section_modules() -> list[str]:
 def mount(app: FastAPI, lab: Lab) -> None:
     """Add the lab to ``app``: its page at ``/lab``, its own endpoints, every section's router and the answers
     to :class:`ModelNotReady` (503) and :class:`LabError` (its status)."""
-    from fastapi import APIRouter, Request
-    from fastapi.responses import HTMLResponse, Response
-
     from rnnlab.serve import _error, _json
 
     app.state.lab = lab

@@ -1,0 +1,314 @@
+"""The lab's core (rnnlab.lab): the Lab object, its cache of models, the one-at-a-time job runner (children with
+one thread, stop, time cap), the runs folder's size cap, the token, the page shell; and the section ``train``'s
+API, checked against the library (rnnlab.sampling.generate) and the command line (rnnlab train --resume,
+rnnlab sample). Every bad input gets a 4xx."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import stat
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+from conftest import lab_app
+from fastapi.testclient import TestClient
+
+from rnnlab.checkpoint import load_checkpoint
+from rnnlab.config import SampleConfig
+from rnnlab.lab import SECTIONS, Lab, ModelNotReady, lab_html
+from rnnlab.lab import models as lab_models
+from rnnlab.lab.jobs import Job, JobRunner
+from rnnlab.sampling import generate
+
+TOKEN = "lab-token-0123456789abcdef"
+TINY = {"hidden_size": 8, "batch_size": 4, "seq_len": 16}  # a page run of a few steps a second
+
+
+def client(app) -> TestClient:
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def wait_until(cond, timeout: float = 90.0, every: float = 0.1):
+    """Poll ``cond`` until it returns something true (a bound on a hang, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"gave up after {timeout} s")
+
+
+# --- the Lab object and its models --------------------------------------------------------------
+
+def test_every_lab_model_is_listed_ready_and_loads(lab_cache):
+    with client(lab_app(lab_cache)) as c:
+        listed = c.get("/api/lab/models").json()
+        lab = c.app.state.lab
+        assert [m["name"] for m in listed] == list(lab_models.RECIPES)
+        assert all(m["ready"] and m["source"] == "lab" and m["progress"]["state"] == "done" for m in listed)
+        by_name = {m["name"]: m for m in listed}
+        assert by_name["professor"]["cell"] == "lstm" and by_name["professor"]["feeding"] == "professor"
+        assert by_name["digits"]["kind"] == "classifier"
+        for name in ("elman", "lstm", "gru", "free-sample", "scheduled", "professor"):
+            entry = lab.language_model(name)
+            ckpt = load_checkpoint(lab.run_dir(name) / "best.safetensors")
+            assert entry.config.model.cell == ckpt.config.model.cell == lab_models.RECIPES[name].cell
+            assert entry.config.feeding.feeding == lab_models.RECIPES[name].feeding
+            assert lab.language_model(name) is entry  # loaded once
+        assert lab.classifier("digits").labels == [str(i) for i in range(10)]
+        assert c.get("/api/lab/models/gru").json()["name"] == "gru"
+
+
+def test_the_wrong_kind_or_an_unknown_name_is_a_4xx(lab_cache):
+    with client(lab_app(lab_cache)) as c:
+        r = c.post("/api/lab/train/sample", json={"name": "digits"})
+        assert r.status_code == 422 and "not a language model" in r.json()["error"]
+        r = c.get("/api/lab/models/nope")
+        assert r.status_code == 404 and "elman" in r.json()["error"]
+        r = c.post("/api/lab/models/nope/prepare", json={})
+        assert r.status_code == 404
+        with pytest.raises(Exception, match="not a classifier"):
+            c.app.state.lab.classifier("lstm")
+
+
+def test_a_model_not_trained_yet_is_a_503_with_its_progress(tmp_path):
+    with client(lab_app(tmp_path / "empty")) as c:
+        listed = c.get("/api/lab/models").json()
+        assert not any(m["ready"] for m in listed if m["source"] == "lab")
+        r = c.post("/api/lab/train/sample", json={"name": "lstm"})
+        assert r.status_code == 503
+        body = r.json()
+        assert body["model"] == "lstm" and body["progress"]["state"] in ("absent", "queued", "training")
+        assert "not ready" in body["error"] and r.headers["retry-after"]
+        with pytest.raises(ModelNotReady):
+            c.app.state.lab.run_dir("gru")
+
+
+def test_a_corrupt_cached_model_is_trained_again_through_the_job_runner(lab_cache, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    shutil.copytree(lab_cache, cache)
+    for f in ("best.safetensors", "last.safetensors"):
+        (cache / "gru" / f).write_bytes(b"not a checkpoint at all")
+    tiny = lab_models.Recipe.config
+    monkeypatch.setattr(lab_models.Recipe, "config", lambda self, out, tiny_=False: tiny(self, out, tiny=True))
+    with client(lab_app(cache, train_lab_models=True)) as c:
+        r = c.post("/api/lab/train/sample", json={"name": "gru"})
+        assert r.status_code == 503 and r.json()["model"] == "gru"  # not a 500: dropped and queued
+        assert not (cache / "gru").exists() or not lab_models.is_ready(cache, "gru")
+        job = c.app.state.lab.jobs.wait("gru", timeout=120)
+        assert job is not None and job.state == "done", job and job.error
+        assert lab_models.is_ready(cache, "gru") and not list(cache.glob(".training-*"))
+        r = c.post("/api/lab/train/sample", json={"name": "gru", "length": 5})
+        assert r.status_code == 200 and len(r.json()["text"]) == 5
+
+
+def test_a_killed_servers_half_trained_folder_is_never_ready_and_is_cleaned(lab_cache, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    half = cache / ".training-lstm-999999999"  # a pid that is not running
+    shutil.copytree(lab_cache / "lstm", half)
+    (half / lab_models.MARKER).unlink()
+    Lab(cache)
+    assert not half.exists() and not lab_models.is_ready(cache, "lstm")
+
+
+def test_texts_come_from_the_data_dir_by_name_only(lab_cache, tmp_path):
+    data = tmp_path / "texts"
+    data.mkdir()
+    (data / "poem.txt").write_text("roses are red\n", encoding="utf-8")
+    (data / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (data / "notes.md").write_text("not a txt", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("outside", encoding="utf-8")
+    with client(lab_app(lab_cache, data_dir=data)) as c:
+        assert c.get("/api/lab/texts").json()["texts"] == ["builtin", "latin1.txt", "poem.txt"]
+        lab = c.app.state.lab
+        assert lab.text("poem.txt") == "roses are red\n"
+        assert lab.text("builtin").startswith(lab_models_text_start())
+        for bad in ("../secret.txt", "notes.md", "/etc/passwd", "secret.txt"):
+            r = c.post("/api/lab/train/start", json={"text": bad, **TINY})
+            assert r.status_code == 404 and "texts are" in r.json()["error"]
+        with pytest.raises(Exception, match="not UTF-8"):
+            lab.text("latin1.txt")
+    with pytest.raises(ValueError, match="data-dir"):
+        Lab(tmp_path / "c", data_dir=tmp_path / "missing")
+
+
+def lab_models_text_start() -> str:
+    from rnnlab.data.corpus import stdlib_corpus
+
+    return stdlib_corpus(100)[0]
+
+
+def test_command_line_models_join_the_lab(lab_cache):
+    given = lab_cache / "lstm"  # a run folder named like a lab model: listed under another name
+    with client(lab_app(lab_cache, checkpoints=[str(given)])) as c:
+        listed = {m["name"]: m for m in c.get("/api/lab/models").json()}
+        assert listed["lstm-given"]["source"] == "command line" and listed["lstm"]["source"] == "lab"
+        lab = c.app.state.lab
+        assert lab.run_dir("lstm-given") == given
+        assert lab.language_model("lstm-given").vocab.symbols == lab.language_model("lstm").vocab.symbols
+        page = c.get("/")
+        assert page.status_code == 200 and 'id="lab-link"' in page.text  # the single-model page, linking the lab
+
+
+# --- the page shell -------------------------------------------------------------------------------
+
+def test_the_lab_page_is_served_at_root_without_checkpoints_with_every_section_script(lab_cache):
+    with client(lab_app(lab_cache)) as c:
+        for path in ("/", "/lab"):
+            r = c.get(path)
+            assert r.status_code == 200 and "rnnlab lab" in r.text
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+            assert '<script src="/lab/assets/lab.js" defer>' in r.text
+            assert '<script src="/lab/assets/train.js" defer>' in r.text
+        assert c.get("/api/lab/sections").json()["sections"][-1] == "train"
+        js = c.get("/lab/assets/lab.js")
+        assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+        assert "Lab.register" in c.get("/lab/assets/train.js").text
+        for bad in ("nope.js", "index.html", "..%2Fserve.py", "LAB.JS", "lab.js.map"):
+            assert c.get(f"/lab/assets/{bad}").status_code == 404
+    assert set(SECTIONS) >= {"train"}
+    assert "alert(1)" not in lab_html("<script>alert(1)</script>")  # only a token's characters reach the page
+
+
+def test_the_token_guards_the_lab_and_its_assets_carry_it(lab_cache):
+    with client(lab_app(lab_cache, token=TOKEN)) as c:
+        assert c.get("/api/lab/models").status_code == 401
+        assert c.post("/api/lab/train/start", json=TINY).status_code == 401
+        assert c.get("/lab/assets/lab.js").status_code == 401
+        page = c.get(f"/lab?token={TOKEN}")
+        assert page.status_code == 200 and f'/lab/assets/lab.js?token={TOKEN}"' in page.text
+        assert c.get(f"/lab/assets/lab.js?token={TOKEN}").status_code == 200
+        r = c.get("/api/lab/models", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.json()[0]["name"] == "elman"
+
+
+# --- the job runner --------------------------------------------------------------------------------
+
+@pytest.fixture
+def stub_python(tmp_path) -> str:
+    """An 'interpreter' that trains nothing: it sleeps until SIGTERM, then exits 0 (as a run that checkpointed)."""
+    stub = tmp_path / "stub-python"
+    stub.write_text("#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    return str(stub)
+
+
+def stub_job(tmp_path: Path, name: str, source: str = "page") -> Job:
+    return Job(name, "language-model", {"train": {"out": str(tmp_path / "runs" / name), "time_budget": 10.0}}, source)
+
+
+def test_jobs_run_one_at_a_time_in_order_and_stop(tmp_path, stub_python):
+    runner = JobRunner(python=stub_python)
+    try:
+        a = runner.submit(stub_job(tmp_path, "a", "lab"))
+        b = runner.submit(stub_job(tmp_path, "b", "lab"))
+        c = runner.submit(stub_job(tmp_path, "c"), front=True)
+        assert runner.submit(stub_job(tmp_path, "b", "lab")) is b  # the same name: the job already queued
+        wait_until(lambda: a.proc is not None)
+        assert [j.name for j in runner.active()] == ["a", "c", "b"]
+        assert (a.state, b.state, c.state) == ("training", "queued", "queued")
+        assert runner.stop("b").state == "stopped" and b.proc is None  # a queued job leaves the queue
+        runner.stop("a")
+        wait_until(lambda: c.proc is not None)
+        assert a.state == "stopped" and a.returncode == 0 and c.state == "training"
+        assert [j.name for j in runner.active()] == ["c"] and runner.active(source="lab") == []
+    finally:
+        runner.close()
+    assert wait_until(lambda: c.proc.poll() is not None) and c.state in ("failed", "stopped", "training")
+
+
+# --- the section "train": a real child process --------------------------------------------------------
+
+def test_a_page_run_trains_to_its_time_cap_and_is_an_ordinary_run(lab_cache, tmp_path):
+    runs = tmp_path / "runs"
+    with client(lab_app(lab_cache, runs_dir=runs)) as c:
+        r = c.post("/api/lab/train/start", json={"cell": "gru", "time_budget": 2.0, **TINY})
+        assert r.status_code == 200, r.text
+        name = r.json()["name"]
+        assert name == "gru-8-1"
+        second = c.post("/api/lab/train/start", json={"cell": "lstm", "time_budget": 2.0, **TINY})
+        assert second.status_code == 409 and "already training" in second.json()["error"]
+        lab = c.app.state.lab
+        job = lab.jobs.wait(name, timeout=120)
+        assert job.state == "done", (job.error, job.log.read_text() if job.log.exists() else "")
+        cfg = json.loads((runs / name / "config.json").read_text())
+        assert cfg["train"]["max_steps"] == 0 and cfg["train"]["threads"] == 1  # only the time cap could stop it
+        status = c.get(f"/api/lab/train/status?name={name}").json()
+        assert status["job"]["state"] == "done" and status["job"]["fraction"] == 1.0 and status["checkpoint"]
+        steps = [json.loads(x)["step"] for x in (runs / name / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(x)["split"] == "train"]
+        assert [p[0] for p in status["curves"]["train"]] == steps and steps
+        listed = {m["name"]: m for m in c.get("/api/lab/models").json()}
+        assert listed[name]["source"] == "trained here" and listed[name]["ready"] and listed[name]["cell"] == "gru"
+        # the page's sample is the library's, from the run's latest checkpoint, seed for seed
+        answer = c.post("/api/lab/train/sample", json={"name": name, "prime": "def ", "length": 40,
+                                                        "temperature": 0.7, "seed": 3}).json()
+        ckpt = load_checkpoint(runs / name / "last.safetensors")
+        model = ckpt.build_model().eval()
+        want = generate(model, ckpt.vocab, SampleConfig(prime="def ", length=40, temperature=0.7, seed=3))[0]
+        assert answer["text"] == want
+    # and the command line reads it and resumes it
+    from rnnlab.cli import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["sample", str(runs / name / "last.safetensors"), "--prime", "def ", "--length", "40",
+                     "--temperature", "0.7", "--seed", "3"]) == 0
+    assert out.getvalue().rstrip("\n") == want
+    done = ckpt.train_state["step"]
+    with redirect_stdout(io.StringIO()):
+        assert main(["train", "--resume", "--out", str(runs / name), "--max-steps", str(done + 3), "--time-budget", "0",
+                     "--quiet"]) == 0
+    assert load_checkpoint(runs / name / "last.safetensors").train_state["step"] == done + 3
+
+
+def test_a_page_run_stops_with_a_checkpoint(lab_cache, tmp_path):
+    with client(lab_app(lab_cache, runs_dir=tmp_path / "runs")) as c:
+        r = c.post("/api/lab/train/start", json={"cell": "elman", "time_budget": 600.0, "name": "stopme", **TINY})
+        assert r.status_code == 200
+        lab = c.app.state.lab
+        wait_until(lambda: c.get("/api/lab/train/status?name=stopme").json()["job"]["step"] is not None)
+        r = c.post("/api/lab/train/stop", json={"name": "stopme"})
+        assert r.status_code == 200
+        job = lab.jobs.wait("stopme", timeout=60)
+        assert job.state == "stopped" and job.error is None
+        assert (tmp_path / "runs" / "stopme" / "last.safetensors").is_file()
+        assert c.get("/api/lab/train/status").json()["name"] is None  # nothing running now
+        assert c.post("/api/lab/train/sample", json={"name": "stopme", "length": 3}).status_code == 200
+
+
+def test_page_runs_are_refused_over_the_size_cap_and_for_bad_parameters(lab_cache, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "old").mkdir(parents=True)
+    (runs / "old" / "big.bin").write_bytes(b"\0" * 20_000)
+    with client(lab_app(lab_cache, runs_dir=runs, runs_max_mb=0.01)) as c:
+        r = c.post("/api/lab/train/start", json=TINY)
+        assert r.status_code == 409 and "cap" in r.json()["error"] and "--runs-max-mb" in r.json()["error"]
+        bad = [{"hidden_size": 100_000}, {"hidden_size": 0}, {"cell": "transformer"}, {"num_layers": 9},
+               {"time_budget": 1e9}, {"time_budget": "60"}, {"name": "../escape"}, {"name": "lstm"},
+               {"surprise": 1}, {"seed": -1}]
+        for body in bad:
+            r = c.post("/api/lab/train/start", json=body)
+            assert 400 <= r.status_code < 500 and r.json()["error"], body
+        assert c.post("/api/lab/train/stop", json={"name": "nothing"}).status_code == 404
+        assert c.post("/api/lab/train/sample", json={"name": "../x"}).status_code == 404
+        assert c.post("/api/lab/train/sample", json={"name": "lstm", "prime": "\u2603"}).status_code == 422
+        assert c.get("/api/lab/train/status?name=nothing").status_code == 404
+        assert c.post("/api/lab/train/start", content=b"{not json", headers={"content-type": "application/json"}
+                      ).status_code == 422
+    with pytest.raises(ValueError, match="cap"):
+        Lab(tmp_path / "c", runs_max_mb=0)
+
+
+def test_serve_takes_the_lab_options_and_no_checkpoint():
+    from rnnlab.cli import build_parser
+
+    ns = build_parser().parse_args(["serve", "--data-dir", "texts", "--runs-dir", "r", "--runs-max-mb", "50",
+                                    "--lab-cache", "c"])
+    assert ns.checkpoints == [] and (ns.data_dir, ns.runs_dir, ns.runs_max_mb, ns.lab_cache) == ("texts", "r", 50.0, "c")
