@@ -36,7 +36,7 @@ MAX_VALUE = 1e6  # |value| of a vector element
 DEFAULT_MODEL = "digits"
 GREY_LEVELS = 17  # the digits' pixels: 0..16, read as level / 16
 HOW_TO = ("rnnlab classify train --data names/ --time-budget 300 --out runs/names   # names/<Language>.txt, "
-          "one name a line", "rnnlab serve runs/names")
+          "one name a line", "rnnlab serve runs/names   # then open /lab: the classifier joins the lab's digits")
 
 _MODEL = Field(DEFAULT_MODEL, min_length=1, max_length=100, description="a classifier of /api/lab/classifiers")
 
