@@ -312,3 +312,84 @@ def test_serve_takes_the_lab_options_and_no_checkpoint():
     ns = build_parser().parse_args(["serve", "--data-dir", "texts", "--runs-dir", "r", "--runs-max-mb", "50",
                                     "--lab-cache", "c"])
     assert ns.checkpoints == [] and (ns.data_dir, ns.runs_dir, ns.runs_max_mb, ns.lab_cache) == ("texts", "r", 50.0, "c")
+
+
+# --- in the browser: the tabs by keyboard, a run started and stopped from the page --------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_the_page_moves_through_the_tabs_by_keyboard_and_starts_and_stops_a_run(lab_cache, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/install-browser (Debian's chromium)")
+    import os
+
+    import httpx
+    from conftest import LabServer
+
+    runs = tmp_path / "runs"
+    problems: list[str] = []
+    with LabServer(lab_cache, "--runs-dir", str(runs), log=tmp_path / "server.log") as server, \
+            sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#lab-tabs [role=tab]")
+            tabs = page.locator("#lab-tabs [role=tab]")
+            assert [tabs.nth(i).get_attribute("data-section") for i in range(tabs.count())] == list(SECTIONS)
+            assert page.get_attribute("#tab-elman", "aria-selected") == "true" and page.is_visible("#panel-elman")
+
+            # the keyboard: arrows move along the tabs (wrapping), Home and End jump; each shows its panel
+            page.focus("#tab-elman")
+            page.keyboard.press("ArrowLeft")
+            assert page.get_attribute("#tab-train", "aria-selected") == "true" and page.is_visible("#panel-train")
+            assert page.is_hidden("#panel-elman")
+            page.keyboard.press("Home")
+            for sid in SECTIONS[1:]:
+                page.keyboard.press("ArrowRight")
+                assert page.evaluate("document.activeElement.dataset.section") == sid
+                assert page.is_visible(f"#panel-{sid}")
+            page.keyboard.press("Home")
+            page.keyboard.press("End")
+            assert page.get_attribute("#tab-train", "aria-selected") == "true"
+            assert page.url.endswith("#train")
+
+            # train: a tiny run, started from the page, watched, then stopped
+            page.wait_for_selector("#train-start")
+            page.select_option("#train-cell", "gru")
+            page.fill("#train-hidden", "8")
+            page.fill("#train-budget", "600")
+            page.fill("#train-name", "from-the-page")
+            page.click("#train-start")
+            page.wait_for_selector("#train-state[data-state=training]", timeout=30_000)
+            page.wait_for_selector("#train-curve svg:not([data-train-points='0'])", timeout=60_000)
+            page.wait_for_selector("#train-sample[data-step]", timeout=60_000)  # sampled from the latest checkpoint
+            assert page.is_enabled("#train-stop") and page.is_disabled("#train-start")
+            page.click("#train-stop")
+            page.wait_for_selector("#train-state[data-state=stopped]", timeout=60_000)
+            assert page.is_enabled("#train-start")
+            status = httpx.get(f"{server.url}/api/lab/train/status?name=from-the-page").json()
+            assert status["job"]["state"] == "stopped" and status["checkpoint"]
+            page.wait_for_selector(f"#train-curve svg[data-train-points='{len(status['curves']['train'])}']")
+            # a sample now, from the final checkpoint: the API's text for the same settings
+            page.fill("#train-temperature", "0.5")
+            page.click("#train-sample-again")
+            page.wait_for_selector("#train-sample-info:has-text('temperature 0.5')")
+            want = httpx.post(f"{server.url}/api/lab/train/sample",
+                              json={"name": "from-the-page", "length": 200, "temperature": 0.5, "seed": 0}).json()
+            assert page.inner_text("#train-sample") == want["text"]
+            assert "now one of the lab's models" in page.inner_text("#train-after")
+            models = httpx.get(f"{server.url}/api/lab/models").json()
+            assert {"name": "from-the-page", "source": "trained here"}.items() <= next(
+                m for m in models if m["name"] == "from-the-page").items()
+            assert (runs / "from-the-page" / "last.safetensors").is_file()
+            shots = os.environ.get("RNNLAB_SCREENSHOTS")
+            if shots:
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(shots) / "train.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not [p for p in problems if "lab.js" in p or "train.js" in p], problems
