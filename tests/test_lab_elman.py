@@ -58,6 +58,7 @@ def test_steps_are_the_elman_equations(client, lab_cache):
     assert got["next_p"][-1] is None
     # the weights are one set for every step: their shapes, W_hh square
     assert got["weights"]["W_hh"] == [h.shape[1], h.shape[1]] and got["weights"]["W_hy"] == [len(got["symbols"]), h.shape[1]]
+    assert got["parameters"] == sum(v.numel() for v in load_model(lab_cache / "elman")[0].parameters())
 
 
 def test_the_next_character_probabilities_are_the_librarys_scores(client, lab_cache):
@@ -130,7 +131,7 @@ def test_the_page_steps_through_a_text(lab_cache):
                                        [c["p"] for c in want["top"][2]], rtol=1e-6)
             # the unrolled view has one column per step so far, every recurrent arrow labelled W_hh
             assert sec.locator(".el-unrolled .el-col").count() == 3
-            assert sec.locator(".el-unrolled text.w-hh").all_inner_texts() == ["W_hh"] * 3
+            assert sec.locator(".el-unrolled text.w-hh").all_text_contents() == ["W_hh"] * 3
             assert sec.locator(".lab-legend").count() >= 1
             sec.get_by_role("button", name="Back").click()
             page.wait_for_function("document.querySelector('#panel-elman .el-t').textContent === 't = 2'", timeout=10000)

@@ -59,6 +59,7 @@ def steps(entry: LanguageModelEntry, text: str, top: int) -> dict[str, Any]:
     return {
         "model": entry.name, "cell": cfg.cell, "input": cfg.input, "num_layers": cfg.num_layers,
         "hidden_size": cfg.hidden_size, "vocab_size": v, "symbols": entry.vocab.symbols, "weights": weights,
+        "parameters": entry.model.num_parameters(),
         "tokens": [entry.vocab.symbols[int(i)] for i in ids], "ids": ids.tolist(),
         "embedded": (np.round(trace.inputs, 6).tolist() if entry.model.embedding is not None else None),
         "hidden": np.round(hidden, 6).tolist(),
