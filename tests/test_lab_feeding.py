@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,7 @@ def test_the_page_draws_each_runs_curves_schedule_exposure_and_sample(lab_cache,
         try:
             page.goto(f"{server.url}/lab#feeding")
             sec = page.locator("#panel-feeding")
-            sec.locator(".fd-loss path[data-model='professor'][data-split='val']").wait_for(timeout=20000)
+            sec.locator(".fd-loss path[data-model='professor'][data-split='val']").wait_for(state="attached", timeout=20000)
             for name in COMPARED:  # the validation curve drawn is the run's metrics
                 path = sec.locator(f".fd-loss path[data-model='{name}'][data-split='val']")
                 assert json.loads(path.get_attribute("data-points")) == want[name]["val"]
@@ -196,7 +197,7 @@ def test_the_page_draws_each_runs_curves_schedule_exposure_and_sample(lab_cache,
             assert sec.locator(".fd-schedule path[data-model='professor']").count() == 0
             assert "professor" in sec.locator(".fd-schedule").inner_text()  # says why it has no line
             # the exposure curves arrive when measured (seconds, then cached); the page's settings are the API's
-            sec.locator(".fd-exposure path[data-model='lstm'][data-key='divergence']").wait_for(timeout=60000)
+            sec.locator(".fd-exposure path[data-model='lstm'][data-key='divergence']").wait_for(state="attached", timeout=60000)
             settings = json.loads(sec.locator(".fd-exposure").get_attribute("data-settings"))
             report = httpx.post(f"{server.url}/api/lab/feeding/exposure", json={"model": "lstm", **settings},
                                 timeout=60).json()
@@ -209,8 +210,7 @@ def test_the_page_draws_each_runs_curves_schedule_exposure_and_sample(lab_cache,
             sec.get_by_label("Seed").fill("5")
             sec.get_by_role("button", name="Sample").click()
             box = sec.locator(".fd-sample[data-model='scheduled'] .fd-text")
-            page.wait_for_function("document.querySelector(\"#panel-feeding .fd-sample[data-model='scheduled']"
-                                   " .fd-text\").textContent.startsWith('class ')", timeout=20000)
+            sync_api.expect(box).to_have_text(re.compile(r"^class "), timeout=20000)
             text = httpx.post(f"{server.url}/api/lab/feeding/sample",
                               json={"model": "scheduled", "prime": "class ", "seed": 5}, timeout=30).json()["text"]
             assert box.text_content() == text
