@@ -129,7 +129,7 @@ def test_the_page_draws_the_gain_curves_and_the_connectivity(lab_cache):
             page.goto(f"{server.url}/lab#gradients")
             sec = page.locator("#panel-gradients")
             chart = sec.locator(".gr-curves")
-            chart.locator("path[data-cell='gru']").wait_for(timeout=20000)
+            chart.locator("path[data-cell='gru']").wait_for(state="attached", timeout=20000)
             # move the gain slider with the keyboard; the curves drawn are the API's for that gain
             slider = sec.get_by_label("Recurrent gain")
             slider.focus()
@@ -137,8 +137,7 @@ def test_the_page_draws_the_gain_curves_and_the_connectivity(lab_cache):
                 page.keyboard.press("ArrowRight")
             gain = float(slider.input_value())
             assert gain > 1.0
-            page.wait_for_function(f"document.querySelector('#panel-gradients .gr-curves').dataset.gain === '{gain}'",
-                                   timeout=20000)
+            sync_api.expect(chart).to_have_attribute("data-gain", str(gain), timeout=20000)
             settings = json.loads(chart.get_attribute("data-settings"))
             assert settings["gain"] == gain and settings["clip"] is False
             want = httpx.post(f"{server.url}/api/lab/gradients/curves", json=settings, timeout=30).json()
@@ -153,8 +152,7 @@ def test_the_page_draws_the_gain_curves_and_the_connectivity(lab_cache):
                     np.testing.assert_allclose(np.polyfit(logs, ys, 1)[0] * np.ptp(logs), -np.ptp(ys), rtol=1e-3)
             # clipping on: the curves drawn are the clipped ones
             sec.get_by_label("Clip the gradient norm").check()
-            page.wait_for_function("JSON.parse(document.querySelector('#panel-gradients .gr-curves')"
-                                   ".dataset.settings).clip === true", timeout=20000)
+            sync_api.expect(chart).to_have_attribute("data-clip", "true", timeout=20000)
             settings = json.loads(chart.get_attribute("data-settings"))
             want = httpx.post(f"{server.url}/api/lab/gradients/curves", json=settings, timeout=30).json()
             values = json.loads(chart.locator("path[data-cell='elman']").get_attribute("data-values"))

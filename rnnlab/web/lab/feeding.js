@@ -16,8 +16,6 @@
   .fd-key { display: flex; flex-wrap: wrap; gap: .2rem 1rem; font-size: .8rem; margin: .3rem 0; }
   .fd-key span.sw { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: .3rem; }
   .fd-key span.sw.dash { background: repeating-linear-gradient(to right, #888 0 4px, transparent 4px 7px) !important; }
-  .fd-chart { width: 100%; max-width: 620px; height: auto; display: block; }
-  .fd-chart .grid { stroke: #ececf0; }
   .fd-samples { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: .8rem; }
   .fd-sample { min-width: 0; }
   .fd-sample h4 { margin: 0 0 .3rem; font-size: .9rem; }
@@ -44,7 +42,8 @@
     const W = width || 560, H = height || 260, m = { l: 58, r: 12, t: 10, b: 38 };
     const ok = (p) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && (!log || p[1] > 0);
     const all = series.flatMap((s) => s.points.filter(ok));
-    const chart = svg("svg", { class: "fd-chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label || yLabel });
+    const chart = svg("svg", { class: "fd-chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label || yLabel,
+                               style: `width: 100%; max-width: ${W + 60}px; height: auto; display: block` });
     if (!all.length) {
       chart.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "nothing to draw yet"));
       return chart;
@@ -69,7 +68,7 @@
     } else yt = niceTicks(y0, y1, 5);
     for (const k of yt) {
       const yy = Yl(k);
-      chart.append(svg("line", { class: "grid", x1: m.l, x2: W - m.r, y1: yy, y2: yy }),
+      chart.append(svg("line", { stroke: "#ececf0", x1: m.l, x2: W - m.r, y1: yy, y2: yy }),
         svg("text", { x: m.l - 5, y: yy + 4, "text-anchor": "end" }, log ? (Number.isInteger(k) ? `1e${k}` : fmt(Math.pow(10, k))) : fmt(k)));
     }
     for (const v of niceTicks(x0, x1, 6)) {
