@@ -34,7 +34,8 @@ ACTIVE: tuple[State, ...] = ("queued", "training")
 # the child: read the config, run the library's job; its stderr is the job's log
 _CHILD = ("import json, sys; from rnnlab.lab.models import run_config; "
           "run_config(sys.argv[1], json.loads(sys.argv[2]), progress=False)")
-STOP_GRACE_S = 20.0  # after SIGTERM a child has this long to write its checkpoint before SIGKILL
+STALL_S = 600.0  # a child whose log and metrics have not grown for this long is stuck: it is killed
+POLL_S = 0.5
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -245,12 +246,7 @@ class JobRunner:
                 stop_now = job.stop_requested or self._closed  # stopped between the queue and the start
             if stop_now:
                 proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=max(60.0, 3 * job.budget_s + 120.0) if job.budget_s else None)
-            except subprocess.TimeoutExpired:  # a run that overstays its budget this much is stuck
-                proc.kill()
-                rc = proc.wait()
-                job.error = "the run overstayed its time budget and was killed"
+            rc = self._watch(job, proc)
         job.returncode = rc
         if job.stop_requested:
             if rc not in (0, 128 + signal.SIGTERM, -signal.SIGTERM):
@@ -263,6 +259,28 @@ class JobRunner:
         if job.on_done is not None:
             job.on_done(job)
         job.state = "done"
+
+
+    def _watch(self, job: Job, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for the child. No wall-clock cap: a CPU-clock budget on a busy machine takes as long as it takes;
+        but a child whose log and metrics stop growing for :data:`STALL_S` seconds is stuck, and killed."""
+        seen, since = None, time.monotonic()
+        while True:
+            try:
+                return proc.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            now = _sizes(job.log, job.out / "metrics.jsonl")
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since > STALL_S:
+                proc.kill()
+                job.error = f"the run made no progress for {STALL_S:.0f} s and was killed"
+                return proc.wait()
+
+
+def _sizes(*paths: Path) -> tuple[int, ...]:
+    return tuple(p.stat().st_size if p.exists() else -1 for p in paths)
 
 
 def _last_line(path: Path) -> str | None:

@@ -86,7 +86,7 @@ Lab.register({
     function describe(job) {
       if (!job) return "";
       const p = job.state === "training" ? ` ${Math.round(100 * job.fraction)}% of ${job.budget_s} s` : "";
-      const loss = job.loss != null ? `, training loss ${job.loss.toFixed(3)} nats at step ${job.step}` : "";
+      const loss = job.loss != null ? `, training loss ${(job.loss / Math.LN2).toFixed(3)} bits per character at step ${job.step}` : "";
       return `${job.name}: ${job.state}${p}${loss}${job.error ? " (" + job.error + ")" : ""}`;
     }
 
