@@ -117,7 +117,8 @@
       tOut.textContent = `t = ${t}`;
       stepBtn.disabled = t >= n; backBtn.disabled = t === 0;
       // the text, the characters read so far marked, the current one underlined
-      readText.replaceChildren(...d.tokens.map((c, i) => h("span", { class: i < t ? (i === t - 1 ? "el-now" : "el-done") : "el-todo" }, c)));
+      readText.replaceChildren(...d.tokens.map((c, i) => h("span", { class: i < t ? (i === t - 1 ? "el-now" : "el-done") : "el-todo" },
+        i === t - 1 && c === "\n" ? "\u21b5\n" : c)));  // a newline just read is shown
       // x_t
       const cur = t > 0 ? d.ids[t - 1] : -1;
       onehot.setAttribute("aria-label", t > 0 ? `x_${t}: the one-hot vector of ${JSON.stringify(d.tokens[t - 1])}` : "no input read yet");
