@@ -140,3 +140,80 @@ def test_bad_parameters_are_a_4xx_with_one_line(client, path, body, status, says
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert says in err and "\n" not in err
+
+
+# --- the page, in chromium ------------------------------------------------------------------------------
+
+def test_the_page_draws_the_apis_prefix_probabilities_and_confusion_matrix(lab_cache, names_run):
+    import os
+    from pathlib import Path
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is missing: run scripts/install-browser")
+    import httpx
+    from conftest import LabServer
+
+    def api(path, **body):
+        r = httpx.post(f"{server.url}/api/lab/classify/{path}", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def shown():
+        """The heat map's probabilities, row by row."""
+        cells = sec.locator(".cls-heat td.p").evaluate_all("cs => cs.map(c => [Number(c.dataset.step), Number(c.dataset.p)])")
+        rows = {}
+        for t, p in cells:
+            rows.setdefault(t, []).append(p)
+        return [rows[t] for t in sorted(rows)]
+
+    ready = "() => document.querySelectorAll('#panel-classify [data-ready=true]').length === 2"
+    with LabServer(lab_cache, str(names_run)) as server, sync_api.sync_playwright() as p:
+        example = api("example", model="digits", split="test", index=0)
+        want = api("prefixes", model="digits", vectors=example["vectors"])
+        matrix = api("confusion", model="digits", split="test")
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        try:
+            page.goto(f"{server.url}/lab#classify")
+            page.wait_for_function(ready, timeout=30000)
+            sec = page.locator("#panel-classify")
+            # the digits classifier on the test split's first example: the grid holds it, the heat map its prefixes
+            levels = sec.locator(".cls-grid button").all_inner_texts()
+            np.testing.assert_allclose(np.array(levels, dtype=float).reshape(8, 8) / 16, example["vectors"], atol=1e-6)
+            np.testing.assert_allclose(shown(), want["probs"], rtol=1e-12)
+            counts = sec.locator(".cls-confusion td.n").evaluate_all("cs => cs.map(c => Number(c.dataset.count))")
+            assert np.reshape(counts, (10, 10)).tolist() == matrix["confusion"]
+            assert float(sec.locator(".cls-scores").get_attribute("data-acc")) == matrix["acc"]
+            assert sec.locator(".lab-legend").count() >= 3  # the pixels, the probabilities, the confusion shares
+            # clear, then paint two pixels of row 1 from the keyboard: the heat map follows
+            sec.get_by_role("button", name="Clear").click()
+            first = sec.locator(".cls-grid button").first
+            first.focus()
+            page.keyboard.press("Space")
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("Space")
+            drawn = np.zeros((8, 8))
+            drawn[0, :2] = 1.0
+            want = api("prefixes", model="digits", vectors=drawn.tolist())
+            page.wait_for_function("(p) => { const c = document.querySelector('#panel-classify .cls-heat td.p');"
+                                   " return c && Number(c.dataset.p) === p; }", arg=want["probs"][0][0], timeout=10000)
+            np.testing.assert_allclose(shown(), want["probs"], rtol=1e-12)
+            shots = os.environ.get("RNNLAB_SCREENSHOTS")
+            if shots:
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(shots) / "classify.png"), full_page=True)
+            # the names classifier given on the command line reads a text box, a row per character
+            sec.get_by_label("Classifier").select_option("names")
+            page.wait_for_function("() => { const t = document.querySelector('#panel-classify textarea');"
+                                   " return t && t.value !== '' && document.querySelector('#panel-classify "
+                                   ".cls-heat-box').dataset.ready === 'true'; }", timeout=10000)  # an example shown
+            sec.get_by_label("Sequence").fill("borisov")
+            want = api("prefixes", model="names", text="borisov")
+            page.wait_for_function("(p) => { const rows = document.querySelectorAll('#panel-classify .cls-heat tbody tr');"
+                                   " return rows.length === 7 && Number(rows[6].querySelector('td.p').dataset.p) === p; }",
+                                   arg=want["probs"][6][0], timeout=10000)
+            np.testing.assert_allclose(shown(), want["probs"], rtol=1e-12)
+            assert sec.locator(".cls-howto").count() == 0  # a text classifier is here: no how-to
+        finally:
+            browser.close()

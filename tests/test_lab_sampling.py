@@ -207,3 +207,74 @@ def test_a_lab_model_not_trained_yet_is_a_503_with_its_progress(tmp_path):
         r = client.post("/api/lab/sampling/distribution", json={"prime": "def"})
     assert r.status_code == 503 and r.json()["model"] == "lstm" and "not ready" in r.json()["error"]
     assert "state" in r.json()["progress"]
+
+
+# --- the page, in chromium ------------------------------------------------------------------------------
+
+def test_the_page_draws_the_apis_distribution_continuations_and_tree(lab_cache):
+    import os
+    from pathlib import Path
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is missing: run scripts/install-browser")
+    import httpx
+    from conftest import LabServer
+
+    page_prime = "    def __init__(self"  # what the page starts with
+
+    def api(path, **body):
+        r = httpx.post(f"{server.url}/api/lab/sampling/{path}", json={"prime": page_prime, **body}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with LabServer(lab_cache) as server, sync_api.sync_playwright() as p:
+        dist = api("distribution", bars=40)
+        cont = api("continuations", length=120, temperature=1.0, top_k=5, top_p=0.9, beam_width=5, seed=0)
+        beam = api("beam", beam_width=3, length=8, pruned=2)
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        ready = "() => document.querySelectorAll('#panel-sampling [data-ready=true]').length === 3"
+        try:
+            page.goto(f"{server.url}/lab#sampling")
+            page.wait_for_function(ready, timeout=20000)
+            sec = page.locator("#panel-sampling")
+            bars = sec.locator(".smp-bar")
+            assert [int(b) for b in bars.evaluate_all("bs => bs.map(b => b.dataset.id)")] == [t["id"] for t in dist["tokens"]]
+            assert sec.locator(".smp-bar[data-argmax=true]").get_attribute("data-id") == str(dist["argmax"]["id"])
+            np.testing.assert_allclose([float(v) for v in bars.evaluate_all("bs => bs.map(b => b.dataset.pTemp)")],
+                                       [t["p_temp"] for t in dist["tokens"]], rtol=1e-12)
+            # the continuations are the API's (and so rnnlab sample's) texts, side by side
+            for c in cont["continuations"]:
+                card = sec.locator(f".smp-card[data-strategy={c['strategy']}]")
+                assert card.locator(".smp-continuation").text_content() == c["continuation"]
+                assert card.locator(".smp-command").text_content() == "$ " + c["command"]
+            # the tree: every kept and pruned node, the best path spelling the beam's continuation
+            nodes = sec.locator(".smp-node")
+            assert sec.locator(".smp-node[data-kind=kept]").count() == sum(len(s["kept"]) for s in beam["steps"])
+            assert sec.locator(".smp-node[data-kind=pruned]").count() == sum(len(s["pruned"]) for s in beam["steps"])
+            best = nodes.locator("xpath=.").evaluate_all(
+                "ns => ns.filter(n => n.dataset.best === 'true').map(n => [Number(n.dataset.step), n.dataset.token])")
+            assert "".join(t for _, t in sorted(best)) == beam["continuation"]
+            assert sec.locator(".lab-legend").count() >= 1
+            # the temperature slider redraws the distribution at that temperature; top-k greys the cut tokens
+            sec.get_by_label("Temperature", exact=True).evaluate("el => { el.value = '0.5'; el.dispatchEvent(new Event('input')); }")
+            sec.get_by_label("Top-k (0: all)").fill("3")
+            sec.get_by_label("Top-k (0: all)").dispatch_event("change")
+            want = api("distribution", temperature=0.5, top_k=3, bars=40)
+            page.wait_for_function("() => document.querySelectorAll('#panel-sampling .smp-bar[data-kept=true]').length === 3",
+                                   timeout=10000)
+            np.testing.assert_allclose([float(v) for v in bars.evaluate_all("bs => bs.map(b => b.dataset.p)")],
+                                       [t["p"] for t in want["tokens"]], rtol=1e-12)
+            # Draw: the next seed's draw from the shown distribution
+            sec.get_by_role("button", name="Draw").click()
+            drawn = api("distribution", temperature=0.5, top_k=3, seed=1, bars=40)["draw"]
+            page.wait_for_function("(id) => { const b = document.querySelector('#panel-sampling .smp-bar[data-drawn=true]');"
+                                   " return b && b.dataset.id === id && document.querySelector('#panel-sampling .lab-status')"
+                                   ".textContent.includes('seed 1'); }", arg=str(drawn["id"]), timeout=10000)
+            shots = os.environ.get("RNNLAB_SCREENSHOTS")
+            if shots:
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(shots) / "sampling.png"), full_page=True)
+        finally:
+            browser.close()
