@@ -135,14 +135,15 @@ def test_bad_parameters_are_4xx_with_one_line(client, path, body, status, says):
 
 # --- the page, in chromium ------------------------------------------------------------------------------
 
-def test_the_page_draws_the_apis_numbers(data_dir, lab_cache, tmp_path):
+def test_the_page_draws_the_apis_numbers(data_dir, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("/usr/bin/chromium is missing: run scripts/install-browser")
     import httpx
     from conftest import LabServer
 
-    with LabServer(lab_cache, "--data-dir", str(data_dir)) as server, sync_api.sync_playwright() as p:
+    # the section needs no model: an empty lab cache (the page opens on this tab, so no other tab asks for one)
+    with LabServer(tmp_path / "cache", "--data-dir", str(data_dir)) as server, sync_api.sync_playwright() as p:
         want = {k: httpx.post(f"{server.url}/api/lab/ngrams/{k}", json={"text": "cats.txt", **body}, timeout=30).json()
                 for k, body in (("stats", {}), ("table", {}), ("sample", {"order": 5, "seed": 3}))}
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
