@@ -11,6 +11,15 @@ can at worst be refused.
 Writing goes to a temporary file in the same folder, is flushed and fsync'd, then
 renamed over the target (``os.replace`` is atomic on POSIX), so a crash or a full
 disk leaves the previous checkpoint intact.
+
+Kinds of checkpoint register themselves (:func:`register_kind`, :data:`KINDS`): a
+:class:`CheckpointKind` names the header's ``kind`` tag, what the kind is and which command
+reads it, its config type where :func:`load_checkpoint` reads it, its loader, and the role
+the server gives it. This module registers the language model and the classifier;
+:mod:`rnnlab.task_train` registers the long-memory task runs. Every kind writes through
+:func:`write_checkpoint` and reads through :func:`read_checkpoint` (format, version, kind,
+tensors), and every reader refuses another kind's file by its tag, naming the command that
+reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +48,38 @@ FORMAT = "rnnlab-checkpoint"
 VERSION = 1
 BEST, LAST = "best.safetensors", "last.safetensors"
 LANGUAGE_MODEL, CLASSIFIER = "language-model", "classifier"
-CONFIG_TYPES: dict[str, type] = {LANGUAGE_MODEL: RunConfig, CLASSIFIER: ClassifyRunConfig}
+
+
+@dataclass(frozen=True)
+class CheckpointKind:
+    """One kind of checkpoint: the ``kind`` tag in its header and what rnnlab does with it."""
+
+    tag: str  # the header's "kind" ("language-model" where a header has none)
+    description: str  # what it is, for messages: "a language model"
+    read_by: str  # the command that reads it, for the other readers' refusals: "rnnlab sample, generate, eval"
+    load: Callable[..., Any]  # (path, prefer=BEST) -> the parsed, checked checkpoint
+    # the run config's type where :func:`load_checkpoint` reads the kind (None: the kind reads its own files)
+    config_type: type | None = None
+    # the server's role for it: "language-model" or "classifier" (rnnlab.serve's loaders; None: not served)
+    serve_as: str | None = None
+
+
+KINDS: dict[str, CheckpointKind] = {}
+"""The registered checkpoint kinds by tag (:func:`register_kind`)."""
+
+
+def register_kind(kind: CheckpointKind) -> CheckpointKind:
+    """Enter ``kind`` in :data:`KINDS` (a tag taken by another kind raises a ValueError)."""
+    old = KINDS.get(kind.tag)
+    if old is not None and old != kind:
+        raise ValueError(f"a checkpoint kind {kind.tag!r} is registered already")
+    KINDS[kind.tag] = kind
+    return kind
+
+
+def config_types() -> dict[str, type]:
+    """The kinds :func:`load_checkpoint` reads, each with its run config's type."""
+    return {tag: k.config_type for tag, k in KINDS.items() if k.config_type is not None}
 
 
 _TEMP = re.compile(r"\.(.+)\.tmp-(\d+)")  # atomic_write's temporary files: .<name>.tmp-<pid>
@@ -140,6 +181,26 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": groups}
 
 
+def write_checkpoint(path: str | os.PathLike[str], kind: str, model: torch.nn.Module, meta: dict[str, Any],
+                     optimizer: torch.optim.Optimizer | None = None, rng: dict[str, torch.Tensor] | None = None,
+                     tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """One checkpoint file of ``kind``, written atomically: the model's weights (``model.*``), the optimiser's
+    state (``optim.*`` and its JSON), the RNG states (``rng.*``), the kind's own ``tensors`` (named with their
+    prefix) and ``meta``, each value stored as JSON under its key, beside the format tag, version and kind."""
+    out = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    header: dict[str, str] = {"format": FORMAT, "version": str(VERSION), "kind": kind}
+    header.update({k: json.dumps(v) for k, v in meta.items()})
+    if optimizer is not None:
+        opt_tensors, opt_meta = _split_optimizer(optimizer)
+        out.update(opt_tensors)
+        header["optimizer"] = json.dumps(opt_meta)
+    for name, t in (rng or {}).items():
+        out[f"rng.{name}"] = t.detach().cpu().contiguous()
+    for name, t in (tensors or {}).items():
+        out[name] = t.detach().cpu().contiguous().clone()
+    atomic_write(path, st_save(out, metadata=header))
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, config: RunConfig | ClassifyRunConfig,
                     vocab: Vocab | None, train_state: dict[str, Any] | None = None,
                     optimizer: torch.optim.Optimizer | None = None, carry: StackState | None = None,
@@ -151,27 +212,18 @@ def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, config
     what else the kind needs to rebuild the model (a classifier's class names and input).
     """
     kind = CLASSIFIER if isinstance(config, ClassifyRunConfig) else LANGUAGE_MODEL
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    meta: dict[str, Any] = {
-        "format": FORMAT, "version": str(VERSION), "kind": kind,
-        "config": json.dumps(config.to_dict()), "vocab": json.dumps(vocab.to_dict() if vocab is not None else None),
-        "train_state": json.dumps(train_state or {}), "extra": json.dumps(extra or {}),
-    }
-    if optimizer is not None:
-        opt_tensors, opt_meta = _split_optimizer(optimizer)
-        tensors.update(opt_tensors)
-        meta["optimizer"] = json.dumps(opt_meta)
+    meta: dict[str, Any] = {"config": config.to_dict(), "vocab": vocab.to_dict() if vocab is not None else None,
+                            "train_state": train_state or {}, "extra": extra or {}}
+    tensors: dict[str, torch.Tensor] = {}
     if carry is not None:
         for k, layer in enumerate(carry):
             for i, t in enumerate(layer):
-                tensors[f"carry.{k}.{i}"] = t.detach().cpu().contiguous().clone()
-    for name, t in (rng or {}).items():
-        tensors[f"rng.{name}"] = t.detach().cpu().contiguous()
+                tensors[f"carry.{k}.{i}"] = t
     if feeding is not None:  # a feeding strategy's own state (professor forcing's discriminator)
         for name, t in feeding.get("tensors", {}).items():
-            tensors[f"feeding.{name}"] = t.detach().cpu().contiguous().clone()
-        meta["feeding"] = json.dumps(feeding.get("meta", {}))
-    atomic_write(path, st_save(tensors, metadata=meta))
+            tensors[f"feeding.{name}"] = t
+        meta["feeding"] = feeding.get("meta", {})
+    write_checkpoint(path, kind, model, meta, optimizer, rng, tensors)
 
 
 @dataclass
@@ -190,6 +242,13 @@ class Checkpoint:
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def expect(self, *kinds: str) -> Checkpoint:
+        """This checkpoint, if it is of one of ``kinds``; else a :class:`CheckpointError` naming the command that
+        reads its kind."""
+        if self.kind not in kinds:
+            raise _refusal(self.path, self.kind, kinds)
+        return self
 
     @property
     def labels(self) -> list[str]:
@@ -356,14 +415,63 @@ def _parse(p: Path, meta: dict[str, str], key: str) -> Any:
         raise CheckpointError(f"{p}: metadata {key!r} is not valid JSON ({why})") from None
 
 
-def _kind(p: Path, meta: dict[str, str]) -> str:
+def _refusal(p: Path, kind: str, wanted: tuple[str, ...]) -> CheckpointError:
+    """The one-line refusal of a file of ``kind`` by a reader of the ``wanted`` kinds."""
+    k = KINDS.get(kind)
+    if k is None:
+        return CheckpointError(f"{p} is an rnnlab checkpoint of an unknown kind {kind!r} (this rnnlab reads "
+                               f"{', '.join(KINDS)})")
+    names = [KINDS[w].description if w in KINDS else w for w in wanted]
+    return CheckpointError(f"{p} holds {k.description}, not {' or '.join(names)}; it is read by {k.read_by}")
+
+
+def _kind(p: Path, meta: dict[str, str], wanted: tuple[str, ...] | None = None) -> str:
+    """The header's kind, refused unless it is one of ``wanted`` (default: the kinds with a config type)."""
     kind = meta.get("kind", LANGUAGE_MODEL)
-    if kind == "task":  # rnnlab.task_train's own checkpoints: read by `rnnlab tasks`, not by the loaders here
-        raise CheckpointError(f"{p} is a long-memory task run's checkpoint; it is read by rnnlab tasks, not by this "
-                              "command")
-    if kind not in CONFIG_TYPES:
-        raise CheckpointError(f"{p} is an rnnlab checkpoint of an unknown kind {kind!r}")
+    wanted = tuple(config_types()) if wanted is None else wanted
+    if kind not in wanted or kind not in KINDS:
+        raise _refusal(p, kind, wanted)
     return kind
+
+
+@dataclass
+class StoredCheckpoint:
+    """A checkpoint file as :func:`read_checkpoint` gives it: its kind, header and tensors, checked for format,
+    version and kind (what each kind's loader parses further)."""
+
+    path: Path
+    kind: str
+    meta: dict[str, str] = field(repr=False)
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    def json(self, key: str, default: Any = ...) -> Any:
+        """The header's ``key`` parsed as JSON; ``default`` where it is absent (none given: a CheckpointError)."""
+        if key not in self.meta and default is not ...:
+            return default
+        return _parse(self.path, self.meta, key)
+
+
+def read_checkpoint(path: str | os.PathLike[str], kinds: tuple[str, ...], prefer: str = BEST,
+                    tensors: bool = True) -> StoredCheckpoint:
+    """Read a checkpoint file (or a run folder's ``prefer``, else the other, checkpoint) of one of ``kinds``:
+    foreign files, pickles, other formats and versions and other kinds are refused with one line, before any
+    tensor is read; ``tensors=False`` reads the header alone."""
+    p = resolve(path, prefer)
+    meta = _read_meta(p)
+    kind = _kind(p, meta, kinds)
+    loaded: dict[str, torch.Tensor] = {}
+    if tensors:
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                loaded = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{p} is corrupt or truncated ({_first_line(e)})") from None
+    return StoredCheckpoint(p, kind, meta, loaded)
+
+
+def join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The optimiser's ``state_dict`` from a checkpoint's ``optim.*`` tensors and its ``optimizer`` JSON."""
+    return _join_optimizer(tensors, meta)
 
 
 def _loading_problems(cfg: Any) -> list[str]:
@@ -379,7 +487,7 @@ def _loading_problems(cfg: Any) -> list[str]:
 
 def _config(p: Path, meta: dict[str, str]) -> Any:
     try:
-        cfg = from_dict(CONFIG_TYPES[_kind(p, meta)], _parse(p, meta, "config"))
+        cfg = from_dict(config_types()[_kind(p, meta)], _parse(p, meta, "config"))
         problems = _loading_problems(cfg)
         if problems:
             raise ConfigError(problems)
@@ -402,15 +510,10 @@ def checkpoint_kind(path: str | os.PathLike[str], prefer: str = BEST) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Checkpoint:
-    """Read and check a checkpoint file (or a run folder's best/last checkpoint)."""
-    p = resolve(path, prefer)
-    meta = _read_meta(p)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{p} is corrupt or truncated ({_first_line(e)})") from None
-    kind = _kind(p, meta)
+    """Read and check a checkpoint file (or a run folder's best/last checkpoint) of any registered kind with a
+    config type (the language model, the classifier); :meth:`Checkpoint.expect` then narrows the kind."""
+    stored = read_checkpoint(path, tuple(config_types()), prefer)
+    p, meta, tensors, kind = stored.path, stored.meta, stored.tensors, stored.kind
     config = _config(p, meta)
     vocab_d = _parse(p, meta, "vocab")
     try:
@@ -464,14 +567,30 @@ def _check_layout(p: Path, tensors: dict[str, torch.Tensor], optimizer: dict[str
 
 def load_model(path: str | os.PathLike[str]) -> tuple[RNNLanguageModel, Vocab, Checkpoint]:
     """The language model (in eval mode) and vocabulary of a checkpoint or run folder."""
-    ckpt = load_checkpoint(path)
-    if ckpt.kind != LANGUAGE_MODEL:
-        raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a language model "
-                              f"(use rnnlab classify eval / predict)")
+    ckpt = load_checkpoint(path).expect(LANGUAGE_MODEL)
     model = ckpt.build_model()
     model.eval()
     return model, ckpt.vocab, ckpt
 
 
-__all__ = ["BEST", "CLASSIFIER", "LANGUAGE_MODEL", "LAST", "Checkpoint", "checkpoint_kind", "atomic_write", "load_checkpoint", "load_model", "read_config", "resolve",
-           "save_checkpoint", "write_json"]
+register_kind(CheckpointKind(LANGUAGE_MODEL, "a language model", "rnnlab train, sample, generate, eval and serve",
+                             load_checkpoint, RunConfig, serve_as=LANGUAGE_MODEL))
+register_kind(CheckpointKind(CLASSIFIER, "a classifier", "rnnlab classify (run, eval, predict) and serve",
+                             load_checkpoint, ClassifyRunConfig, serve_as=CLASSIFIER))
+
+
+def header_kind(path: str | os.PathLike[str]) -> str:
+    """The ``kind`` in a checkpoint file's header (``language-model`` where it has none), whatever the kind,
+    registered or not. A file that is not a readable checkpoint also answers ``language-model``: its loader
+    then says precisely what is wrong."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("kind", LANGUAGE_MODEL)
+    except Exception:  # any unreadable file: the loader refuses it with the precise reason
+        return LANGUAGE_MODEL
+
+
+__all__ = ["BEST", "CLASSIFIER", "KINDS", "LANGUAGE_MODEL", "LAST", "Checkpoint", "CheckpointKind",
+           "StoredCheckpoint", "atomic_write", "checkpoint_kind", "config_types", "header_kind", "join_optimizer",
+           "load_checkpoint", "load_model", "read_checkpoint", "read_config", "register_kind", "resolve",
+           "save_checkpoint", "write_checkpoint", "write_json"]

@@ -303,10 +303,7 @@ class ClassifierRecipe:
         self.cfg = cfg
 
     def load(self, path: Path) -> Checkpoint:
-        ckpt = load_checkpoint(path)
-        if ckpt.kind != CLASSIFIER:
-            raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint; resume it with rnnlab train")
-        return ckpt
+        return load_checkpoint(path).expect(CLASSIFIER)
 
     def prepare(self, out: Path, ckpt: Checkpoint | None, dist: Any) -> None:
         data, self.classes, self.y, self.split, self.vocab = _prepare(
@@ -354,9 +351,7 @@ class ClassifierRecipe:
 
 def load_classifier(path: str | Path) -> tuple[RNNClassifier, Checkpoint]:
     """The classifier (in eval mode) of a checkpoint or run folder (its best checkpoint first)."""
-    ckpt = load_checkpoint(path)
-    if ckpt.kind != CLASSIFIER:
-        raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a classifier")
+    ckpt = load_checkpoint(path).expect(CLASSIFIER)
     model = ckpt.build_model()
     model.eval()
     shift = ckpt.extra.get("logit_shift")
@@ -418,9 +413,7 @@ def _split_of(ckpt: Checkpoint, split: str) -> tuple[LabelledData, list[Any], np
 def split_examples_of(path: str | Path, split: str = "test") -> tuple[list[Any], list[str]]:
     """The inputs (texts, or vectors (L, F)) and labels of one split of a classifier's own data, in the order
     :func:`evaluate_classifier` scores them."""
-    ckpt = load_checkpoint(path)
-    if ckpt.kind != CLASSIFIER:
-        raise CheckpointError(f"{ckpt.path} is a {ckpt.kind} checkpoint, not a classifier")
+    ckpt = load_checkpoint(path).expect(CLASSIFIER)
     _, inputs, y = _split_of(ckpt, split)
     return inputs, [ckpt.labels[i] for i in y]
 

@@ -42,10 +42,12 @@ one more is a 429, never a queue. So memory is bounded: a stream buffers at most
 answer (``length`` + 2 lines, each under 1 KB at ``top`` 20: under 2 MB), its state and a
 row of logits; the scheduler adds three packed copies of each model's weights.
 
-Checkpoint kinds plug in through :data:`LOADERS` (``kind`` in the checkpoint's
-metadata -> a loader returning a :class:`ServedModel`); the endpoints ask the registry
-for the kind they need (:meth:`Registry.language_model`, :meth:`Registry.classifier`),
-so a new kind adds a loader, an entry class and its endpoints.
+Checkpoint kinds are registered in :data:`rnnlab.checkpoint.KINDS`; each says the role the
+server gives it (``serve_as``), and :data:`LOADERS` maps a role to a loader returning a
+:class:`ServedModel`; the endpoints ask the registry for the role they need
+(:meth:`Registry.language_model`, :meth:`Registry.classifier`). A new kind served as a language
+model or a classifier registers itself alone; a new role adds a loader, an entry class and its
+endpoints.
 """
 
 from __future__ import annotations
@@ -76,14 +78,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors import safe_open
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnlab import __version__, jsonio
-from rnnlab.checkpoint import CLASSIFIER, LANGUAGE_MODEL, load_checkpoint, resolve
+from rnnlab.checkpoint import CLASSIFIER, KINDS, LANGUAGE_MODEL, header_kind, load_checkpoint, resolve
 from rnnlab.config import ClassifyRunConfig, RunConfig, SampleConfig
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError, VocabError
@@ -210,17 +211,16 @@ def load_classifier_entry(path: Path, index: int, name: str) -> ClassifierEntry:
 
 
 LOADERS: dict[str, Loader] = {LANGUAGE_MODEL: load_language_model, CLASSIFIER: load_classifier_entry}
+"""The server's roles (a checkpoint kind's ``serve_as``), each with its loader."""
 
 
 def _header_kind(path: Path) -> str:
-    """The ``kind`` in a checkpoint's header (``language-model`` when absent), whatever the kind:
-    the server decides what it serves (:data:`LOADERS`). A file that is not a readable
-    checkpoint also answers ``language-model``, and its loader says precisely what is wrong."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("kind", "language-model")
-    except Exception:  # any unreadable file: load_checkpoint refuses it with the precise reason
-        return "language-model"
+    """The role the server gives a checkpoint file (a key of :data:`LOADERS`): its registered kind's ``serve_as``
+    (:data:`rnnlab.checkpoint.KINDS`), else the header's ``kind`` itself (``language-model`` when absent or
+    unreadable: its loader then says precisely what is wrong)."""
+    tag = header_kind(path)
+    kind = KINDS.get(tag)
+    return kind.serve_as if kind is not None and kind.serve_as is not None else tag
 
 
 def _model_name(path: Path) -> str:
@@ -251,7 +251,8 @@ class Registry:
             path = resolve(given)
             kind = _header_kind(path)
             if kind not in LOADERS:
-                raise CheckpointError(f"{path} is a {kind!r} checkpoint; this server serves {', '.join(LOADERS)}")
+                raise CheckpointError(f"{path} is a {header_kind(path)!r} checkpoint; this server serves "
+                                      f"{', '.join(LOADERS)}")
             name = base = _model_name(path)
             n = 2
             while name in taken:

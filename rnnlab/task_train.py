@@ -42,7 +42,6 @@ for temporal order, (B, L, C) for copy (L = T + 2K).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -53,21 +52,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from rnnlab.checkpoint import (
     BEST,
-    FORMAT,
     LAST,
-    VERSION,
-    _join_optimizer,
-    _parse,
-    _read_meta,
-    _split_optimizer,
-    atomic_write,
-    resolve,
+    CheckpointKind,
+    join_optimizer,
+    read_checkpoint,
+    register_kind,
+    write_checkpoint,
 )
 from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, RunSections, TrainConfig, from_dict
 from rnnlab.errors import CheckpointError, ConfigError
@@ -374,16 +368,8 @@ def save_task_checkpoint(path: str | os.PathLike[str], model: TaskModel, cfg: Ta
                          train_state: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
                          rng: dict[str, Tensor] | None = None) -> None:
     """One safetensors file (atomic): weights, optimiser, RNG; JSON metadata for the config, task and position."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "version": str(VERSION), "kind": TASK, "config": json.dumps(cfg.to_dict()),
-            "task": json.dumps(task.to_dict()), "train_state": json.dumps(train_state or {})}
-    if optimizer is not None:
-        opt_tensors, opt_meta = _split_optimizer(optimizer)
-        tensors.update(opt_tensors)
-        meta["optimizer"] = json.dumps(opt_meta)
-    for name, t in (rng or {}).items():
-        tensors[f"rng.{name}"] = t.detach().cpu().contiguous()
-    atomic_write(path, st_save(tensors, metadata=meta))
+    meta = {"config": cfg.to_dict(), "task": task.to_dict(), "train_state": train_state or {}}
+    write_checkpoint(path, TASK, model, meta, optimizer, rng)
 
 
 @dataclass
@@ -403,7 +389,7 @@ class TaskCheckpoint:
         return {k[len("rng."):]: v for k, v in self.tensors.items() if k.startswith("rng.")}
 
     def optimizer_state(self) -> dict[str, Any] | None:
-        return None if self.optimizer is None else _join_optimizer(self.tensors, self.optimizer)
+        return None if self.optimizer is None else join_optimizer(self.tensors, self.optimizer)
 
     def build_model(self) -> TaskModel:
         """The model with these weights; a :class:`CheckpointError` if they do not fit the config."""
@@ -418,25 +404,20 @@ class TaskCheckpoint:
 
 def load_task_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> TaskCheckpoint:
     """Read and check a task checkpoint (a file, or a run folder's best, else last, checkpoint)."""
-    p = resolve(path, prefer)
-    meta = _read_meta(p)  # refuses foreign files, pickles, other formats and versions
-    kind = meta.get("kind")
-    if kind != TASK:
-        raise CheckpointError(f"{p} is a {kind} checkpoint, not a task's")
+    stored = read_checkpoint(path, (TASK,), prefer)  # refuses foreign files, other formats, versions and kinds
+    p = stored.path
     try:
-        config = TaskRunConfig.from_dict(_parse(p, meta, "config")).validate()
+        config = TaskRunConfig.from_dict(stored.json("config")).validate()
     except ConfigError as e:
         raise CheckpointError(f"{p}: stored config is invalid: {e}") from None
-    train_state = _parse(p, meta, "train_state")
-    optimizer = _parse(p, meta, "optimizer") if "optimizer" in meta else None
+    train_state = stored.json("train_state")
+    optimizer = stored.json("optimizer", None)
     if not isinstance(train_state, dict) or (optimizer is not None and not isinstance(optimizer, dict)):
         raise CheckpointError(f"{p}: training state is malformed")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{p} is corrupt or truncated ({str(e).splitlines()[0][:200]})") from None
-    return TaskCheckpoint(p, config, train_state, tensors, optimizer)
+    return TaskCheckpoint(p, config, train_state, stored.tensors, optimizer)
+
+
+register_kind(CheckpointKind(TASK, "a long-memory task run", "rnnlab tasks run", load_task_checkpoint))
 
 
 def resume_task_config(out: str | os.PathLike[str], overrides: dict[str, dict[str, Any]] | None = None

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnnlab.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint
+from rnnlab.checkpoint import BEST, LANGUAGE_MODEL, LAST, Checkpoint, load_checkpoint, read_config, save_checkpoint
 from rnnlab.config import RunConfig
 from rnnlab.data.batches import StreamBatcher
 from rnnlab.data.corpus import build_vocab, load_corpus
@@ -241,7 +241,7 @@ class LanguageModelRecipe:
         self.cfg = cfg
 
     def load(self, path: Path) -> Checkpoint:
-        return load_checkpoint(path)
+        return load_checkpoint(path).expect(LANGUAGE_MODEL)
 
     def prepare(self, out: Path, ckpt: Checkpoint | None, dist: Dist) -> None:
         self.vocab, self.train_ids, self.val_ids, self.test_ids, self.record = _load_ids(self.cfg, out, ckpt, dist)

@@ -310,7 +310,8 @@ def test_checkpoints_are_refused_where_they_do_not_belong(tmp_path):
     train_task(cfg, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_task(cfg, progress=False)
-    with pytest.raises(CheckpointError, match="is a long-memory task run's checkpoint; it is read by rnnlab tasks"):
+    with pytest.raises(CheckpointError, match="holds a long-memory task run, not a language model or a classifier; "
+                                              "it is read by rnnlab tasks"):
         load_checkpoint(cfg.train.out)  # the language model's and the classifier's loader
     changed = resume_task_config(cfg.train.out, {"optim": {"lr": 0.5}, "train": {"max_steps": 5}})
     with pytest.raises(ConfigError, match="lr: the run has 0.01"):
