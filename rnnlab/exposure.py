@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from rnnlab.metrics import LN2
 from rnnlab.ngram import NGramLM
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.sampling import sample_steps
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["exposure_bias", "js_divergence", "plot_exposure", "reference_model"]
 
@@ -168,8 +171,11 @@ def reference_model(vocab: Vocab, train_text: str, ref_order: int = 5) -> NGramL
     return NGramLM(order=ref_order).fit(vocab.encode(train_text), len(vocab))
 
 
-def plot_exposure(report: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> None:
-    """Two panels against the distance from the prefix: bits per token, and the n-gram divergence."""
+def plot_exposure(report: dict[str, Any], path: str | os.PathLike[str] | None = None, title: str = "") -> Figure:
+    """Two panels against the distance from the prefix: bits per token, and the n-gram divergence.
+
+    Returns the :class:`~matplotlib.figure.Figure` (a notebook shows it); with a ``path`` it is also written
+    there as a PNG (atomically, :func:`rnnlab.plots.save_figure`), with ``path`` None nothing is written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -194,4 +200,4 @@ def plot_exposure(report: dict[str, Any], path: str | os.PathLike[str], title: s
     fig.tight_layout()
     from rnnlab.plots import save_figure
 
-    save_figure(fig, path)
+    return save_figure(fig, path)

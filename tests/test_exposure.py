@@ -99,3 +99,24 @@ def test_a_shared_reference_model_gives_the_same_report(corpus_file):
     assert shared == alone
     with pytest.raises(ConfigError, match="fitted 5-gram model"):
         exposure_bias(model, vocab, val, train, **{**kw, "ref_order": 5}, reference=reference_model(vocab, train, 3))
+
+
+def test_plot_exposure_returns_its_figure_and_writes_only_where_asked(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from rnnlab.exposure import plot_exposure
+
+    report = {"config": {"stat_order": 3}, "distance": [1.5, 4.5, 7.5], "teacher_bits": [2.0, 2.1, 2.2],
+              "real_ref_bits": [2.5, 2.5, 2.6], "generated_ref_bits": [2.6, 2.9, 3.3],
+              "divergence": [0.1, 0.2, 0.4], "real_divergence": [0.05, 0.05, 0.06]}
+    monkeypatch.chdir(tmp_path)
+    fig = plot_exposure(report)  # no path: the figure alone, for a notebook
+    assert isinstance(fig, Figure) and list(tmp_path.iterdir()) == []
+    top, bottom = fig.axes
+    assert [list(line.get_ydata()) for line in top.get_lines()] == [
+        report["teacher_bits"], report["real_ref_bits"], report["generated_ref_bits"]]
+    assert [list(line.get_ydata()) for line in bottom.get_lines()] == [report["divergence"], report["real_divergence"]]
+    assert list(top.get_lines()[0].get_xdata()) == report["distance"]
+    written = plot_exposure(report, tmp_path / "exposure.png", title="t")
+    assert (tmp_path / "exposure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written.axes[0].get_title() == "t"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exposure.png"]  # no temporary file left
