@@ -623,7 +623,7 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
         raise ConfigError(bad)
     report = gradient_report(cells=ns.cells, hidden_size=ns.hidden_size, length=ns.length, seed=ns.seed,
                              batch_size=ns.batch_size, num_layers=ns.num_layers, loss=ns.loss,
-                             recurrent_gain=ns.gain) if ns.cells else None
+                             recurrent_gain=ns.gain, clip_norm=ns.clip_norm) if ns.cells else None
     for path in ns.checkpoint or []:
         model, vocab, ckpt = load_model(path)
         ids = vocab.encode(load_corpus(ckpt.config.data).val)
@@ -647,7 +647,9 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
     if report is None:
         raise ConfigError("nothing to measure: give --cells or --checkpoint")
     for name, entry in report["cells"].items():
-        print(f"{name:>28}: |dL/dh_1| / |dL/dh_T| = {entry['first_over_last']:.3g}")
+        clipped = (f"; gradient norm {entry['grad_norm']:.3g}, clipped by x{entry['clip_factor']:.3g}"
+                   if ns.clip_norm > 0 and "clip_factor" in entry else "")
+        print(f"{name:>28}: |dL/dh_1| / |dL/dh_T| = {entry['first_over_last']:.3g}{clipped}")
     if ns.plot:
         plot_gradient_norms(report, ns.plot)
         print(f"plot written to {ns.plot}")
@@ -857,6 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--batch-size", type=int, default=8, help="sequences averaged (default: 8)")
     gr.add_argument("--gain", type=float, default=1.0, help="multiply fresh recurrent weights by this (default: 1)")
     gr.add_argument("--loss", choices=("last", "all"), default="last", help="loss at the last step, or summed")
+    gr.add_argument("--clip-norm", type=float, default=0.0,
+                    help="fresh models: the clipping threshold of the gradient's global norm; the JSON's "
+                         "clipped_norms are the curves scaled by the factor clipping applies (default: 0, off)")
     gr.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     gr.add_argument("--plot", default=None, help="write the curves to this PNG (log scale)")
     gr.add_argument("--json-out", default=None, help="write the curves and spectra to this JSON file")

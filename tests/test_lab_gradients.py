@@ -62,6 +62,22 @@ def test_a_larger_gain_makes_the_elman_curve_fall_less_and_clipping_moves_each_c
         assert entry["clipped_norms"][0] / entry["clipped_norms"][-1] == pytest.approx(entry["first_over_last"])
 
 
+def test_the_clipped_curves_are_those_of_rnnlab_gradients_clip_norm(client, tmp_path, capsys):
+    got = client.post("/api/lab/gradients/curves", json={"gain": 3.0, "length": 12, "hidden_size": 8, "clip": True,
+                                                         "clip_norm": 0.2}).json()
+    out = tmp_path / "g.json"
+    assert main(["gradients", "--hidden-size", "8", "--length", "12", "--batch-size", "4", "--gain", "3",
+                 "--clip-norm", "0.2", "--json-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    cli = json.loads(out.read_text())
+    for cell in ("elman", "lstm", "gru"):
+        np.testing.assert_allclose(got["cells"][cell]["clipped_norms"], cli["cells"][cell]["clipped_norms"], rtol=1e-12)
+        assert got["cells"][cell]["clip_factor"] == pytest.approx(cli["cells"][cell]["clip_factor"], rel=1e-12)
+    assert f"clipped by x{cli['cells']['elman']['clip_factor']:.3g}" in printed
+    assert main(["gradients", "--clip-norm", "-1"]) == 2
+    assert "clip_norm must be a number >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
 def test_connectivity_is_the_librarys_and_zero_after_the_position(client, lab_cache, name):
     got = client.post("/api/lab/gradients/connectivity", json={"model": name, "text": TEXT}).json()
