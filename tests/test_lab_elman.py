@@ -47,6 +47,7 @@ def test_steps_are_the_elman_equations(client, lab_cache):
     got = client.post("/api/lab/elman/steps", json={"text": TEXT, "top": 5}).json()
     h, y = _oracle(lab_cache / "elman", TEXT)
     assert got["tokens"] == list(TEXT) and got["cell"] == "elman" and got["hidden_size"] == h.shape[1]
+    assert got["level"] == "char" and "".join(got["pieces"]) == TEXT
     np.testing.assert_allclose(np.array(got["hidden"]), h, atol=1e-5)
     for t, row in enumerate(got["top"]):
         order = np.argsort(-y[t], kind="stable")[:5]

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from rnnlab.introspect import step_through, top_tokens
-from rnnlab.serve import LanguageModelEntry, _encode, _json, _Request
+from rnnlab.serve import LanguageModelEntry, _encode, _json, _pieces, _Request
 
 if TYPE_CHECKING:
     from rnnlab.lab import Lab
@@ -49,6 +49,7 @@ def steps(entry: LanguageModelEntry, text: str, top: int) -> dict[str, Any]:
     ids = _encode(entry.vocab, text, "text", at_least=1)  # a 422 naming characters the vocabulary lacks
     trace = step_through(entry.model, ids)
     top_ids, top_probs = top_tokens(trace.probs, top)  # (T, k) each
+    tokens = [entry.vocab.symbols[int(i)] for i in ids]
     cells = entry.model.rnn.cells
     hidden = trace.hidden[0]  # (T, H): the first layer, the one the equations describe
     v = len(entry.vocab)
@@ -60,7 +61,7 @@ def steps(entry: LanguageModelEntry, text: str, top: int) -> dict[str, Any]:
         "model": entry.name, "cell": cfg.cell, "input": cfg.input, "num_layers": cfg.num_layers,
         "hidden_size": cfg.hidden_size, "vocab_size": v, "symbols": entry.vocab.symbols, "weights": weights,
         "parameters": entry.model.num_parameters(),
-        "tokens": [entry.vocab.symbols[int(i)] for i in ids], "ids": ids.tolist(),
+        "level": entry.vocab.level, "tokens": tokens, "pieces": _pieces(entry.vocab, tokens), "ids": ids.tolist(),
         "embedded": (np.round(trace.inputs, 6).tolist() if entry.model.embedding is not None else None),
         "hidden": np.round(hidden, 6).tolist(),
         "top": [[{"symbol": entry.vocab.symbols[int(i)], "id": int(i), "p": float(p)} for i, p in zip(r_i, r_p)]

@@ -9,6 +9,7 @@
   const DEFAULT_TEXT = "def main():\n    return 0";
   const TOP = 8;  // bars of y_t
   const PLAY_MS = 600;
+  const MAX_BITS = 256;  // cells of the one-hot strip; a larger vocabulary shares them out
 
   // this section's own styles (the page allows inline style sheets; lab.css holds the shared ones)
   const CSS = `
@@ -60,7 +61,7 @@
 
     el.append(
       h("div", { class: "lab-panel el-equations" },
-        h("p", {}, "An Elman network reads one character at a time. Its state starts at zeros; at each step it mixes the new input with its previous state, and predicts the next character from the new state:"),
+        h("p", {}, "An Elman network reads one character at a time (one word, for a word-level model). Its state starts at zeros; at each step it mixes the new input with its previous state, and predicts the next character from the new state:"),
         h("p", { class: "lab-mono el-eq" }, sub("h", "t"), " = tanh(", sub("W", "xh"), " ", sub("x", "t"), " + ", sub("W", "hh"), " ",
           sub("h", "t−1"), " + b),    ", sub("y", "t"), " = softmax(", sub("W", "hy"), " ", sub("h", "t"), " + c),    ", sub("h", "0"), " = 0"),
         shared),
@@ -117,13 +118,23 @@
       tOut.textContent = `t = ${t}`;
       stepBtn.disabled = t >= n; backBtn.disabled = t === 0;
       // the text, the characters read so far marked, the current one underlined
-      readText.replaceChildren(...d.tokens.map((c, i) => h("span", { class: i < t ? (i === t - 1 ? "el-now" : "el-done") : "el-todo" },
+      readText.replaceChildren(...d.pieces.map((c, i) => h("span", { class: i < t ? (i === t - 1 ? "el-now" : "el-done") : "el-todo" },
         i === t - 1 && c === "\n" ? "\u21b5\n" : c)));  // a newline just read is shown
       // x_t
       const cur = t > 0 ? d.ids[t - 1] : -1;
       onehot.setAttribute("aria-label", t > 0 ? `x_${t}: the one-hot vector of ${JSON.stringify(d.tokens[t - 1])}` : "no input read yet");
-      onehot.replaceChildren(...d.symbols.map((s, i) => h("span", { class: "el-bit" + (i === cur ? " on" : ""),
-        dataset: { lit: String(i === cur), symbol: s }, title: `${JSON.stringify(s)}: ${i === cur ? 1 : 0}` }, i === cur ? Lab.visible(s) : "")));
+      if (d.symbols.length <= MAX_BITS) {
+        onehot.replaceChildren(...d.symbols.map((s, i) => h("span", { class: "el-bit" + (i === cur ? " on" : ""),
+          dataset: { lit: String(i === cur), symbol: s }, title: `${JSON.stringify(s)}: ${i === cur ? 1 : 0}` }, i === cur ? Lab.visible(s) : "")));
+      } else {  // a large vocabulary (words): one cell per run of ids, the run holding the 1 lit
+        const per = Math.ceil(d.symbols.length / MAX_BITS), cells = Math.ceil(d.symbols.length / per);
+        onehot.replaceChildren(...Array.from({ length: cells }, (_, k) => {
+          const on = cur >= 0 && Math.floor(cur / per) === k;
+          return h("span", { class: "el-bit" + (on ? " on" : ""), dataset: on ? { lit: "true", symbol: d.symbols[cur] } : { lit: "false" },
+            title: `ids ${k * per}..${Math.min(d.symbols.length, (k + 1) * per) - 1}` + (on ? `: the 1 at ${JSON.stringify(d.symbols[cur])}` : ": all 0") },
+            on ? Lab.visible(d.symbols[cur]) : "");
+        }));
+      }
       onehotNote.textContent = t > 0
         ? `x_${t}: a 1 at ${JSON.stringify(d.tokens[t - 1])} (id ${cur} of ${d.vocab_size}), 0 everywhere else`
         : `t = 0: nothing read yet (${d.vocab_size} symbols, one cell each)`;
@@ -155,7 +166,7 @@
               h("span", { class: "el-bar", style: { width: `${(100 * c.p) / Math.max(max, 1e-9)}%` } }),
               h("span", { class: "el-p" }, c.p.toFixed(3))))),
           h("p", { class: "muted" }, next === null ? "The end of the text: nothing left to compare with."
-            : `The next character is ${JSON.stringify(next)}; the model gave it p = ${d.next_p[t - 1].toFixed(4)}` +
+            : `The next ${d.level === "word" ? "word" : "character"} is ${JSON.stringify(next)}; the model gave it p = ${d.next_p[t - 1].toFixed(4)}` +
               ` (${(-Math.log2(d.next_p[t - 1])).toFixed(2)} bits).`));
       }
       drawUnrolled();
@@ -224,12 +235,18 @@
       pending = null;
       typing = setTimeout(() => { if (!pending) fetchTrace(); }, 250);
     });
-    modelSel.addEventListener("change", () => { stop(); t = 0; pending = null; fetchTrace(); });
+    modelSel.addEventListener("change", () => {
+      stop(); t = 0; trace = null; traceText = null;
+      pending = Lab.whenReady(status, modelSel.value).then(() => fetchTrace());  // a lab model trains first
+      pending.catch(fail);
+    });
 
     return Lab.models().then((all) => {
       const elmans = all.filter((m) => m.kind === "language-model" && ["elman", "elman-relu"].includes(m.cell));
       modelSel.replaceChildren(...(elmans.length ? elmans : [{ name: "elman" }]).map((m) => h("option", { value: m.name }, m.name)));
-      modelSel.value = "elman";
+      // the lab's own model, unless it is not trained yet and another Elman model is at hand
+      const ready = elmans.find((m) => m.name === "elman" && m.ready) || elmans.find((m) => m.ready);
+      modelSel.value = ready ? ready.name : "elman";
       return Lab.whenReady(status, modelSel.value || "elman");
     }).then(() => fetchTrace());
   }
