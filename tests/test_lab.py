@@ -207,10 +207,10 @@ def test_jobs_run_one_at_a_time_in_order_and_stop(tmp_path, stub_python):
     runner = JobRunner(python=stub_python)
     try:
         a = runner.submit(stub_job(tmp_path, "a", "lab"))
+        wait_until(lambda: a.proc is not None)
         b = runner.submit(stub_job(tmp_path, "b", "lab"))
         c = runner.submit(stub_job(tmp_path, "c"), front=True)
         assert runner.submit(stub_job(tmp_path, "b", "lab")) is b  # the same name: the job already queued
-        wait_until(lambda: a.proc is not None)
         assert [j.name for j in runner.active()] == ["a", "c", "b"]
         assert (a.state, b.state, c.state) == ("training", "queued", "queued")
         assert runner.stop("b").state == "stopped" and b.proc is None  # a queued job leaves the queue
@@ -268,19 +268,37 @@ def test_a_page_run_trains_to_its_time_cap_and_is_an_ordinary_run(lab_cache, tmp
     assert load_checkpoint(runs / name / "last.safetensors").train_state["step"] == done + 3
 
 
-def test_a_page_run_stops_with_a_checkpoint(lab_cache, tmp_path):
+def test_a_page_run_is_stopped_from_the_api(lab_cache, tmp_path, stub_python):
     with client(lab_app(lab_cache, runs_dir=tmp_path / "runs")) as c:
-        r = c.post("/api/lab/train/start", json={"cell": "elman", "time_budget": 600.0, "name": "stopme", **TINY})
-        assert r.status_code == 200
         lab = c.app.state.lab
-        wait_until(lambda: c.get("/api/lab/train/status?name=stopme").json()["job"]["step"] is not None)
+        lab.jobs.python = stub_python  # the child sleeps until SIGTERM: the API's part, without training
+        r = c.post("/api/lab/train/start", json={"cell": "elman", "time_budget": 600.0, "name": "stopme", **TINY})
+        assert r.status_code == 200 and r.json()["job"]["source"] == "page"
+        job = lab.jobs.get("stopme")
+        wait_until(lambda: job.proc is not None)
+        assert c.get("/api/lab/train/status").json()["name"] == "stopme"  # the page finds the run going
+        assert c.get("/api/lab/jobs").json()["jobs"][0]["state"] == "training"
+        assert c.post("/api/lab/train/start", json={"name": "another", **TINY}).status_code == 409
         r = c.post("/api/lab/train/stop", json={"name": "stopme"})
         assert r.status_code == 200
-        job = lab.jobs.wait("stopme", timeout=60)
-        assert job.state == "stopped" and job.error is None
-        assert (tmp_path / "runs" / "stopme" / "last.safetensors").is_file()
+        assert lab.jobs.wait("stopme", timeout=30).state == "stopped"
         assert c.get("/api/lab/train/status").json()["name"] is None  # nothing running now
-        assert c.post("/api/lab/train/sample", json={"name": "stopme", "length": 3}).status_code == 200
+        assert c.get("/api/lab/train/status?name=stopme").json()["job"]["state"] == "stopped"
+
+
+def test_a_stuck_child_is_killed(tmp_path, monkeypatch):
+    from rnnlab.lab import jobs
+
+    stub = tmp_path / "silent-python"
+    stub.write_text("#!/bin/sh\nexec sleep 60\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(jobs, "STALL_S", 1.0)
+    runner = JobRunner(python=str(stub))
+    try:
+        job = runner.submit(stub_job(tmp_path, "stuck"))
+        assert runner.wait("stuck", timeout=30).state == "failed" and "no progress" in job.error
+    finally:
+        runner.close()
 
 
 def test_page_runs_are_refused_over_the_size_cap_and_for_bad_parameters(lab_cache, tmp_path):

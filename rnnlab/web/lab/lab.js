@@ -124,7 +124,7 @@
         bar.value = p.fraction || 0;
         if (p.state === "failed") throw Object.assign(new Error(`training ${name} failed: ${p.error || "see the server's log"}`), { status: 500 });
         line.textContent = p.state === "training"
-          ? `${Math.round(100 * (p.fraction || 0))}% of ${p.budget_s || "?"} s of CPU time` + (p.loss != null ? `, training loss ${(p.loss / Math.LN2).toFixed(3)} bits per token` : "")
+          ? `${Math.round(100 * (p.fraction || 0))}% of ${p.budget_s || "?"} s of CPU time` + (p.loss != null ? `, training loss ${p.loss.toFixed(3)} nats` : "")
           : "queued behind another model";
         await new Promise((r) => setTimeout(r, 1000));
         info = await api(`/api/lab/models/${encodeURIComponent(name)}`);
