@@ -10,6 +10,7 @@ problem at once, so a user fixes a command line in one go.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import types
@@ -496,10 +497,17 @@ class SampleConfig:
 MAX_BEAM = 10_000  # widest beam search: its scores are beam_width x vocabulary numbers a step
 
 
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, computed once per class: it evaluates every annotation (strings, under
+    ``from __future__ import annotations``), and a config is checked on every request the server answers."""
+    return typing.get_type_hints(cls)
+
+
 def type_problems(cfg: Any) -> list[str]:
     """The fields of the dataclass ``cfg`` whose values are not of their declared type (a config built
     in Python, not through :func:`from_dict`, which checks them as it reads)."""
-    hints = typing.get_type_hints(type(cfg))
+    hints = type_hints(type(cfg))
     p = []
     for f in dataclasses.fields(cfg):
         tp = hints[f.name]
@@ -588,7 +596,7 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
     """
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     problems: list[str] = []
     kwargs: dict[str, Any] = {}

@@ -73,3 +73,14 @@ def test_configs_built_in_python_with_wrong_types_are_refused_in_one_error():
     with pytest.raises(ConfigError) as e:
         cfg.validate()
     assert e.value.problems == ["hidden_size must be >= 1, got 0", "max_steps: expected an integer, got '10'"]
+
+
+def test_type_hints_are_computed_once_per_class_and_are_typings():
+    import typing
+
+    from rnnlab.config import type_hints, type_problems
+
+    assert type_hints(RunConfig) == typing.get_type_hints(RunConfig)
+    assert type_hints(RunConfig) is type_hints(RunConfig)  # cached: evaluated once, not on every check
+    assert type_problems(RunConfig(model=ModelConfig(hidden_size="8"))) == [  # type: ignore[arg-type]
+        "hidden_size: expected an integer, got '8'"]
