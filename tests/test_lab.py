@@ -286,6 +286,27 @@ def test_a_page_run_is_stopped_from_the_api(lab_cache, tmp_path, stub_python):
         assert c.get("/api/lab/train/status?name=stopme").json()["job"]["state"] == "stopped"
 
 
+def test_opening_the_page_queues_every_missing_model_and_a_needed_one_goes_first(tmp_path, stub_python):
+    with client(lab_app(tmp_path / "cache", train_lab_models=False)) as c:
+        assert c.post("/api/lab/prepare", json={}).json()["queued"] == []  # this lab trains nothing itself
+        assert c.app.state.lab.jobs.active() == []
+    with client(lab_app(tmp_path / "cache", train_lab_models=True)) as c:
+        lab = c.app.state.lab
+        lab.jobs.python = stub_python  # the children sleep: only the order is looked at
+        assert c.post("/api/lab/prepare", json={}).json()["queued"] == list(lab_models.RECIPES)
+        wait_until(lambda: lab.jobs.get("elman").proc is not None)
+        assert [j.name for j in lab.jobs.active()] == list(lab_models.RECIPES)
+        r = c.post("/api/lab/models/gru/prepare", json={})
+        assert r.json()["progress"]["state"] == "queued" and not r.json()["ready"]
+        r = c.post("/api/lab/train/sample", json={"name": "digits"})  # a section asking for it: also next
+        assert r.status_code == 503 and r.json()["progress"]["state"] == "queued"
+        assert [j.name for j in lab.jobs.active()][:3] == ["elman", "digits", "gru"]
+        assert len(lab.jobs.active()) == len(lab_models.RECIPES)  # each once
+        footer = c.get("/api/lab/jobs").json()["jobs"]
+        assert footer[0]["name"] == "elman" and footer[0]["state"] == "training"
+    assert lab.jobs.get("elman").state in ("stopped", "failed", "training") and lab.jobs.get("gru").state == "stopped"
+
+
 def test_a_stuck_child_is_killed(tmp_path, monkeypatch):
     from rnnlab.lab import jobs
 

@@ -14,7 +14,8 @@ GET      ``/lab``                             the page (``rnnlab/web/lab/index.h
 GET      ``/lab/assets/{file}``               its scripts and style sheet
 GET      ``/api/lab/models``                  every model the lab knows, ready or not, with progress
 GET      ``/api/lab/models/{name}``           one of them
-POST     ``/api/lab/models/{name}/prepare``   queue its training if it is not ready; its progress
+POST     ``/api/lab/models/{name}/prepare``   queue its training next if it is not ready; its progress
+POST     ``/api/lab/prepare``                 queue every lab model that is not ready (the page, when opened)
 GET      ``/api/lab/texts``                   the texts the page may read, by name
 GET      ``/api/lab/jobs``                    the running and queued training jobs
 =======  ===================================  ==========================================================
@@ -186,10 +187,24 @@ class Lab:
         raise LabError(404, f"no model {name!r} in the lab; the models are {', '.join(self._names())}")
 
     def prepare(self, name: str) -> dict[str, Any]:
-        """Queue the training of lab model ``name`` if it is not ready; its entry of :meth:`models`."""
+        """Queue the training of lab model ``name`` next if it is not ready (a section needs it now); its entry of
+        :meth:`models`."""
         if name in lab_models.RECIPES and not lab_models.is_ready(self.cache, name):
-            self._queue(name)
+            self._queue(name, front=True)
         return self.model_info(name)
+
+    def prepare_all(self) -> list[str]:
+        """Queue every lab model that is not ready, in the lecture's order, behind what is queued (the page does
+        this when it is opened, so the tabs' models are trained while the first is looked at). Nothing when this
+        lab does not train its models. Returns the names queued."""
+        if not self.train_models:
+            return []
+        missing = [n for n in lab_models.RECIPES if not lab_models.is_ready(self.cache, n)]
+        for name in missing:
+            job = self.jobs.get(name)
+            if job is None or job.state != "failed":  # a failed one waits for an explicit prepare
+                self._queue(name)
+        return missing
 
     def _names(self) -> list[str]:
         return [m["name"] for m in self.models()]
@@ -202,12 +217,12 @@ class Lab:
             return {"state": "absent", "fraction": 0.0}
         return job.progress()
 
-    def _queue(self, name: str) -> Job:
+    def _queue(self, name: str, front: bool = False) -> Job:
         recipe = lab_models.RECIPES[name]
         trained = lab_models.training_dir(self.cache, name)
         job = self.jobs.get(name)
         if job is not None and job.state in ACTIVE:
-            return job
+            return self.jobs.submit(job, front=front)  # already queued: moved up when asked for now
         shutil.rmtree(trained, ignore_errors=True)
         self.cache.mkdir(parents=True, exist_ok=True)
 
@@ -215,14 +230,15 @@ class Lab:
             lab_models.finish(self.cache, name, job.out)
             job.log.unlink(missing_ok=True)
 
-        return self.jobs.submit(Job(name, recipe.kind, recipe.config(trained).to_dict(), "lab", on_done=done))
+        return self.jobs.submit(Job(name, recipe.kind, recipe.config(trained).to_dict(), "lab", on_done=done),
+                                front=front)
 
     def _ensure_ready(self, name: str) -> None:
         if lab_models.is_ready(self.cache, name):
             return
         job = self.jobs.get(name)
         if self.train_models and (job is None or job.state != "failed"):  # a failed one: prepare() tries again
-            job = self._queue(name)
+            job = self._queue(name, front=True)
         progress = job.progress() if job is not None else {"state": "absent", "fraction": 0.0}
         if not self.train_models and job is None:
             progress["error"] = "this server does not train the lab's models"
@@ -429,6 +445,10 @@ def mount(app: FastAPI, lab: Lab) -> None:
     @r.post("/api/lab/models/{name}/prepare", summary="Queue the training of a lab model that is not ready")
     async def prepare(name: str) -> Response:
         return _json(lab.prepare(name))
+
+    @r.post("/api/lab/prepare", summary="Queue the training of every lab model that is not ready")
+    async def prepare_all() -> Response:
+        return _json({"queued": lab.prepare_all()})
 
     @r.get("/api/lab/texts", summary="The texts the page may read and train on, by name")
     async def texts() -> Response:

@@ -155,12 +155,16 @@ class JobRunner:
 
     # --- acting ---
     def submit(self, job: Job, front: bool = False) -> Job:
-        """Queue ``job``; a job of the same name already queued or running is returned instead."""
+        """Queue ``job`` (``front``: next to run); a job of the same name already queued or running is returned
+        instead (moved to the front of the queue when ``front``)."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the job runner is closed")
             old = self._jobs.get(job.name)
             if old is not None and old.state in ACTIVE:
+                if front and old.state == "queued":
+                    self._queue.remove(old)
+                    self._queue.appendleft(old)
                 return old
             self._jobs[job.name] = job
             if front:

@@ -119,24 +119,28 @@ def prefixes(entry: ClassifierEntry, req: PrefixRequest) -> dict[str, Any]:
             "predicted": [labels[i] for i in probs.argmax(axis=1)]}
 
 
-class _Scores:
-    """Confusion matrices already computed, by checkpoint file, its modification time and split."""
+class _Kept:
+    """What a classifier's split gives (its scores, its examples), computed once per checkpoint file, modification
+    time and split, then kept while the server runs."""
 
     def __init__(self) -> None:
-        self.held: dict[tuple[str, float, str], dict[str, Any]] = {}
+        self.held: dict[tuple[str, str, float, str], Any] = {}
         self.lock = threading.Lock()
 
-    def get(self, path: Path, split: str) -> dict[str, Any]:
-        from rnnlab.classify import evaluate_classifier
+    def get(self, what: str, path: Path, split: str) -> Any:
+        from rnnlab.classify import evaluate_classifier, split_examples_of
 
-        key = (str(path), path.stat().st_mtime, split)
+        key = (what, str(path), path.stat().st_mtime, split)
         with self.lock:
             if key in self.held:
                 return self.held[key]
-        r = evaluate_classifier(path, split=split)
-        keep = ("acc", "balanced_acc", "macro_f1", "loss", "confusion", "per_class", "examples", "data",
-                "confusion_text")
-        out = {k: r[k] for k in keep if k in r}
+        if what == "scores":
+            r = evaluate_classifier(path, split=split)
+            keep = ("acc", "balanced_acc", "macro_f1", "loss", "confusion", "per_class", "examples", "data",
+                    "confusion_text")
+            out: Any = {k: r[k] for k in keep if k in r}
+        else:
+            out = split_examples_of(path, split)
         with self.lock:
             self.held[key] = out
         return out
@@ -145,7 +149,7 @@ class _Scores:
 def router(lab: Lab) -> APIRouter:
     """The section's endpoints (model work in FastAPI's thread pool: plain ``def`` handlers)."""
     r = APIRouter(prefix="/api/lab/classify", tags=["lab: classify"])
-    scores = _Scores()
+    kept = _Kept()
 
     @r.get("/classifiers", summary="The lab's classifiers, what each reads, and how to make a text classifier")
     def _classifiers() -> Response:
@@ -161,14 +165,12 @@ def router(lab: Lab) -> APIRouter:
         path = _checkpoint(lab, req.model, entry)
         return _json({"model": entry.name, "split": req.split, "classes": list(entry.labels),
                       "command": f"rnnlab classify eval {req.model} --split {req.split}",
-                      **scores.get(path, req.split)})
+                      **kept.get("scores", path, req.split)})
 
     @r.post("/example", summary="One example of the classifier's validation or test split, with its label")
     def _example(req: ExampleRequest) -> Response:
-        from rnnlab.classify import split_examples_of
-
         entry = lab.classifier(req.model)
-        inputs, labels = split_examples_of(_checkpoint(lab, req.model, entry), req.split)
+        inputs, labels = kept.get("examples", _checkpoint(lab, req.model, entry), req.split)
         i = req.index % len(inputs)
         x = inputs[i]
         return _json({"model": entry.name, "split": req.split, "index": i, "count": len(inputs), "label": labels[i],

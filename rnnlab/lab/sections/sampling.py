@@ -24,9 +24,9 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from rnnlab.config import SampleConfig
-from rnnlab.decoding import Sample, distribution
+from rnnlab.decoding import Sample, distribution, prime_end
 from rnnlab.lab import Lab
-from rnnlab.sampling import beam_tree, generate, next_token_logits
+from rnnlab.sampling import beam_tree, encode_prime, generate, next_token_logits
 from rnnlab.serve import (
     MAX_PRIME_CHARS,
     MAX_SEED,
@@ -174,11 +174,12 @@ def tree(entry: LanguageModelEntry, req: BeamRequest) -> dict[str, Any]:
     def node(n: Any) -> dict[str, Any]:
         return {"parent": n.parent, "token": n.token, "text": symbols[n.token], "score": n.score, "logprob": n.logprob}
 
-    text = generate(entry.model, entry.vocab, cfg)[0]
+    ids = encode_prime(entry.vocab, req.prime)
+    continuation = entry.vocab.decode(t.tokens, after=prime_end(entry.vocab, req.prime, ids))  # as generate writes it
     return {"model": entry.name, "prime": req.prime, "beam_width": req.beam_width, "length": req.length,
             "steps": [{"kept": [node(n) for n in s.kept], "pruned": [node(n) for n in s.pruned]} for s in t.steps],
             "best": t.best, "tokens": [symbols[i] for i in t.tokens], "score": t.score,
-            "continuation": text[len(req.prime):], "command": command(entry.name, cfg)}
+            "continuation": continuation, "command": command(entry.name, cfg)}
 
 
 def router(lab: Lab) -> APIRouter:

@@ -202,6 +202,7 @@
     document.getElementById("docs-link").href = "/docs" + q;
     const wanted = location.hash.slice(1);
     show(SECTIONS.some(([id]) => id === wanted) ? wanted : SECTIONS[0][0], false);
+    api("/api/lab/prepare", {}).catch(() => {});  // the lab's models not trained yet: all queued, in the tabs' order
     pollJobs();
   }
 
