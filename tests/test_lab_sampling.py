@@ -171,6 +171,17 @@ def test_the_beam_tree_answer_is_the_library_tree_and_the_command_lines_beam(lab
     assert _cli(capsys, d["command"], model_dir(cache, "lstm")) == PRIME + d["continuation"] + "\n"
 
 
+def test_an_empty_prime_starts_where_rnnlab_sample_starts(lab_client, capsys):
+    client, cache = lab_client
+    from rnnlab.lab.models import model_dir
+
+    d = client.post("/api/lab/sampling/distribution", json={"prime": "", "seed": 2}).json()
+    assert "--prime" not in d["draw"]["command"]
+    assert _cli(capsys, d["draw"]["command"], model_dir(cache, "lstm")) == d["draw"]["text"] + "\n"
+    b = client.post("/api/lab/sampling/beam", json={"prime": "", "length": 4}).json()
+    assert _cli(capsys, b["command"], model_dir(cache, "lstm")) == b["continuation"] + "\n"
+
+
 @pytest.mark.parametrize("path, body, status, says", [
     ("distribution", {"temperature": 0}, 422, "temperature"),
     ("distribution", {"top_p": 0}, 422, "top_p"),

@@ -163,7 +163,7 @@
         heatBox.dataset.ready = "true";
       } catch (e) { if (mine === gen) fail(heatBox, e); }
     }
-    const soon = () => { clearTimeout(timer); timer = setTimeout(prefixes, 150); };
+    const soon = () => { status.textContent = ""; clearTimeout(timer); timer = setTimeout(prefixes, 150); };
 
     async function matrix() {
       const mine = ++confGen;
@@ -202,7 +202,7 @@
       inputBox.replaceChildren(h("div", {},
         h("p", { class: "muted" }, `Paint a digit (click or drag; arrows, Space, + and − on the keyboard). The classifier reads it row by row, top to bottom: ${rows} steps of ${cols} pixels.`),
         d.el, h("div", { class: "lab-row", style: { marginTop: ".4rem" } }, exampleBtn,
-          h("button", { type: "button", class: "secondary", onclick: () => { d.clear(); prefixes(); } }, "Clear"))));
+          h("button", { type: "button", class: "secondary", onclick: () => { d.clear(); status.textContent = ""; prefixes(); } }, "Clear"))));
       return example();
     }
 
