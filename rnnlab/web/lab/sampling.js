@@ -13,7 +13,7 @@
   /** The distribution as bars, most probable first: height p at the temperature, grey where top-k / top-p cut
    *  the token, the model's own softmax (temperature 1) as an outline, argmax and the draw marked. */
   function bars(d) {
-    const n = d.tokens.length, bw = 22, m = { l: 44, r: 70, t: 22, b: 46 };
+    const n = d.tokens.length, bw = 22, m = { l: 44, r: 84, t: 22, b: 46 };
     const w = m.l + n * bw + m.r, hgt = 250, ih = hgt - m.t - m.b;
     const max = Math.max(...d.tokens.map((t) => Math.max(t.p_temp, t.p_model)), 1e-9);
     const y = (p) => m.t + ih - (p / max) * ih;
@@ -42,8 +42,10 @@
       el.append(g);
     });
     const r = d.rest;
-    el.append(svg("text", { x: m.l + n * bw + 6, y: m.t + ih - 4, class: "muted" }, `+${r.count} more`),
-              svg("text", { x: m.l + n * bw + 6, y: m.t + ih + 12, class: "muted" }, `p ${fmtP(r.p_temp)}`));
+    if (r.count) {
+      el.append(svg("text", { x: m.l + n * bw + 6, y: m.t + ih - 4, class: "muted" }, `+${r.count} more`),
+                svg("text", { x: m.l + n * bw + 6, y: m.t + ih + 12, class: "muted" }, `p ${fmtP(r.p_temp)}`));
+    }
     return el;
   }
 
