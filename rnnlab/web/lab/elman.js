@@ -23,7 +23,7 @@
   .el-read span.el-now { background: #0a64c8; color: #fff; }
   .el-read span.el-todo { color: #6e6e73; }
   .el-bar-row { display: grid; grid-template-columns: 3.2rem 1fr 3.6rem; align-items: center; gap: .4rem; margin: 2px 0; }
-  .el-bar-row .el-sym { text-align: right; }
+  .el-bar-row .el-sym { text-align: right; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
   .el-bar { display: block; height: 14px; background: #3b7dd8; border-radius: 2px; min-width: 1px; }
   .el-bar-row.el-next .el-bar { background: #1a9641; }
   .el-bar-row.el-next .el-sym { font-weight: 700; color: #1a9641; }
@@ -184,9 +184,10 @@
         s.append(svg("line", { x1, y1, x2, y2, stroke: "#6e6e73", "marker-end": "url(#el-arrow)" }));
         s.append(svg("text", { x: lx, y: ly, class: cls, "text-anchor": "middle" }, label));
       };
+      const short = (s) => (s.length > 6 ? s.slice(0, 5) + "…" : s);  // a long word in a small box: its title has it whole
       const box = (x, y, label, cls, title) => svg("g", {}, svg("rect", { x, y, width: bw, height: bh, rx: 5, class: cls }),
-        svg("text", { x: x + bw / 2, y: y + 17, "text-anchor": "middle", class: "lab-mono" }, label), title ? svg("title", {}, title) : null);
-      s.append(box(8, hY, "h₀=0", "el-box-h0", "the state before the first character: zeros"));
+        svg("text", { x: x + bw / 2, y: y + 17, "text-anchor": "middle", class: "lab-mono" }, short(label)), title ? svg("title", {}, title) : null);
+      s.append(box(8, hY, "h₀=0", "el-box-h0", "the state before the first character: zeros"));  // 4 characters: not shortened
       for (let i = 1; i <= t; i++) {
         const x = left + (i - 1) * colW + 8, g = svg("g", { class: "el-col" + (i === t ? " el-current" : ""), "data-t": i });
         const prevX = i === 1 ? 8 : x - colW;

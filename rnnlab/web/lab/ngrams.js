@@ -10,6 +10,7 @@
   const fmtInt = (n) => Number(n).toLocaleString("en-US");
   const fmtP = (p) => (p === 0 ? "0" : p < 1e-3 ? p.toExponential(2) : p.toFixed(4));
   const log10 = Math.log10;
+  const short = (s, n) => (s.length > n ? s.slice(0, n - 1) + "…" : s);  // a label in a chart (its title has it whole)
 
   /** A chart's frame: an SVG of w x h with margins, and x/y maps from data to pixels. */
   function frame(w, hgt, m) {
@@ -31,7 +32,7 @@
                       fill: extra ? "#b9c3cf" : "#3b7dd8", ...(extra || {}) }, svg("title", {}, title)),
         svg("text", { x: x(count) + 4, y: y + rowH - 4, class: "muted" }, fmtP(count / u.total)));
     };
-    u.symbols.forEach((s, i) => row(i, Lab.visible(s), u.counts[i], `${JSON.stringify(s)}: ${fmtInt(u.counts[i])} of ${fmtInt(u.total)}`,
+    u.symbols.forEach((s, i) => row(i, short(Lab.visible(s), 12), u.counts[i], `${JSON.stringify(s)}: ${fmtInt(u.counts[i])} of ${fmtInt(u.total)}`,
                                     null));
     // each bar carries its symbol and count (data-*) for anyone reading the page's numbers
     const rects = f.el.querySelectorAll("rect");
@@ -49,9 +50,9 @@
     const scale = Lab.colorScale(0, log10(Math.max(max, 1)), "heat");
     f.el.setAttribute("aria-label", `bigram table of the ${k} most frequent symbols: row a, column b, colour log10 of the count of a followed by b`);
     b.symbols.forEach((s, i) => {
-      f.el.append(svg("text", { x: f.m.l - 4, y: f.m.t + i * cell + cell * 0.7, "text-anchor": "end", class: "lab-mono" }, Lab.visible(s).slice(0, 10)));
+      f.el.append(svg("text", { x: f.m.l - 4, y: f.m.t + i * cell + cell * 0.7, "text-anchor": "end", class: "lab-mono" }, short(Lab.visible(s), 10)));
       f.el.append(svg("text", { x: f.m.l + i * cell + cell / 2, y: f.m.t - 6, "text-anchor": "start", class: "lab-mono",
-                                transform: `rotate(-60 ${f.m.l + i * cell + cell / 2} ${f.m.t - 6})` }, Lab.visible(s).slice(0, 10)));
+                                transform: `rotate(-60 ${f.m.l + i * cell + cell / 2} ${f.m.t - 6})` }, short(Lab.visible(s), 10)));
     });
     b.counts.forEach((r, i) => r.forEach((c, j) => {
       f.el.append(svg("rect", { x: f.m.l + j * cell, y: f.m.t + i * cell, width: cell - 1, height: cell - 1,
