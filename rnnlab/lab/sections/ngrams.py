@@ -104,7 +104,8 @@ class Counted:
 
 def count_text(name: str, text: str, level: str, max_chars: int | None = None) -> Counted:
     """The text as ``rnnlab ngram stats --data TEXT --level LEVEL`` reads it: its training split (cut as the
-    command line cuts it) and its vocabulary, then the first ``max_chars`` (default :data:`COUNT_CHARS`) characters of that split as ids.
+    command line cuts it) and its vocabulary, then the first ``max_chars`` (default :data:`COUNT_CHARS`)
+    characters of that split as ids.
 
     Where the split is cut short the vocabulary is that of what is counted (for characters, with the
     validation split's, as :func:`~rnnlab.data.corpus.build_vocab` does), so every id counted is a symbol
