@@ -262,19 +262,20 @@ class Lab:
                     job = self.jobs.get(name)
                     raise ModelNotReady(name, job.progress() if job else {"state": "failed", "fraction": 0.0,
                                                                           "error": "the run has no checkpoint"})
-            assert ckpt is not None
-            stamp = (str(ckpt), ckpt.stat().st_mtime)
-            held = self._loaded.get(name)
-            if held is not None and held.stamp == stamp:
-                return held.entry
             try:
-                kind = _header_kind(ckpt)
-                entry = LOADERS[kind](ckpt, -1, name)
-            except (RnnlabError, KeyError, OSError, ValueError, RuntimeError) as e:
+                assert ckpt is not None
+                stamp = (str(ckpt), ckpt.stat().st_mtime)
+                held = self._loaded.get(name)
+                if held is not None and held.stamp == stamp:
+                    return held.entry
+                entry = LOADERS[_header_kind(ckpt)](ckpt, -1, name)
+            except OSError as e:  # replaced as it was read (a run writing its checkpoint)
+                raise LabError(409, f"model {name!r} cannot be read now ({e.strerror}); try again") from None
+            except (RnnlabError, KeyError, ValueError, RuntimeError) as e:
                 if name in lab_models.RECIPES:  # a corrupt cached model is trained again
                     lab_models.discard(self.cache, name)
                     self._ensure_ready(name)
-                raise LabError(409, f"model {name!r} cannot be read now ({e}); try again in a moment") from None
+                raise LabError(409, f"model {name!r} cannot be read ({e})") from None
             self._loaded[name] = _Loaded(entry, stamp)
             return entry
 
