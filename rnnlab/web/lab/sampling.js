@@ -38,7 +38,7 @@
         svg("title", {}, `${JSON.stringify(t.text)}: p = ${fmtP(t.p_model)} (model), ${fmtP(t.p_temp)} at temperature ${d.temperature}, ` +
                          (t.kept ? `${fmtP(t.p)} after top-k and top-p` : "cut by top-k / top-p")));
       if (argmax) g.append(svg("text", { x: x + bw / 2, y: y(t.p_temp) - 5, "text-anchor": "middle", class: "smp-argmax" }, "max"));
-      if (drawn) g.append(svg("text", { x: x + bw / 2, y: m.t + ih + 30, "text-anchor": "middle", fill: "#e8590c" }, "▲"));
+      if (drawn) g.append(svg("text", { x: x + bw / 2, y: m.t + ih + 30, "text-anchor": "middle", style: "fill: #e8590c" }, "▲"));
       el.append(g);
     });
     const r = d.rest;
@@ -81,16 +81,16 @@
         edges.append(svg("path", { d: `M${px},${py} C${px + 14},${py} ${cx(t) - nw / 2 - 14},${cy(row)} ${cx(t) - nw / 2},${cy(row)}`,
           fill: "none", stroke: best ? "#e8590c" : kind === "kept" ? "#8a94a3" : "#c9cdd3",
           "stroke-width": best ? 3 : 1, "stroke-dasharray": kind === "kept" ? "" : "3 3" }));
-        const p = Math.exp(n.logprob);
+        const p = Math.exp(n.logprob), dark = kind === "kept" && p > 0.45;  // white text on the darker blues
         nodes.append(svg("g", { class: "smp-node", "data-step": t, "data-rank": rank, "data-kind": kind, "data-best": String(best),
                                 "data-token": n.text, "data-score": n.score },
           svg("rect", { x: cx(t) - nw / 2, y: cy(row) - nh / 2, width: nw, height: nh, rx: 4, fill: kind === "kept" ? scale(p) : "#fff",
                         stroke: best ? "#e8590c" : kind === "kept" ? "#556" : "#bbb", "stroke-width": best ? 2.5 : 1,
                         "stroke-dasharray": kind === "kept" ? "" : "3 2" }),
           svg("text", { x: cx(t), y: cy(row) - 1, "text-anchor": "middle", class: "lab-mono",
-                        fill: kind === "kept" && p > 0.6 ? "#fff" : "#1d1d1f" }, Lab.visible(n.text).slice(0, 4)),
-          svg("text", { x: cx(t), y: cy(row) + 10, "text-anchor": "middle", style: "font-size: 9px",
-                        fill: kind === "kept" && p > 0.6 ? "#fff" : "#555" }, n.score.toFixed(2)),
+                        style: `fill: ${dark ? "#fff" : "#1d1d1f"}` }, Lab.visible(n.text).slice(0, 4)),
+          svg("text", { x: cx(t), y: cy(row) + 10, "text-anchor": "middle",
+                        style: `font-size: 9px; fill: ${dark ? "#fff" : "#555"}` }, n.score.toFixed(2)),
           svg("title", {}, `${kind === "kept" ? "kept" : "pruned"} at step ${t + 1}: ${JSON.stringify(n.text)} after hypothesis ${n.parent + 1}; ` +
                            `log p(token | prefix) = ${n.logprob.toFixed(3)}, total log probability ${n.score.toFixed(3)}`)));
       };
