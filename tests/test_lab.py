@@ -192,9 +192,10 @@ def test_the_token_guards_the_lab_and_its_assets_carry_it(lab_cache):
 
 @pytest.fixture
 def stub_python(tmp_path) -> str:
-    """An 'interpreter' that trains nothing: it sleeps until SIGTERM, then exits 0 (as a run that checkpointed)."""
+    """An 'interpreter' that trains nothing: it says "ready" once it listens for SIGTERM, sleeps until it comes,
+    then exits 0 (as a run that checkpointed)."""
     stub = tmp_path / "stub-python"
-    stub.write_text("#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n")
+    stub.write_text("#!/bin/sh\ntrap 'exit 0' TERM\necho ready\nsleep 60 &\nwait\n")
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     return str(stub)
 
@@ -203,11 +204,16 @@ def stub_job(tmp_path: Path, name: str, source: str = "page") -> Job:
     return Job(name, "language-model", {"train": {"out": str(tmp_path / "runs" / name), "time_budget": 10.0}}, source)
 
 
+def started(job: Job) -> bool:
+    """The stand-in child of ``job`` listens for SIGTERM (its log says so)."""
+    return job.log.exists() and b"ready" in job.log.read_bytes()
+
+
 def test_jobs_run_one_at_a_time_in_order_and_stop(tmp_path, stub_python):
     runner = JobRunner(python=stub_python)
     try:
         a = runner.submit(stub_job(tmp_path, "a", "lab"))
-        wait_until(lambda: a.proc is not None)
+        wait_until(lambda: started(a))
         b = runner.submit(stub_job(tmp_path, "b", "lab"))
         c = runner.submit(stub_job(tmp_path, "c"), front=True)
         assert runner.submit(stub_job(tmp_path, "b", "lab")) is b  # the same name: the job already queued
@@ -275,7 +281,7 @@ def test_a_page_run_is_stopped_from_the_api(lab_cache, tmp_path, stub_python):
         r = c.post("/api/lab/train/start", json={"cell": "elman", "time_budget": 600.0, "name": "stopme", **TINY})
         assert r.status_code == 200 and r.json()["job"]["source"] == "page"
         job = lab.jobs.get("stopme")
-        wait_until(lambda: job.proc is not None)
+        wait_until(lambda: started(job))
         assert c.get("/api/lab/train/status").json()["name"] == "stopme"  # the page finds the run going
         assert c.get("/api/lab/jobs").json()["jobs"][0]["state"] == "training"
         assert c.post("/api/lab/train/start", json={"name": "another", **TINY}).status_code == 409
