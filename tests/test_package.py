@@ -71,6 +71,9 @@ def test_the_wheel_holds_the_page_and_the_kernel_source_and_asks_for_a_torch_ran
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert {"rnnlab/web/index.html", "rnnlab/nn/csrc/recurrences.cpp", "rnnlab/cli.py"} <= names
+    lab_page = {f"rnnlab/web/lab/{f.name}" for f in (src / "rnnlab" / "web" / "lab").iterdir()}
+    assert {"rnnlab/web/lab/index.html", "rnnlab/web/lab/lab.js", "rnnlab/web/lab/lab.css"} <= lab_page <= names
+    assert {"rnnlab/lab/__init__.py", "rnnlab/lab/sections/train.py"} <= names
     assert not any("tests/" in n or "benchmarks/" in n for n in names)
     torch_req = [line for line in meta.splitlines() if line.startswith("Requires-Dist: torch")]
     assert torch_req == ["Requires-Dist: torch>=2.6"], torch_req  # a range, no exact pin, no upper bound
