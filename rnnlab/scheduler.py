@@ -1,57 +1,69 @@
-"""Continuous batching: many generations of one language model advanced together, one batched step per token.
+r"""Continuous batching: many generations of one language model advanced together, a few batched steps a round.
 
 A :class:`Scheduler` owns every active :class:`Stream` of one model. Each *round* it
 
-1. reads :data:`PRIME_CHUNK` tokens of the first prime longer than :data:`BATCHED_PRIME` tokens waiting to
-   be read (one forward pass, about the cost of a batched step; the next round the next chunk, so a long
-   prime never holds the others back);
-2. draws the next token of every stream whose prime is read -- each from its own generator, with its own
-   strategy, temperature, top-k and top-p (:func:`choose`) -- and hands it to the stream (:meth:`Stream.deliver`,
-   with the model's own softmax at that step);
-3. advances every stream that goes on by one batched step of the packed :class:`~rnnlab.nn.models.Stepper`
-   (replayed as a CUDA graph per batch size on a GPU): its token, or, for a stream whose prime is short, the
-   prime's next token (a short prime is read in the batch, a token a round, at no cost to the others).
+1. reads the primes of the streams that joined (all but each prime's last token), a chunk of at most
+   :data:`PRIME_CHUNK` tokens of each and :data:`PRIME_TOKENS` in all, in batched forward passes (one for the
+   streams that read as many tokens), so a burst of new streams is read at once and a long prime a chunk a
+   round, never holding the others back for long;
+2. advances every stream whose prime is read -- those in the batch and those read just now -- by ``n`` batched
+   steps: each step reads the stream's last token and draws its next one, from its own generator, with its own
+   strategy, temperature, top-k and top-p;
+3. hands each stream its ``n`` new tokens, each with the model's own softmax at that step
+   (:meth:`Stream.deliver_many`), and lets the streams that are done or cancelled leave.
 
-Streams join and leave between rounds; each stream in the batch advances exactly one token per round, so no
-stream waits while others advance. A thread per scheduler runs the rounds while there are streams.
+Streams join and leave between rounds; within a round every stream in the batch advances the same ``n`` tokens,
+so no stream waits while others advance, and a stream that joins during a round draws its first token in the
+next. ``n`` keeps a round near :data:`ROUND_SECONDS`: measured per batch size, it is many steps for a lone stream
+(Python's cost of a round spread over them) and one step for a large batch, whose step alone takes that long
+(at most :data:`MAX_ROUND_STEPS`, and never more than any stream still needs).
+
+The steps run where :func:`rnnlab.nn.paths.decision` says: in :mod:`rnnlab.nn.kernels`' C++ decision loop
+(:meth:`~rnnlab.nn.models.Decider.rows`: no Python between steps, each row's own draw, the logits kept), or
+else the packed :class:`~rnnlab.nn.models.Stepper` from Python with :func:`choose` (replayed as a CUDA graph
+per batch size on a GPU).
 
 The draws are those of :func:`rnnlab.sampling.generate` (and so of ``rnnlab sample``) with the stream's seed:
-the first token from the prime's logits, then one uniform per token from ``numpy.random.default_rng(seed)``, by
-inverse CDF over the same float64 distribution (:func:`rnnlab.decoding.distribution`). Only the logits can
-differ, in their last bits, because products over another batch size round differently; a draw that falls
-within that rounding of a boundary of the distribution function may then take the neighbouring token.
+one uniform per token from ``numpy.random.default_rng(seed)``, by inverse CDF over the distribution of
+:func:`rnnlab.decoding.distribution` (temperature, then top-k, then top-p), or the argmax. Only the logits can
+differ, in their last bits, because products over another batch size or another path round differently; a draw
+that falls within that rounding of a boundary of the distribution function may then take the neighbouring token.
 
-Memory: a stream holds its prime's ids and, while it reads it, one chunk's logits; in the batch, its state
-(2 x layers x hidden floats for an LSTM) and one row of logits. The scheduler holds at most three packed
-:class:`~rnnlab.nn.models.Stepper` copies of the weights (batches of under 4, under 16, and more rows).
+Memory: a stream holds its prime's ids and, while it is read, its state; in the batch, its state (2 x layers x
+hidden floats for an LSTM) and ``n`` rows of logits and probabilities a round. The scheduler holds at most
+three prepared copies of the weights (for batches of under 4, under 16, and more rows).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from rnnlab.config import sampling_problems
-from rnnlab.decoding import distribution, log_softmax
+from rnnlab.decoding import distribution
 from rnnlab.errors import ConfigError
 from rnnlab.nn import paths
 from rnnlab.nn.graphs import GraphedStep, Step
-from rnnlab.nn.models import RNNLanguageModel
+from rnnlab.nn.models import Decider, RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
-BATCHED_PRIME = 16  # a prime of at most this many tokens is read in the batch, a token a round
-PRIME_CHUNK = 64  # of a longer prime, the tokens read in a round (one forward pass, about a batched step's cost)
-STEPPER_ROWS = (1, 8, 64)  # the batch sizes the packed steps are prepared for: under 4 rows, under 16, more
+PRIME_CHUNK = 64  # prime tokens read per stream in a round (one forward pass for every stream being read)
+PRIME_TOKENS = 256  # at most this many prime tokens read in a round, over all streams
+ROUND_SECONDS = 0.02  # a round's steps: as many as fit in this, as measured for the batch's size
+MAX_ROUND_STEPS = 64  # and at most this many (the C++ loop's gain is spent by then)
+STEPPER_ROWS = (1, 8, 64)  # the batch sizes the steps are prepared for: under 4 rows, under 16, more
 
 
 @dataclass(eq=False)
 class Stream:
     """One generation: its prime (ids, at least one), its length and how it draws. Subclasses receive the
-    tokens (:meth:`deliver`) and the end (:meth:`finish`, or :meth:`fail`); all three are called from the
-    scheduler's thread. :meth:`cancel` (from any thread) drops the stream at the next round."""
+    tokens (:meth:`deliver`, or all of a round's at once: :meth:`deliver_many`) and the end (:meth:`finish`, or
+    :meth:`fail`); all are called from the scheduler's thread. :meth:`cancel` (from any thread) drops the stream
+    at the next round."""
 
     ids: np.ndarray = field(repr=False)  # (P,) int64
     length: int
@@ -73,13 +85,25 @@ class Stream:
             raise ConfigError(f"a stream needs a prime of at least one token and a length >= 0, got "
                               f"{len(self.ids)} token(s) and length {self.length}")
         self.rng = np.random.default_rng(self.seed)
-        self.read = 0  # prime tokens read
+        self.read = 0  # prime tokens read (all but the last are read before the stream joins the batch)
         self.state: StackState | None = None  # while the prime is read
-        self.logits: torch.Tensor | None = None  # (1, V): the next token's, once the prime is read
+
+    @property
+    def settings(self) -> tuple[float, float, float, float]:
+        """How it draws, as :func:`choose` and the C++ loop read it: (mode (0 argmax, 1 sample), temperature,
+        top_k, top_p)."""
+        return (1.0 if self.strategy == "sample" else 0.0, self.temperature, float(self.top_k), self.top_p)
 
     def deliver(self, token: int, probs: np.ndarray) -> None:
         """Token number ``self.done`` (before it is counted) and the model's softmax (V,) it was drawn from
         (at temperature 1, before top-k and top-p)."""
+
+    def deliver_many(self, tokens: np.ndarray, probs: np.ndarray) -> None:
+        """A round's tokens (n,), numbered from ``self.done``, and the softmax (n, V) each was drawn from; counts
+        them (``done`` grows by n). By default :meth:`deliver` one by one."""
+        for token, p in zip(tokens.tolist(), probs):
+            self.deliver(token, p)
+            self.done += 1
 
     def finish(self) -> None:
         """Every token was delivered."""
@@ -91,29 +115,22 @@ class Stream:
         self.cancelled = True
 
 
-def choose(logits: np.ndarray, streams: list[Stream]) -> np.ndarray:
-    """The next token of each stream (B,) from its row of ``logits`` (B, V) float64: the argmax, or one draw
-    from its own generator by inverse CDF -- exactly :class:`~rnnlab.decoding.Sample`'s and
-    :class:`~rnnlab.decoding.Argmax`'s choice for that row. Plain sampling (no top-k, no top-p) runs for all its
-    rows at once with a temperature per row; the others go row by row through
-    :func:`~rnnlab.decoding.distribution`."""
+def choose(logits: np.ndarray, settings: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The next token of each row (B,) from its ``logits`` (B, V) float64, drawn as its ``settings`` (B, 4) say
+    (:attr:`Stream.settings`) with its uniform ``u`` (B,): the argmax, or the inverse-CDF draw -- exactly
+    :class:`~rnnlab.decoding.Sample`'s and :class:`~rnnlab.decoding.Argmax`'s choice for that row (the C++ loop
+    makes the same choice). Plain sampling (no top-k, no top-p) runs for all its rows at once with a temperature
+    per row; the others go row by row through :func:`~rnnlab.decoding.distribution`."""
     b, v = logits.shape
-    plain = [s.strategy == "sample" and not 0 < s.top_k < v and s.top_p >= 1.0 for s in streams]
-    # one uniform per token for every stream that samples, from its own generator (Sample.choose's
-    # rng.random((1, 1)))
-    u = np.array([[0.0 if s.strategy == "argmax" else s.rng.random()] for s in streams])  # (B, 1)
-    if all(plain):  # the common case, all rows at once
-        return _inverse_cdf(logits, np.array([[s.temperature] for s in streams]), u)
-    out = np.empty(b, dtype=np.int64)
-    rows = [k for k in range(b) if plain[k]]
-    if rows:
-        out[rows] = _inverse_cdf(logits[rows], np.array([[streams[k].temperature] for k in rows]), u[rows])
-    for k, s in enumerate(streams):
-        if s.strategy == "argmax":
-            out[k] = logits[k].argmax()
-        elif not plain[k]:
-            cum = np.cumsum(distribution(logits[k:k + 1], s.temperature, s.top_k, s.top_p), axis=-1)
-            out[k] = min(int((cum <= u[k, 0] * cum[:, -1:]).sum()), v - 1)
+    out = logits.argmax(axis=-1)
+    sample = settings[:, 0] == 1
+    top_k, top_p = settings[:, 2], settings[:, 3]
+    plain = sample & ~((top_k > 0) & (top_k < v)) & (top_p >= 1.0)
+    if plain.any():
+        out[plain] = _inverse_cdf(logits[plain], settings[plain, 1:2], u[plain, None])
+    for k in np.flatnonzero(sample & ~plain):
+        cum = np.cumsum(distribution(logits[k:k + 1], settings[k, 1], int(top_k[k]), top_p[k]), axis=-1)
+        out[k] = min(int((cum <= u[k] * cum[:, -1:]).sum()), v - 1)
     return out
 
 
@@ -134,21 +151,33 @@ class Scheduler:
     :meth:`round` directly instead (``start=False``)."""
 
     def __init__(self, model: RNNLanguageModel, prime_chunk: int = PRIME_CHUNK, start: bool = True,
-                 warm: bool = False, batched_prime: int = BATCHED_PRIME):
-        """``warm``: prepare the packed steps for every batch size now, so no round waits for one later."""
-        if prime_chunk < 1:
-            raise ConfigError(f"prime_chunk must be >= 1, got {prime_chunk}")
+                 warm: bool = False, steps: int | None = None, round_seconds: float = ROUND_SECONDS,
+                 prime_tokens: int = PRIME_TOKENS):
+        """``warm``: prepare the steps for every batch size now, so no round waits for one later. ``steps``: this
+        many steps every round (at most what a stream still needs) instead of as many as fit in
+        ``round_seconds``."""
+        if prime_chunk < 1 or prime_tokens < 1:
+            raise ConfigError(f"prime_chunk and prime_tokens must be >= 1, got {prime_chunk} and {prime_tokens}")
+        if steps is not None and steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
         model.eval()
-        self.model, self.prime_chunk, self.batched_prime = model, prime_chunk, batched_prime
+        self.model, self.prime_chunk, self.prime_tokens = model, prime_chunk, prime_tokens
+        self.steps, self.round_seconds = steps, round_seconds
         self.device = model.decoder.weight.device
-        self._steps: dict[int, Step] = {}
+        machine = paths.Machine.of_tensor(model.decoder.weight)
+        self.kernel = paths.decision(machine, paths.Network.of(model.rnn)).path == "kernel"
+        self._graphs = paths.stepping(machine, kept=True).path == "graph"  # one capture per size serves every round
+        self._steps: dict[int, Step | Decider] = {}
+        self._step_seconds: dict[int, float] = {}  # a step's measured seconds, by batch size
         self._cv = threading.Condition()
         self._pending: list[Stream] = []  # added, not yet taken into a round
         self.reading: list[Stream] = []  # reading their primes
-        self.active: list[Stream] = []  # in the batch: rows of self.state and self.logits, in this order
+        self.active: list[Stream] = []  # in the batch: rows of self.state and self.last, in this order
+        self._batch: list[Stream] = []  # the streams of the round under way
         self.state: StackState | None = None  # (B, H) per tensor per layer
-        self.logits: torch.Tensor | None = None  # (B, V): each active stream's next-token logits
+        self.last = np.zeros(0, dtype=np.int64)  # (B,): each active stream's last token, read by the next step
         self.rounds = 0
+        self.round_steps: list[int] = []  # the steps of the latest rounds (at most 1,000), for tests and benchmarks
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start = start
@@ -191,112 +220,141 @@ class Scheduler:
             except Exception as e:  # a failure of the model or the machine: every stream is told, none hangs
                 message = f"generation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 with self._cv:
-                    everyone, self._pending = [*self._pending, *self.reading, *self.active], []
-                self.reading, self.active, self.state, self.logits = [], [], None, None
-                for s in everyone:
+                    everyone, self._pending = [*self._pending, *self.reading, *self.active, *self._batch], []
+                self.reading, self.active, self._batch, self.state, self.last = [], [], [], None, self.last[:0]
+                for s in dict.fromkeys(everyone):  # each once, in order
                     s.fail(message)
 
     # --- the round (the scheduler's thread) ------------------------------------------------------------
-    def _step(self, rows: int) -> Step:
+    def _step(self, rows: int) -> Step | Decider:
+        """The prepared step for a batch of ``rows``: a :class:`~rnnlab.nn.models.Decider` (the C++ loop) or a
+        packed :class:`~rnnlab.nn.models.Stepper` (a :class:`~rnnlab.nn.graphs.GraphedStep` on a GPU)."""
         key = STEPPER_ROWS[0] if rows < 4 else STEPPER_ROWS[1] if rows < 16 else STEPPER_ROWS[2]
         step = self._steps.get(key)
         if step is None:
-            step = self.model.stepper(key)
-            machine = paths.Machine.of_tensor(self.model.decoder.weight)
-            if paths.stepping(machine, kept=True).path == "graph":  # kept: one capture per size serves every round
-                step = GraphedStep(step)
+            if self.kernel:
+                step = Decider(self.model, key)
+            else:
+                step = self.model.stepper(key)
+                step = GraphedStep(step) if self._graphs else step
             self._steps[key] = step
         return step
 
+    def _round_steps(self, rows: int, need: int) -> int:
+        """How many steps this round takes for a batch of ``rows`` when its streams need at most ``need``."""
+        if self.steps is not None:
+            n = self.steps
+        else:
+            per = self._step_seconds.get(rows)
+            n = 1 if per is None else int(self.round_seconds / max(per, 1e-6))
+        return max(1, min(n, MAX_ROUND_STEPS, need))
+
     @torch.no_grad()
     def round(self) -> bool:
-        """One round: a chunk of the first long prime read, one token drawn and delivered for every stream whose
-        logits are ready, one batched step for every stream that goes on. Returns whether there was work."""
+        """One round: the new primes read (a chunk of each), every stream whose prime is read advanced by a few
+        steps, their tokens delivered. Returns whether there was work."""
         with self._cv:
             new, self._pending = self._pending, []
         self.rounds += 1
-        joining: list[Stream] = []  # short primes: read in the batch, a token a round, as forced inputs
         for s in new:
             if s.length == 0:
                 s.finish()
-            elif s.cancelled:
-                continue
-            elif len(s.ids) <= self.batched_prime:
-                joining.append(s)
-            else:
+            elif not s.cancelled:
                 self.reading.append(s)
         self._drop_cancelled()
-        # 1. a chunk of the first long prime (one a round: a forward pass costs about a batched step)
-        ready: list[Stream] = []
-        if self.reading:
-            s = self.reading[0]
-            chunk = torch.as_tensor(s.ids[s.read:s.read + self.prime_chunk], dtype=torch.int64, device=self.device)
-            logits, s.state = self.model(chunk.unsqueeze(0), s.state)  # (1, n, V)
-            s.read += chunk.numel()
-            if s.read == len(s.ids):
-                s.logits = logits[:, -1]  # (1, V)
-                ready.append(self.reading.pop(0))
-        batch = self.active
-        if not (batch or ready or joining):
+        ready = self._read_primes()
+        batch = self._batch = self.active + ready  # told if the round fails
+        if not batch:
             return bool(new or self.reading)
-        # 2. one token for every stream whose prime is read: in the batch, or read just now
-        drawing = [k for k, s in enumerate(batch) if s.read == len(s.ids)]
-        choosers = [batch[k] for k in drawing] + ready
-        chosen: dict[int, int] = {}
-        if choosers:
-            parts = [s.logits for s in ready]
-            if drawing:
-                parts.insert(0, self.logits if len(drawing) == len(batch) else
-                             self.logits.index_select(0, torch.as_tensor(drawing, device=self.device)))
-            z = (torch.cat(parts) if len(parts) > 1 else parts[0]).double().cpu().numpy()  # (C, V)
-            tokens = choose(z, choosers)
-            probs = np.exp(log_softmax(z))  # (C, V): the model's own softmax, reported with each token
-            for k, s in enumerate(choosers):
-                s.deliver(int(tokens[k]), probs[k])
-                s.done += 1
-                chosen[id(s)] = int(tokens[k])
-                if s.done >= s.length:
-                    s.finish()
-        # 3. the next batch, in row order: who stays, who was read just now, who joins; one batched step
-        keep, fed, states = [], [], []
-        going: list[Stream] = []
-        for k, s in enumerate(batch):
-            if s.cancelled or s.done >= s.length:
-                continue
-            keep.append(k)
-            going.append(s)
-            if s.read < len(s.ids):  # still reading its prime
-                fed.append(int(s.ids[s.read]))
-                s.read += 1
-            else:
-                fed.append(chosen[id(s)])
-        if keep:
-            states.append(self.state if len(keep) == len(batch) else _rows(self.state, keep, self.device))
+        # the batch: who stays, then who was read just now, each its state and the last token it has not read
+        states = [self.state] if self.active else []
+        states += [s.state for s in ready]
+        state = states[0] if len(states) == 1 else _cat(states)
+        last = np.concatenate([self.last, np.array([s.ids[-1] for s in ready], dtype=np.int64)])
         for s in ready:
-            if s.done < s.length and not s.cancelled:
-                going.append(s)
-                fed.append(chosen[id(s)])
-                states.append(s.state)
-            s.state, s.logits = None, None
-        for s in joining:
-            going.append(s)
-            fed.append(int(s.ids[0]))
-            s.read = 1
-            states.append(self.model.initial_state(1))
-        self.active = going
-        if not going:
-            self.state, self.logits = None, None
-            return True
-        state = states[0] if len(states) == 1 else tuple(
-            tuple(torch.cat([st[layer][i] for st in states]) for i in range(len(states[0][layer])))
-            for layer in range(len(states[0])))
-        x = torch.as_tensor(fed, dtype=torch.int64, device=self.device)  # (B,)
-        logits, state = self._step(len(going))(x, state)
-        if self.device.type == "cuda":  # a graph's outputs are overwritten by its next replay
-            logits = logits.clone()
-            state = tuple(tuple(t.clone() for t in layer) for layer in state)
-        self.logits, self.state = logits, state
+            s.state = None
+        b = len(batch)
+        n = self._round_steps(b, max(s.length - s.done for s in batch))
+        u = np.zeros((n, b))  # (n, B): each stream's uniforms, one per token it still draws this round
+        for k, s in enumerate(batch):
+            if s.strategy == "sample":
+                take = min(n, s.length - s.done)
+                u[:take, k] = s.rng.random(take)
+        settings = np.array([s.settings for s in batch])  # (B, 4)
+        t0 = time.perf_counter()
+        fed, state, logits = self._advance(last, state, settings, u, n)  # (B, n + 1), state, (n, B, V)
+        per = (time.perf_counter() - t0) / n
+        old = self._step_seconds.get(b)
+        self._step_seconds[b] = per if old is None else 0.5 * (old + per)
+        self.round_steps = [*self.round_steps[-999:], n]
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))  # (n, B, V): the model's own softmax,
+        probs /= probs.sum(axis=-1, keepdims=True)  # reported with each token
+        keep = []
+        for k, s in enumerate(batch):
+            take = min(n, s.length - s.done)
+            s.deliver_many(fed[k, 1:take + 1], probs[:take, k])
+            if s.done >= s.length:
+                s.finish()
+            elif not s.cancelled:
+                keep.append(k)
+        self.active, self._batch = [batch[k] for k in keep], []
+        self.last = fed[keep, -1]
+        if not keep:
+            self.state = None
+        else:
+            self.state = state if len(keep) == b else _rows(state, keep, self.device)
         return True
+
+    def _advance(self, last: np.ndarray, state: StackState, settings: np.ndarray, u: np.ndarray,
+                 n: int) -> tuple[np.ndarray, StackState, np.ndarray]:
+        """``n`` steps of the batch from its ``last`` tokens (B,): the tokens fed (B, n + 1), ``last`` first, then
+        each step's draw; the state after reading all but the last; the logits (n, B, V) float64 of every draw."""
+        step = self._step(len(last))
+        if isinstance(step, Decider):
+            x = torch.zeros((len(last), n + 1), dtype=torch.int64)
+            x[:, 0] = torch.from_numpy(last)
+            fed, state, logits = step.rows(x, state, torch.from_numpy(settings), torch.from_numpy(u))
+            return fed.numpy(), state, logits.double().numpy()
+        fed = np.empty((len(last), n + 1), dtype=np.int64)
+        fed[:, 0] = last
+        zs = []
+        for t in range(n):
+            logits, state = step(torch.as_tensor(fed[:, t], device=self.device), state)
+            z = logits.double().cpu().numpy()  # (B, V); a copy: a graph's outputs are overwritten by its next replay
+            fed[:, t + 1] = choose(z, settings, u[t])
+            zs.append(z)
+        if self.device.type == "cuda":
+            state = tuple(tuple(t.clone() for t in layer) for layer in state)
+        return fed, state, np.stack(zs)
+
+    def _read_primes(self) -> list[Stream]:
+        """A chunk of the primes being read -- of each up to :data:`PRIME_CHUNK` tokens, short of its last, which
+        the first step reads -- in join order for as many streams as :data:`PRIME_TOKENS` allows (the first
+        always): one forward pass for the streams that read the same number of tokens. Returns the streams whose
+        primes are now read, in join order."""
+        buckets: dict[int, list[Stream]] = {}
+        budget = self.prime_tokens
+        for s in self.reading:
+            n = min(self.prime_chunk, len(s.ids) - 1 - s.read)
+            if n > 0 and (n <= budget or budget == self.prime_tokens):  # a one-token prime has nothing to read
+                buckets.setdefault(n, []).append(s)
+                budget -= n
+        for n, group in buckets.items():
+            x = torch.as_tensor(np.stack([s.ids[s.read:s.read + n] for s in group]), dtype=torch.int64,
+                                device=self.device)  # (R, n)
+            fresh = self.model.initial_state(1)
+            state = _cat([s.state if s.state is not None else fresh for s in group])
+            # the stack alone: the prime's logits are not needed
+            _, state = self.model.rnn(self.model.embed(x), state, fused=self.model.cfg.fused)
+            for k, s in enumerate(group):
+                s.state = _rows(state, [k], self.device)
+                s.read += n
+        ready = [s for s in self.reading if s.read >= len(s.ids) - 1]
+        for s in ready:
+            if s.state is None:
+                s.state = self.model.initial_state(1)
+        self.reading = [s for s in self.reading if s.read < len(s.ids) - 1]
+        return ready
 
     def _drop_cancelled(self) -> None:
         self.reading = [s for s in self.reading if not s.cancelled]
@@ -304,12 +362,12 @@ class Scheduler:
         if len(keep) == len(self.active):
             return
         self.active = [self.active[k] for k in keep]
+        self.last = self.last[keep]
         if not keep:
-            self.state, self.logits = None, None
+            self.state = None
             return
-        assert self.state is not None and self.logits is not None
+        assert self.state is not None
         self.state = _rows(self.state, keep, self.device)
-        self.logits = self.logits.index_select(0, torch.as_tensor(keep, device=self.device))
 
 
 def _rows(state: StackState, rows: list[int], device: torch.device) -> StackState:
@@ -317,4 +375,10 @@ def _rows(state: StackState, rows: list[int], device: torch.device) -> StackStat
     return tuple(tuple(t.index_select(0, idx) for t in layer) for layer in state)
 
 
-__all__ = ["BATCHED_PRIME", "PRIME_CHUNK", "Scheduler", "Stream", "choose"]
+def _cat(states: list[StackState]) -> StackState:
+    """States of several batches, their rows one after another."""
+    return tuple(tuple(torch.cat([st[layer][i] for st in states]) for i in range(len(states[0][layer])))
+                 for layer in range(len(states[0])))
+
+
+__all__ = ["MAX_ROUND_STEPS", "PRIME_CHUNK", "PRIME_TOKENS", "ROUND_SECONDS", "Scheduler", "Stream", "choose"]

@@ -691,9 +691,9 @@ def _candidates(vocab: Vocab, ids: np.ndarray, probs: np.ndarray) -> list[dict[s
 
 class _Generation(Stream):
     """One streamed sample, advanced by its model's :class:`~rnnlab.scheduler.Scheduler`: each token becomes
-    an NDJSON line in a buffer that the response drains (the lines of several steps go out together where the
-    client reads slower than the model writes). The buffer holds at most the whole answer: ``length`` token
-    lines and the end line."""
+    an NDJSON line in a buffer that the response drains (a round's lines go out together, and the lines of
+    several rounds where the client reads slower than the model writes). The buffer holds at most the whole
+    answer: ``length`` token lines and the end line."""
 
     def __init__(self, entry: LanguageModelEntry, cfg: SampleConfig, top: int, loop: asyncio.AbstractEventLoop):
         ids = encode_prime(entry.vocab, cfg.prime)
@@ -707,20 +707,25 @@ class _Generation(Stream):
         self._waiter: asyncio.Future[None] | None = None
 
     # the scheduler's thread
-    def deliver(self, token: int, probs: np.ndarray) -> None:
+    def deliver_many(self, tokens: np.ndarray, probs: np.ndarray) -> None:
+        """A round's tokens (n,) and the softmax (n, V) of each: their lines, put in the buffer in one write."""
         vocab = self.entry.vocab
-        sym = vocab.symbols[token]
-        piece = vocab.separator(self.prev, sym) + sym
-        self.prev = sym
-        self.pieces.append(piece)
-        top = np.argsort(-probs, kind="stable")[:self.top] if self.top else ()  # as top_tokens, for one row
-        line = {"type": "token", "i": self.done, "text": piece, "id": token, "p": float(probs[token]),
-                "top": [{"text": vocab.symbols[i], "p": float(probs[i])} for i in top]}
-        try:  # the common case, without jsonio's walk over every value (probabilities are finite)
-            data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
-        except ValueError:  # a model that gives NaN: null, as jsonio writes it
-            data = _line(line)
-        self._put(data)
+        top = np.argsort(-probs, axis=-1, kind="stable")[:, :self.top]  # (n, top), as top_tokens
+        lines = []
+        for k, token in enumerate(tokens.tolist()):
+            sym = vocab.symbols[token]
+            piece = vocab.separator(self.prev, sym) + sym
+            self.prev = sym
+            self.pieces.append(piece)
+            row, best = probs[k], top[k]
+            line = {"type": "token", "i": self.done + k, "text": piece, "id": token, "p": float(row[token]),
+                    "top": [{"text": vocab.symbols[i], "p": p} for i, p in zip(best.tolist(), row[best].tolist())]}
+            try:  # the common case, without jsonio's walk over every value (probabilities are finite)
+                lines.append((json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8"))
+            except ValueError:  # a model that gives NaN: null, as jsonio writes it
+                lines.append(_line(line))
+        self.done += len(lines)
+        self._put(b"".join(lines))
 
     def finish(self) -> None:
         self._put(_line({"type": "end", "text": self.prime + "".join(self.pieces), "generated": self.done}), True)

@@ -13,7 +13,8 @@ from rnnlab.config import ModelConfig, SampleConfig
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding import distribution, make_sampler
 from rnnlab.errors import ConfigError
-from rnnlab.nn.models import RNNLanguageModel
+from rnnlab.nn import kernels
+from rnnlab.nn.models import Decider, RNNLanguageModel
 from rnnlab.sampling import encode_prime, generate
 from rnnlab.scheduler import Scheduler, Stream, choose
 
@@ -71,20 +72,52 @@ def run(sch: Scheduler, events: dict[int, list], limit: int = 10_000) -> None:
 
 
 # --- the draws -------------------------------------------------------------------------------------------
+SETTINGS = [{"strategy": "sample"}, {"strategy": "sample", "temperature": 0.5},
+            {"strategy": "sample", "temperature": 2.0, "top_k": 3}, {"strategy": "sample", "top_p": 0.7},
+            {"strategy": "argmax"}, {"strategy": "sample", "temperature": 0.01},
+            {"strategy": "sample", "top_k": 5, "top_p": 0.9, "temperature": 1.3}]
+
+
 def test_batched_draws_are_the_samplers_draws_row_by_row():
     rng = np.random.default_rng(0)
-    settings = [{"strategy": "sample"}, {"strategy": "sample", "temperature": 0.5},
-                {"strategy": "sample", "temperature": 2.0, "top_k": 3}, {"strategy": "sample", "top_p": 0.7},
-                {"strategy": "argmax"}, {"strategy": "sample", "temperature": 0.01},
-                {"strategy": "sample", "top_k": 5, "top_p": 0.9, "temperature": 1.3}]
-    streams = [Stream(np.zeros(1, np.int64), 10, seed=100 + i, **kw) for i, kw in enumerate(settings)]
+    streams = [Stream(np.zeros(1, np.int64), 10, seed=100 + i, **kw) for i, kw in enumerate(SETTINGS)]
+    settings = np.array([s.settings for s in streams])
     oracles = [(make_sampler(kw["strategy"], kw.get("temperature", 1.0), kw.get("top_k", 0), kw.get("top_p", 1.0)),
-                np.random.default_rng(100 + i)) for i, kw in enumerate(settings)]
+                np.random.default_rng(100 + i)) for i, kw in enumerate(SETTINGS)]
     for _ in range(50):
         logits = rng.normal(0, 3, (len(streams), 40))
-        got = choose(logits, streams)
+        u = np.array([0.0 if s.strategy == "argmax" else s.rng.random() for s in streams])  # one per token
+        got = choose(logits, settings, u)
         want = [int(s.choose(logits[i:i + 1], r)[0]) for i, (s, r) in enumerate(oracles)]
         assert got.tolist() == want
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the C++ kernels are not built here")
+def test_the_cpp_loop_draws_each_row_as_its_settings_say_from_the_logits_it_returns():
+    """Decider.rows, the scheduler's steps on the CPU: its logits are the model's step's (float64), and each row's
+    draw is choose's -- temperature, top-k and top-p included -- with that row's uniform."""
+    m = model(hidden=32).double()
+    b, t = len(SETTINGS), 60
+    settings = torch.tensor([Stream(np.zeros(1, np.int64), 1, **kw).settings for kw in SETTINGS], dtype=torch.float64)
+    u = torch.from_numpy(np.random.default_rng(1).random((t - 1, b)))
+    x = torch.zeros(b, t, dtype=torch.int64)
+    x[:, 0] = torch.arange(b)
+    fed, end, logits = Decider(m, b).rows(x, m.initial_state(b), settings, u)
+    assert fed.shape == (b, t) and logits.shape == (t - 1, b, len(VOCAB))
+    state = m.initial_state(b)
+    with torch.no_grad():
+        for k in range(1, t):
+            z, state = m.step(fed[:, k - 1], state)
+            torch.testing.assert_close(logits[k - 1], z, rtol=0, atol=1e-10)
+            want = choose(z.numpy(), settings.numpy(), u[k - 1].numpy())
+            assert fed[:, k].tolist() == want.tolist(), k
+    for mine, theirs in zip(end, state):
+        for a, c in zip(mine, theirs):
+            torch.testing.assert_close(a, c, rtol=0, atol=1e-10)
+    with pytest.raises(RuntimeError, match="settings"):
+        Decider(m, b).rows(x, m.initial_state(b), settings[:, :3].contiguous(), u)
+    with pytest.raises(RuntimeError, match="needs u"):
+        Decider(m, b).rows(x, m.initial_state(b), settings)
 
 
 def test_a_stream_checks_its_settings():
@@ -116,8 +149,8 @@ def explained(m: RNNLanguageModel, s: Recorded, prime: str, want: list[int], tol
     return abs(cum[a] - u * cum[-1]) < tol and cum[b - 1] - cum[a] < tol
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
-def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(cell):
+@pytest.mark.parametrize("cell, steps", [("lstm", 1), ("lstm", 6), ("gru", 3), ("elman", 1)])
+def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(cell, steps):
     m = model(cell)
     long_prime = (TEXT * 12)[:700]  # read over 11 rounds of 64 tokens
     specs = [  # (round it joins, prime, length, seed, settings, round it is cancelled or None)
@@ -126,11 +159,12 @@ def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(
         (0, "", 30, 3, {"strategy": "argmax"}, None),
         (3, long_prime, 40, 4, {"top_k": 4}, None),
         (5, "the ", 5, 5, {"top_p": 0.8, "temperature": 1.2}, None),  # leaves after 5 tokens
-        (8, "met", 50, 6, {}, 20),  # cancelled mid-way: its first tokens still its own
+        (8, "met", 50 * steps, 6, {}, 20),  # cancelled mid-way: its first tokens still its own
         (25, "log", 30, 7, {"temperature": 1.5}, None),  # joins late, after others left
         (25, "sat", 1, 8, {}, None),
+        (26, "t", 12, 9, {"strategy": "argmax"}, None),  # a prime of one token: nothing to read
     ]
-    sch = Scheduler(m, start=False)
+    sch = Scheduler(m, start=False, steps=steps)
     streams, events = [], {}
     for join, prime, length, seed, kw, cancel in specs:
         s = stream(prime, length, seed, **kw)
@@ -150,14 +184,14 @@ def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(
         text = generate(m, VOCAB, SampleConfig(prime=prime, length=length, seed=seed, **kw))[0]  # rnnlab sample
         want = VOCAB.encode(text[len(prime):]).tolist() if VOCAB.level == "char" else None
         alone = stream(prime, length, seed, **kw)
-        solo = Scheduler(m, start=False)
+        solo = Scheduler(m, start=False, steps=1)
         solo.add(alone)
         run(solo, {})
         for other in (want, alone.tokens):
             if s.tokens != other[:len(s.tokens)]:
                 assert explained(m, s, prime, other), (cell, seed, s.tokens, other)
                 rounding += 1
-    print(f"{cell}: {rounding} difference(s) within rounding")
+    print(f"{cell}, {steps} step(s) a round: {rounding} difference(s) within rounding")
     first = streams[0]  # the check itself tells a real difference from rounding
     wrong = list(first.tokens)
     wrong[7] = (wrong[7] + len(VOCAB) // 2) % len(VOCAB)
@@ -165,20 +199,95 @@ def test_streams_joining_and_leaving_get_their_solo_text_and_rnnlab_sample_text(
     assert rounding <= 1, f"{rounding} differences within rounding: more than rounding makes likely"
 
 
-def test_every_stream_present_advances_one_token_per_round_and_a_long_prime_holds_none_back():
+def per_round(s: Recorded) -> dict[int, int]:
+    """How many tokens ``s`` received in each round."""
+    out: dict[int, int] = {}
+    for r in s.rounds:
+        out[r] = out.get(r, 0) + 1
+    return out
+
+
+def test_every_stream_in_the_batch_advances_the_same_steps_and_a_joining_stream_draws_in_the_next_round():
     m = model()
-    sch = Scheduler(m, prime_chunk=100, start=False)
-    a, b = stream("the cat", 50, 1), stream("a dog", 50, 2)  # short primes: read in the batch
-    readers = [stream((TEXT * 10)[:450], 10, 3), stream((TEXT * 10)[:150], 10, 4)]  # 5 and 2 chunks of 100
-    for s in (a, b, *readers):
+    sch = Scheduler(m, prime_chunk=100, start=False, steps=4)
+    a, b = stream("the cat", 30, 1), stream("a dog", 22, 2)  # primes of different lengths, read in one round
+    readers = [stream((TEXT * 10)[:451], 10, 3), stream((TEXT * 10)[:151], 10, 4)]  # 5 and 2 chunks of 100
+    late = stream("the", 9, 5)
+    for s in (a, b, *readers, late):
         s.scheduler = sch
-    run(sch, {0: [lambda: sch.add(a), lambda: sch.add(b)], 4: [lambda r=r: sch.add(r) for r in readers]})
-    # a and b read a prime token in each of rounds 1..7 (1..5), then drew one token in every round after,
-    # none skipped while the long primes were read
-    assert a.rounds == list(range(8, 58)) and b.rounds == list(range(6, 56))
-    # the readers joined before round 5; one chunk is read a round, the first reader's first: it read in rounds
-    # 5..9 and drew its first token in round 9, the second read in rounds 10..11
-    assert readers[0].rounds == list(range(9, 19)) and readers[1].rounds == list(range(11, 21))
+    run(sch, {0: [lambda: sch.add(a), lambda: sch.add(b)], 2: [lambda r=r: sch.add(r) for r in readers],
+              3: [lambda: sch.add(late)]})
+    # a and b drew their first tokens in the round they joined (1, as sch.rounds counts), 4 a round after, none
+    # skipped while the long primes were read or others joined
+    assert per_round(a) == {r: 4 for r in range(1, 8)} | {8: 2}
+    assert per_round(b) == {r: 4 for r in range(1, 6)} | {6: 2}
+    # the readers joined before round 3; 100 tokens of each prime a round: the second reader drew in round 4,
+    # the first in round 7; the late stream joined before round 4 and drew in it
+    assert per_round(readers[1]) == {4: 4, 5: 4, 6: 2} and per_round(readers[0]) == {7: 4, 8: 4, 9: 2}
+    assert per_round(late) == {4: 4, 5: 4, 6: 1}
+    assert sch.round_steps == [4] * 8 + [2]  # the last round: as many as the one stream left still needs
+
+
+def test_a_lone_stream_takes_many_steps_a_round_and_writes_the_same_text_and_probabilities():
+    m = model()
+
+    class Probs(Recorded):
+        def deliver(self, token: int, probs: np.ndarray) -> None:
+            super().deliver(token, probs)
+            self.probs = [*getattr(self, "probs", []), probs]
+
+    runs = {}
+    for name, kw in (("one step a round", {"steps": 1}), ("as many as fit in a long round", {"round_seconds": 60.0}),
+                     ("as many as fit in a tiny round", {"round_seconds": 1e-9})):
+        sch = Scheduler(m, start=False, **kw)
+        s = Probs(encode_prime(VOCAB, "the cat"), 150, seed=3, temperature=0.8)
+        s.scheduler = sch
+        sch.add(s)
+        run(sch, {})
+        runs[name] = s, sch.round_steps
+    one, _ = runs["one step a round"]
+    many, steps = runs["as many as fit in a long round"]
+    # the first round measures a step; then as many as the stream needs, at most 64 a round
+    assert steps == [1, 64, 64, 21] and len(many.tokens) == 150
+    assert many.tokens == one.tokens
+    np.testing.assert_array_equal(np.array(many.probs), np.array(one.probs))
+    assert runs["as many as fit in a tiny round"][1] == [1] * 150
+
+
+def test_a_stream_joining_a_lone_stream_mid_way_waits_one_round_then_both_advance_together():
+    m = model()
+    sch = Scheduler(m, start=False, steps=16)
+    first, second = stream("the cat", 100, 1), stream("a dog sat", 40, 2, top_k=5)
+    for s in (first, second):
+        s.scheduler = sch
+    run(sch, {0: [lambda: sch.add(first)], 3: [lambda: sch.add(second)]})
+    assert per_round(first) == {r: 16 for r in range(1, 7)} | {7: 4}
+    assert per_round(second) == {4: 16, 5: 16, 6: 8}  # added between rounds 3 and 4: its first tokens in round 4
+    for s, prime in ((first, "the cat"), (second, "a dog sat")):
+        want = generate(m, VOCAB, SampleConfig(prime=prime, length=s.length, seed=s.seed, **sample_kw(s)))[0]
+        assert prime + VOCAB.decode(s.tokens) == want or explained(m, s, prime, VOCAB.encode(want[len(prime):]))
+
+
+def test_the_python_steps_give_the_cpp_loops_text():
+    """Where the C++ loop is not built (or on a GPU) the packed step runs from Python, with the same draws."""
+    m = model()
+    texts = {}
+    for where in ("kernel", "python"):
+        if where == "python":
+            with kernels.disabled():
+                sch = Scheduler(m, start=False, steps=5)
+            assert not sch.kernel
+        else:
+            sch = Scheduler(m, start=False, steps=5)
+            if not sch.kernel:
+                pytest.skip("the C++ kernels are not built here")
+        streams = [stream("the cat", 33, 1), stream("a dog", 20, 2, top_p=0.8), stream("", 25, 3, strategy="argmax"),
+                   stream("met", 30, 4, top_k=4, temperature=1.4)]
+        run(sch, {0: [lambda s=s, q=sch: q.add(s) for s in streams[:2]],
+                  2: [lambda s=s, q=sch: q.add(s) for s in streams[2:]]})
+        texts[where] = [s.tokens for s in streams]
+    differ = sum(a != b for a, b in zip(texts["kernel"], texts["python"]))
+    assert differ <= 1, texts  # at most a draw within rounding of a boundary
 
 
 def test_a_scheduler_thread_serves_streams_added_from_other_threads():
@@ -225,7 +334,7 @@ def test_a_failing_model_ends_every_stream_with_a_message():
     def broken(*a, **k):
         raise RuntimeError("out of memory\nmore")
 
-    sch._step = lambda rows: broken  # the batched step fails
+    sch._advance = broken  # the batched steps fail
     try:
         for k in range(2):
             sch.add(Failing(encode_prime(VOCAB, "the"), 5, seed=k))

@@ -207,16 +207,30 @@ class Decider:
     def __call__(self, x: Tensor, state: StackState, mode: str, u: Tensor | None = None, truth: Tensor | None = None,
                  temperature: float = 1.0) -> tuple[Tensor, StackState]:
         """See :func:`decide_in_kernel`."""
+        fed, state, _ = self._run(x, state, 1 if mode == "sample" else 0, float(temperature), u, truth, None, False)
+        return fed, state
+
+    @torch.no_grad()
+    def rows(self, x: Tensor, state: StackState, settings: Tensor, u: Tensor | None = None,
+             truth: Tensor | None = None) -> tuple[Tensor, StackState, Tensor]:
+        """As :meth:`__call__`, each row drawing its own way -- ``settings`` (B, 4) float64, per row ``[mode (0
+        argmax, 1 sample), temperature, top_k (0: all), top_p]``, top-k and top-p filtering as
+        :func:`rnnlab.decoding.distribution` does -- and also returning the logits (T - 1, B, V) every choice was made
+        from (``u`` (T - 1, B) float64, needed where a row samples)."""
+        return self._run(x, state, 0, 1.0, u, truth, settings, True)
+
+    def _run(self, x: Tensor, state: StackState, mode: int, temperature: float, u: Tensor | None,
+             truth: Tensor | None, settings: Tensor | None, keep: bool) -> tuple[Tensor, StackState, Tensor]:
         model = self.model
         flat = [t for layer in state for t in layer]
         if truth is not None:  # broadcast as the Python loop's torch.where does
             truth = truth.expand(x.shape[0], max(x.shape[1] - 1, 0))
-        fed, out = torch.ops.rnnlab.decide(x, flat, model.rnn.cells[0].kernel_code, self.table, self.w_ih, self.b_in,
-                                           self.w_hh, self.b_rec, model.decoder.weight.detach(),
-                                           model.decoder.bias.detach(), 1 if mode == "sample" else 0,
-                                           float(temperature), u, truth, self.dnn_ih, self.dnn_hh)
+        fed, out, logits = torch.ops.rnnlab.decide(
+            x, flat, model.rnn.cells[0].kernel_code, self.table, self.w_ih, self.b_in, self.w_hh, self.b_rec,
+            model.decoder.weight.detach(), model.decoder.bias.detach(), mode, temperature, u, truth, self.dnn_ih,
+            self.dnn_hh, settings, keep)
         n = len(state[0])
-        return fed, tuple(tuple(out[n * k:n * (k + 1)]) for k in range(len(model.rnn.cells)))
+        return fed, tuple(tuple(out[n * k:n * (k + 1)]) for k in range(len(model.rnn.cells))), logits
 
 
 @torch.no_grad()

@@ -543,22 +543,57 @@ void lstm_forward_rows(T* z, const T* c_prev, T* c, T* tc, T* h, int64_t H, int6
 
 // The next token of each row from its logits (B, V): the argmax (mode 0; ties: the lowest id), or the first k
 // whose cumulative probability softmax(z / temperature) (float64) exceeds u_b times the total (mode 1: an
-// inverse-CDF draw).
+// inverse-CDF draw). With settings (B, 4) float64, each row its own [mode, temperature, top_k, top_p] instead: a
+// draw then keeps, as rnnlab.decoding.distribution does, only the top_k largest logits (0 or >= V: all; ties by
+// index) and of those the smallest set of most probable tokens whose mass reaches top_p (< 1; the first always).
 template <typename T>
-void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, const double* u, int64_t* out,
-                 int64_t b0, int64_t b1) {
+void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, const double* settings,
+                 const double* u, int64_t* out, int64_t b0, int64_t b1) {
   std::vector<double> p(V);
+  std::vector<int64_t> order;
   for (int64_t b = b0; b < b1; ++b) {
     const T* z = logits + b * V;
+    int64_t row_mode = mode, top_k = 0;
+    double temp = temperature, top_p = 1.0;
+    if (settings != nullptr) {
+      const double* st = settings + b * 4;
+      row_mode = static_cast<int64_t>(st[0]);
+      temp = st[1];
+      top_k = static_cast<int64_t>(st[2]);
+      top_p = st[3];
+    }
     int64_t best = 0;  // the first maximum; a NaN counts as the maximum, as NumPy's and torch's argmax have it
     for (int64_t k = 1; k < V && !std::isnan(z[best]); ++k) best = (z[k] > z[best] || std::isnan(z[k])) ? k : best;
-    if (mode == 0) {
+    if (row_mode == 0) {
       out[b] = best;
       continue;
     }
     const double top = static_cast<double>(z[best]);
     double total = 0;
-    for (int64_t k = 0; k < V; ++k) total += (p[k] = std::exp((static_cast<double>(z[k]) - top) / temperature));
+    for (int64_t k = 0; k < V; ++k) total += (p[k] = std::exp((static_cast<double>(z[k]) - top) / temp));
+    const bool by_k = 0 < top_k && top_k < V, by_p = top_p < 1.0;
+    if ((by_k || by_p) && !std::isnan(total)) {
+      order.resize(V);
+      for (int64_t k = 0; k < V; ++k) order[k] = k;
+      // most probable first by the raw logits, ties by index (NumPy's stable argsort of -z)
+      std::stable_sort(order.begin(), order.end(), [z](int64_t a, int64_t c) { return z[a] > z[c]; });
+      if (by_k) {
+        for (int64_t r = top_k; r < V; ++r) p[order[r]] = 0;
+      }
+      if (by_p) {
+        double mass = 0;
+        for (int64_t r = 0; r < V; ++r) mass += p[order[r]];
+        const double reach = top_p * mass;
+        double before = 0;  // the mass of the more probable tokens
+        for (int64_t r = 0; r < V; ++r) {
+          const double q = p[order[r]];
+          if (r > 0 && !(before < reach)) p[order[r]] = 0;
+          before += q;
+        }
+      }
+      total = 0;
+      for (int64_t k = 0; k < V; ++k) total += p[k];
+    }
     const double target = u[b] * total;
     double cum = 0;
     int64_t pick = std::isnan(target) ? 0 : V - 1;  // NaN logits: token 0, as the Python loops' draw gives
@@ -579,16 +614,20 @@ void choose_rows(const T* logits, int64_t V, int64_t mode, double temperature, c
 // the later layers (entry 0 unused); w_hh (G*H, H) per layer; b_rec: the GRU's b_hh per layer (else empty);
 // dec_w (V, H), dec_b (V). u (T - 1, B) float64: the uniforms of mode 1, at the temperature given. dnn_ih, dnn_hh:
 // empty, or per layer oneDNN's packed W_ih / W_hh (float32) where that product should run on oneDNN (None where
-// not; dnn_ih[0] unused), else the product runs on the BLAS.
-// -> the inputs fed (B, T), and the state after reading fed[:, :T-1] (as state: the next run goes on from there).
-std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList state, int64_t cell, const Tensor& table, at::TensorList w_ih,
+// not; dnn_ih[0] unused), else the product runs on the BLAS. settings (B, 4) float64, optional: each row's own
+// [mode, temperature, top_k, top_p] (choose_rows), for a batch of streams that draw differently; mode and
+// temperature are then unused, and u is needed where any row samples. keep_logits: also return every step's logits.
+// -> the inputs fed (B, T), the state after reading fed[:, :T-1] (as state: the next run goes on from there), and
+// the logits (T - 1, B, V) each choice was made from (keep_logits; else an empty tensor).
+std::tuple<Tensor, std::vector<Tensor>, Tensor> decide(const Tensor& x, at::TensorList state, int64_t cell, const Tensor& table, at::TensorList w_ih,
               at::TensorList b_in, at::TensorList w_hh, at::TensorList b_rec, const Tensor& dec_w,
               const Tensor& dec_b, int64_t mode, double temperature, const std::optional<Tensor>& u_,
               const std::optional<Tensor>& truth_, const c10::List<std::optional<Tensor>>& dnn_ih,
-              const c10::List<std::optional<Tensor>>& dnn_hh) {
+              const c10::List<std::optional<Tensor>>& dnn_hh, const std::optional<Tensor>& settings_,
+              bool keep_logits) {
   check(table, "table");
   TORCH_CHECK(cell == kElman || cell == kGRU || cell == kLSTM, "rnnlab decide: unknown cell ", cell);
-  TORCH_CHECK(mode == 0 || (mode == 1 && u_.has_value()), "rnnlab decide: mode 0 (argmax) or 1 (sample, with u)");
+  TORCH_CHECK(mode == 0 || mode == 1, "rnnlab decide: mode 0 (argmax) or 1 (sample)");
   TORCH_CHECK(w_hh.size() > 0, "rnnlab decide: no layers");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kLong, "rnnlab decide: x must be (B, T) int64");
   const int64_t L = w_hh.size(), B = x.size(0), T = x.size(1), H = w_hh[0].size(1), V = dec_w.size(0);
@@ -600,7 +639,23 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
   }
   TORCH_CHECK(temperature > 0, "rnnlab decide: the temperature must be positive");
   const int64_t steps = std::max<int64_t>(T - 1, 0);
-  TORCH_CHECK(mode == 0 || (u_->scalar_type() == at::kDouble && u_->sizes() == at::IntArrayRef({steps, B})),
+  Tensor settings;
+  bool sampling = mode == 1;
+  if (settings_.has_value()) {
+    settings = settings_->contiguous();
+    TORCH_CHECK(settings.scalar_type() == at::kDouble && settings.sizes() == at::IntArrayRef({B, 4}),
+                "rnnlab decide: settings must be (B, 4) float64");
+    const double* st = settings.const_data_ptr<double>();
+    sampling = false;
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK((st[4 * b] == 0 || st[4 * b] == 1) && st[4 * b + 1] > 0 && st[4 * b + 2] >= 0 &&
+                      st[4 * b + 3] > 0 && st[4 * b + 3] <= 1,
+                  "rnnlab decide: each row's settings are [mode 0 or 1, temperature > 0, top_k >= 0, 0 < top_p <= 1]");
+      sampling |= st[4 * b] == 1;
+    }
+  }
+  TORCH_CHECK(!sampling || u_.has_value(), "rnnlab decide: sampling needs u");
+  TORCH_CHECK(!sampling || (u_->scalar_type() == at::kDouble && u_->sizes() == at::IntArrayRef({steps, B})),
               "rnnlab decide: u must be (T - 1, B) float64");
   TORCH_CHECK(!truth_.has_value() ||
                   (truth_->scalar_type() == at::kBool && truth_->sizes() == at::IntArrayRef({B, steps})),
@@ -620,7 +675,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
   const auto opt = table.options();
   Tensor fed = at::empty({B, T}, x.options().dtype(at::kLong));
   if (T > 0) fed.select(1, 0).copy_(x.select(1, 0));
-  const Tensor u = mode == 1 ? u_->contiguous() : Tensor();
+  const Tensor u = sampling ? u_->contiguous() : Tensor();
   const Tensor truth = truth_.has_value() ? truth_->contiguous() : Tensor();
   const Tensor xs = x.contiguous();
   std::vector<Tensor> h, c, h_next, c_next, w_ih_t, w_hh_t, b_gru;
@@ -644,6 +699,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
   Tensor rz = at::empty({B, 2 * H}, opt), an = at::empty({B, H}, opt), nb = at::empty({B, H}, opt);
   Tensor tcb = at::empty({B, H}, opt);  // the LSTM's tanh(c_t), unused here
   Tensor tok = at::empty({B}, x.options().dtype(at::kLong));
+  Tensor kept = keep_logits ? at::empty({steps, B, V}, opt) : at::empty({0}, opt);
   const Tensor dec_t = dec_w.t();
   const int64_t grain = grain_rows(H), choose_grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, V));
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "decide", [&] {
@@ -702,10 +758,13 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
       }
       logits.copy_(dec_b.expand({B, V}));
       addmm_split_(logits, h[L - 1], dec_t);  // (B, V)
+      if (keep_logits) kept.select(0, t - 1).copy_(logits);
       const scalar_t* lg = logits.const_data_ptr<scalar_t>();
-      const double* u_t = mode == 1 ? u.const_data_ptr<double>() + (t - 1) * B : nullptr;
+      const double* u_t = sampling ? u.const_data_ptr<double>() + (t - 1) * B : nullptr;
+      const double* st = settings.defined() ? settings.const_data_ptr<double>() : nullptr;
       int64_t* own = tok.data_ptr<int64_t>();
-      at::parallel_for(0, B, choose_grain, [&](int64_t b0, int64_t b1) { choose_rows<scalar_t>(lg, V, mode, temperature, u_t, own, b0, b1);
+      at::parallel_for(0, B, choose_grain, [&](int64_t b0, int64_t b1) {
+        choose_rows<scalar_t>(lg, V, mode, temperature, st, u_t, own, b0, b1);
       });
       const bool* tr = truth.defined() ? truth.const_data_ptr<bool>() : nullptr;
       const int64_t* xv = xs.const_data_ptr<int64_t>();
@@ -719,7 +778,7 @@ std::tuple<Tensor, std::vector<Tensor>> decide(const Tensor& x, at::TensorList s
     final_state.push_back(h[k]);
     if (cell == kLSTM) final_state.push_back(c[k]);
   }
-  return {fed, final_state};
+  return {fed, final_state, kept};
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -829,7 +888,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& dout_, co
 TORCH_LIBRARY(rnnlab, m) {
   m.def("decide(Tensor x, Tensor[] state, int cell, Tensor table, Tensor[] w_ih, Tensor[] b_in, Tensor[] w_hh,"
         " Tensor[] b_rec, Tensor dec_w, Tensor dec_b, int mode, float temperature, Tensor? u, Tensor? truth,"
-        " Tensor?[] dnn_ih, Tensor?[] dnn_hh) -> (Tensor, Tensor[])");
+        " Tensor?[] dnn_ih, Tensor?[] dnn_hh, Tensor? settings=None, bool keep_logits=False) -> (Tensor, Tensor[], Tensor)");
   m.def("lstm_forward(Tensor xp, Tensor h0, Tensor c0, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor dout, Tensor dcs, Tensor out, Tensor cs, Tensor gates, Tensor tcs, Tensor h0, Tensor c0,"
         " Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor)");
