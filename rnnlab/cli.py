@@ -661,6 +661,45 @@ def cmd_gradients(ns: argparse.Namespace) -> int:
     return 0
 
 
+CONNECTIVITY_EXAMPLES = """examples:
+  rnnlab connectivity runs/x --text "for i in range(10): print(i)" --plot connectivity.png
+  rnnlab connectivity runs/x --text-file snippet.py --top 5 --json-out connectivity.json
+"""
+
+
+def cmd_connectivity(ns: argparse.Namespace) -> int:
+    from rnnlab import jsonio as jio
+    from rnnlab.checkpoint import atomic_write
+    from rnnlab.data.corpus import read_text
+    from rnnlab.gradients import connectivity, plot_connectivity, strongest_inputs
+    from rnnlab.plots import check_writable
+
+    if (ns.text is None) == (ns.text_file is None):
+        raise ConfigError("give the text with --text TEXT or --text-file FILE (one of them)")
+    if ns.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {ns.top}")
+    if ns.plot:
+        check_writable(ns.plot)
+    text = ns.text if ns.text is not None else read_text(ns.text_file)
+    model, vocab, ckpt = _load_lm(ns)
+    ids = vocab.encode(text)
+    if len(ids) < 2:
+        raise ConfigError(f"the text holds {len(ids)} {vocab.level}(s); at least 2 are needed")
+    c = connectivity(model, ids)  # (N-1, N-1)
+    tokens = [vocab.symbols[int(i)] for i in ids]
+    for t, row in enumerate(strongest_inputs(c, ns.top)):
+        shares = ", ".join(f"{s} {tokens[s]!r} {share:.2f}" for s, share in row)
+        print(f"{t:>5} {tokens[t]!r:>8} -> {tokens[t + 1]!r:<8} strongest: {shares}")
+    if ns.plot:
+        plot_connectivity(c, tokens, ns.plot, title=f"connectivity: {ckpt.path.parent.name}")
+        print(f"plot written to {ns.plot}")
+    if ns.json_out:
+        out = {"tokens": tokens, "rows": [[float(v) for v in c[t, :t + 1]] for t in range(len(c))]}
+        atomic_write(ns.json_out, (jio.dumps(out) + "\n").encode("utf-8"))
+        print(f"connectivity written to {ns.json_out}")
+    return 0
+
+
 EXPOSURE_EXAMPLES = """examples:
   rnnlab exposure runs/x --plot exposure.png                  # 20 prefixes of 100, 200 sampled characters
   rnnlab exposure runs/x --prefixes 50 --length 400 --temperature 0.8 --json-out exposure.json
@@ -866,6 +905,20 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--plot", default=None, help="write the curves to this PNG (log scale)")
     gr.add_argument("--json-out", default=None, help="write the curves and spectra to this JSON file")
     gr.set_defaults(func=cmd_gradients)
+
+    co = sub.add_parser("connectivity", help="how strongly each prediction depends on each earlier character",
+                        formatter_class=fmt, epilog=CONNECTIVITY_EXAMPLES,
+                        description="For a text, the gradient magnitude of the log probability of each next "
+                                    "character with respect to every earlier input: per position, the earlier "
+                                    "characters the prediction depends on most.")
+    co.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
+    co.add_argument("--text", default=None, help="the text read")
+    co.add_argument("--text-file", default=None, help="read the text from this file")
+    co.add_argument("--top", type=int, default=3, help="earlier positions listed per prediction (default: 3)")
+    co.add_argument("--plot", default=None, help="write the matrix to this PNG (each row divided by its largest)")
+    co.add_argument("--json-out", default=None, help="write the matrix (its rows up to each position) to this JSON")
+    _add_device(co)
+    co.set_defaults(func=cmd_connectivity)
 
     ex = sub.add_parser("exposure", help="exposure bias: how far the model drifts on its own samples",
                         formatter_class=fmt, epilog=EXPOSURE_EXAMPLES,

@@ -454,6 +454,55 @@ def connectivity(model: RNNLanguageModel, tokens: Tensor | np.ndarray, blocks: i
         model.train(was_training)
 
 
+def strongest_inputs(c: np.ndarray, top: int = 3) -> list[list[tuple[int, float]]]:
+    r"""For each prediction t of a connectivity matrix C (N - 1, N - 1) (:func:`connectivity`), the ``top``
+    earlier positions s <= t it depends on most, with :math:`C_{t,s} / \max_s C_{t,s}` (1 for the strongest),
+    strongest first: ``[[(s, share), ...], ...]``."""
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ConfigError(f"a connectivity matrix is square (N - 1, N - 1), got shape {c.shape}")
+    out = []
+    for t in range(c.shape[0]):
+        row = c[t, :t + 1]  # (t + 1,)
+        peak = row.max()
+        order = np.argsort(-row, kind="stable")[:top]
+        out.append([(int(s), float(row[s] / peak) if peak > 0 else 0.0) for s in order])
+    return out
+
+
+def plot_connectivity(c: np.ndarray, tokens: Sequence[str], path: str | os.PathLike[str] | None,
+                      title: str | None = None) -> Figure:
+    r"""A heat map of a connectivity matrix C (N - 1, N - 1) (:func:`connectivity`): row t (the prediction
+    after position t) against column s (the input), each row divided by its largest value, the cells after
+    t left blank. ``tokens``: the N symbols of the text (the axes are labelled with them; every k-th of a
+    long text). The file is written atomically (``path`` None: no file); returns the matplotlib figure.
+    """
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or len(tokens) != c.shape[0] + 1:
+        raise ConfigError(f"expected C (N - 1, N - 1) and N tokens, got C {c.shape} and {len(tokens)} tokens")
+    m = c.shape[0]
+    peak = c.max(axis=1, keepdims=True)  # (M, 1)
+    shown = np.where(np.tril(np.ones((m, m), dtype=bool)), c / np.where(peak > 0, peak, 1.0), np.nan)  # (M, M)
+    size = min(12.0, 3.0 + 0.12 * m)
+    fig = Figure(figsize=(size + 1.2, size), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="|∂ log p(x_{t+1}) / ∂e_s| ÷ its largest at t")
+    every = max(1, -(-m // 60))
+    ticks = list(range(0, m, every))
+    label = [repr(tok)[1:-1] or " " for tok in tokens]
+    ax.set_xticks(ticks, [label[s] for s in ticks], fontsize=7, family="monospace")
+    ax.set_yticks(ticks, [f"{label[t]} → {label[t + 1]}" for t in ticks], fontsize=7, family="monospace")
+    ax.set_xlabel("input s (the character read)")
+    ax.set_ylabel("prediction t (read → next)")
+    ax.set_title(title or "connectivity: how much each prediction depends on each earlier input", fontsize=10)
+    fig.tight_layout()
+    from rnnlab.plots import save_figure
+
+    return save_figure(fig, path)
+
+
 def plot_gradient_norms(report: dict[str, Any], path: str | os.PathLike[str] | None,
                         title: str | None = None) -> Figure:
     r"""A PNG of every curve of ``report`` (from :func:`gradient_report`) against t, log scale.

@@ -15,6 +15,8 @@ from rnnlab.config import ModelConfig
 from rnnlab.errors import ConfigError
 from rnnlab.gradients import (
     connectivity,
+    plot_connectivity,
+    strongest_inputs,
     gradient_norms_per_step,
     gradient_report,
     plot_gradient_norms,
@@ -325,3 +327,18 @@ def test_connectivity_refuses_what_is_not_a_text(tokens, match):
         connectivity(model, tokens)
     with pytest.raises(ConfigError, match="blocks must be an integer >= 1"):
         connectivity(model, torch.tensor([0, 1, 2]), blocks=0)
+
+
+def test_strongest_inputs_and_the_connectivity_plot(tmp_path):
+    c = np.array([[2.0, 0.0, 0.0], [1.0, 4.0, 0.0], [3.0, 0.0, 6.0]])
+    assert strongest_inputs(c, top=2) == [[(0, 1.0)], [(1, 1.0), (0, 0.25)], [(2, 1.0), (0, 0.5)]]
+    assert strongest_inputs(np.zeros((1, 1))) == [[(0, 0.0)]]
+    fig = plot_connectivity(c, list("ab\nc"), tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    shown = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.ma.filled(shown, np.nan), [[1, np.nan, np.nan], [0.25, 1, np.nan], [0.5, 0, 1]])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a → b", "b → \\n", "\\n → c"]
+    with pytest.raises(ConfigError, match="N tokens"):
+        plot_connectivity(c, list("ab"), None)
+    with pytest.raises(ConfigError, match="square"):
+        strongest_inputs(np.zeros((2, 3)))

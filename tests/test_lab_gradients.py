@@ -92,6 +92,23 @@ def test_connectivity_is_the_librarys_and_zero_after_the_position(client, lab_ca
     assert got["max"] == pytest.approx(want.max())
 
 
+def test_connectivity_is_what_rnnlab_connectivity_writes(client, lab_cache, tmp_path, capsys):
+    got = client.post("/api/lab/gradients/connectivity", json={"model": "gru", "text": TEXT}).json()
+    out = tmp_path / "c.json"
+    assert main(["connectivity", str(lab_cache / "gru"), "--text", TEXT, "--json-out", str(out), "--plot",
+                 str(tmp_path / "c.png")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    cli = json.loads(out.read_text())
+    assert cli["tokens"] == got["tokens"]
+    for row, want in zip(got["rows"], cli["rows"], strict=True):
+        np.testing.assert_allclose(row, want, rtol=1e-4)
+    last = np.array(cli["rows"][-1])  # the last line names the characters the last prediction depends on most
+    assert printed[len(TEXT) - 2].split("strongest: ")[1].startswith(f"{int(last.argmax())} ")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["connectivity", str(lab_cache / "gru")]) == 2
+    assert "--text TEXT or --text-file FILE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("path", "body", "status", "says"), [
     ("curves", {"gain": 0.0}, 422, "gain"),
     ("curves", {"gain": 21.0}, 422, "gain"),
