@@ -287,5 +287,12 @@ def test_the_page_draws_the_apis_distribution_continuations_and_tree(lab_cache):
             if shots:
                 Path(shots).mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(Path(shots) / "sampling.png"), full_page=True)
+            # a prime of 300 spaces wraps inside its card: nothing overflows to the right
+            sec.get_by_label("Prime").fill(" " * 300 + "def")
+            page.wait_for_function("() => { const p = document.querySelector('#panel-sampling .smp-prime');"
+                                   " return p && p.textContent.length === 303 && document.querySelector("
+                                   "'#panel-sampling .smp-continuations').dataset.ready === 'true'; }", timeout=15000)
+            widths = sec.locator(".smp-card .lab-text").evaluate_all("ts => ts.map(t => [t.scrollWidth, t.clientWidth])")
+            assert len(widths) == 5 and all(scroll <= client + 1 for scroll, client in widths), widths
         finally:
             browser.close()
