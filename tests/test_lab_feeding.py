@@ -123,6 +123,11 @@ def test_the_exposure_report_is_the_librarys_and_the_command_lines_and_is_cached
     assert len(list((client.cache / "exposure").glob("*.json"))) == 1
     other = client.post("/api/lab/feeding/exposure", json={"model": "scheduled", **EXPOSURE, "seed": 3}).json()
     assert other["cached"] is False and other["config"]["seed"] == 3
+    for f in (client.cache / "exposure").glob("*.json"):  # a damaged report is measured again, not a 500
+        f.write_text('{"config": "damaged"}', encoding="utf-8")
+    remeasured = client.post("/api/lab/feeding/exposure", json={"model": "scheduled", **EXPOSURE})
+    assert remeasured.status_code == 200 and remeasured.json()["cached"] is False
+    assert remeasured.json()["divergence"] == got["divergence"]
 
 
 def test_a_sample_is_the_text_rnnlab_sample_prints(client, lab_cache, capsys):

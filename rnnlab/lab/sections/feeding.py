@@ -160,9 +160,9 @@ def exposure(lab: Lab, req: ExposureRequest) -> dict[str, Any]:
     with _EXPOSURE_LOCKS.get(key, threading.Lock):
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(report, dict) and report.get("config", {}).get("prefixes") == req.prefixes:
+            if report["config"]["prefixes"] == req.prefixes and isinstance(report["divergence"], list):
                 return {"model": req.model, "cached": True, **report}
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError):  # none kept yet, or a damaged file: measured again
             pass
         corpus = _corpus(entry)
         ref_order = 5  # rnnlab exposure's default

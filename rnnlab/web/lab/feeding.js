@@ -192,6 +192,7 @@
       const token = ++measuring;
       const settings = { ...EXPOSURE, prefixes: Number(expoPrefixes.value), length: Number(expoLength.value) };
       if (fresh) reports = {};
+      const failed = [];
       for (const n of chosen) {
         if (token !== measuring) return;
         if (reports[n]) continue;
@@ -203,9 +204,9 @@
           reports[n] = r;
           expo.dataset.settings = JSON.stringify(settings);
           drawExposure();
-        } catch (e) { expoStatus.textContent = `${n}: ${e.message}`; return; }
+        } catch (e) { failed.push(`${n}: ${e.message}`); }
       }
-      if (token === measuring) expoStatus.textContent = "";
+      if (token === measuring) expoStatus.textContent = failed.join("; ");
     }
 
     async function sample() {
