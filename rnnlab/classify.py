@@ -165,7 +165,8 @@ class ClassifierJob:
         self.weights = None if w is None else torch.tensor(w, dtype=torch.float32, device=device)
         counts = np.bincount(y[self.train_idx], minlength=len(classes)).astype(np.float64)
         self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())  # (C,): log pi of the training split
-        self.shift: np.ndarray | None = None  # the last evaluation's -tau log pi (adjust="auto")
+        self._seen = (0, -1)  # (epoch, batch index) of the last training batch
+        self.shift: np.ndarray | None = None  # the last evaluation's -tau log pi (adjust "fixed" or "auto")
         self._batches: list[np.ndarray] = []
         self._order_epoch = -1
         self._acc = math.nan
@@ -195,6 +196,7 @@ class ClassifierJob:
         if self._order_epoch != epoch:  # resumed in the middle of an epoch
             self.start_epoch(epoch)
         idx = self._batches[index]
+        self._seen = (epoch, index)  # where training is: select="last" ranks checkpoints by it
         x, lengths = pad_batch([self.seqs[i] for i in idx])
         y = torch.from_numpy(self.y[idx]).to(self.device)  # (b,)
         logits = self.model(torch.from_numpy(x).to(self.device), torch.from_numpy(lengths).to(self.device))  # (b, C)
@@ -209,24 +211,29 @@ class ClassifierJob:
         return {"loss": loss, "acc": self._acc}
 
     def evaluate(self) -> dict[str, float]:
-        """The validation split's metrics; with ``adjust="auto"``, at the tau of :data:`TAUS` that maximises
-        accuracy + balanced accuracy there (reported as ``tau``, and kept for the checkpoint)."""
+        """The validation split's metrics at the logit adjustment's tau (reported as ``tau``, and kept for the
+        checkpoint): ``adjust="fixed"`` the configured one, ``"auto"`` the one of :data:`TAUS` that maximises
+        accuracy + balanced accuracy there, ``"none"`` none."""
         self.model.logit_shift = None  # the plain softmax while it trains
         probs = predict_proba(self.model, [self.seqs[i] for i in self.val_idx], self.cfg.train.eval_batch_size * 8)
         y = self.y[self.val_idx]
+        adjust = self.cfg.classifier.adjust
+        taus = TAUS if adjust == "auto" else (self.cfg.classifier.tau,) if adjust == "fixed" else (0.0,)
         best: tuple[float, float, dict[str, Any]] | None = None
-        for tau in TAUS if self.cfg.classifier.adjust == "auto" else (0.0,):
+        for tau in taus:
             s = _scores(shifted(probs, -tau * self.log_prior if tau else None), y, self.classes)
             if best is None or s["acc"] + s["balanced_acc"] > best[0] + 1e-12:
                 best = (s["acc"] + s["balanced_acc"], tau, s)
         assert best is not None
         _, tau, s = best
-        self.shift = -tau * self.log_prior if self.cfg.classifier.adjust == "auto" else None
+        self.shift = -tau * self.log_prior if adjust != "none" else None
         m = {k: s[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
-        if self.cfg.classifier.adjust == "auto":
+        if adjust != "none":
             m["tau"] = float(tau)
         select = self.cfg.classifier.select
-        if select == "loss":
+        if select == "last":  # every evaluation improves on the one before: best is the latest weights
+            m["criterion"] = -(self._seen[0] * 1e9 + self._seen[1] + 1.0)
+        elif select == "loss":
             m["criterion"] = m["loss"]
         elif select == "acc+balanced_acc":
             m["criterion"] = 2.0 - m["acc"] - m["balanced_acc"]

@@ -401,12 +401,16 @@ class ClassifierConfig:
     balance: Literal["none", "weights", "sqrt-weights", "sampling"] = _f(
         "sqrt-weights", "class imbalance: none, weights (loss weight N/(C n_c)), sqrt-weights (1/sqrt(n_c)) "
                         "or sampling (draw every class equally often)")
-    select: Literal["loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc"] = _f(
-        "acc+balanced_acc", "the validation metric that chooses the best checkpoint (acc+balanced_acc: their sum)")
-    adjust: Literal["auto", "none"] = _f(
-        "auto", "logit adjustment (Menon et al. 2021): predict argmax_c log p_c - tau log pi_c, pi the training "
-                "class frequencies, tau in 0, 0.125, ..., 1 chosen at each evaluation to maximise validation "
-                "accuracy + balanced accuracy and kept in the checkpoint; none: the plain argmax")
+    select: Literal["last", "loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc"] = _f(
+        "last", "what chooses the best checkpoint: last (the latest weights: the cosine schedule has annealed them "
+                "by the end; a small validation split is too noisy to choose among checkpoints), or a validation "
+                "metric (acc+balanced_acc: their sum)")
+    adjust: Literal["fixed", "auto", "none"] = _f(
+        "fixed", "logit adjustment (Menon et al. 2021): predict argmax_c log p_c - tau log pi_c, pi the training "
+                 "class frequencies; fixed: tau = --tau; auto: tau in 0, 0.125, ..., 1 chosen at each evaluation "
+                 "to maximise validation accuracy + balanced accuracy; kept in the checkpoint; none: the plain argmax")
+    tau: float = _f(0.5, "--adjust fixed: the logit adjustment's tau, in [0, 1] (0: the plain argmax, best for "
+                         "accuracy; 1: every class a priori equal, best for balanced accuracy)")
 
     def problems(self) -> list[str]:
         p = []
@@ -414,12 +418,14 @@ class ClassifierConfig:
             p.append(f"balance must be none, weights, sqrt-weights or sampling, got {self.balance!r}")
         if self.select not in SELECTS:
             p.append(f"select must be {', '.join(SELECTS[:-1])} or {SELECTS[-1]}, got {self.select!r}")
-        if self.adjust not in ("auto", "none"):
-            p.append(f"adjust must be auto or none, got {self.adjust!r}")
+        if self.adjust not in ("fixed", "auto", "none"):
+            p.append(f"adjust must be fixed, auto or none, got {self.adjust!r}")
+        if not 0.0 <= self.tau <= 1.0:
+            p.append(f"tau must be in [0, 1], got {self.tau!r}")
         return p
 
 
-SELECTS = ("loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc")
+SELECTS = ("last", "loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc")
 
 
 def _classify_model() -> ModelConfig:

@@ -12,7 +12,7 @@ from rnnlab.classify import evaluate_classifier, pad_batch, predict, predict_pro
 from rnnlab.cli import main
 from rnnlab.config import ClassifyRunConfig, ModelConfig
 from rnnlab.data.sequences import class_weights, read_labelled, sampling_probabilities, split_examples
-from rnnlab.errors import DataError
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.metrics import classification_metrics
 from rnnlab.nn.classifier import RNNClassifier, reverse_padded
 
@@ -266,6 +266,7 @@ def test_logit_adjustment_takes_the_best_tau_on_validation_and_the_checkpoint_ke
     data = _imbalanced_names(tmp_path)
     cfg = _cfg(tmp_path, data, max_steps=20, eval_interval=20)
     cfg.model.hidden_size, cfg.optim.lr = 8, 0.005
+    cfg.classifier.adjust = "auto"
     s = train_classifier(cfg, progress=False)
     assert s["val_tau"] in TAUS
     # the oracle: every tau on the same validation probabilities, by brute force
@@ -294,6 +295,49 @@ def test_logit_adjustment_takes_the_best_tau_on_validation_and_the_checkpoint_ke
     cfg.classifier.adjust, cfg.train.out = "none", str(tmp_path / "plain")
     plain = train_classifier(cfg, progress=False)
     assert "val_tau" not in plain and load_classifier(cfg.train.out)[0].logit_shift is None
+
+
+def test_the_default_logit_adjustment_is_a_fixed_tau_kept_in_the_checkpoint(tmp_path):
+    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.classify import _prepare, encode_inputs, load_classifier, shifted
+
+    data = _imbalanced_names(tmp_path)
+    cfg = _cfg(tmp_path, data, max_steps=20, eval_interval=20)
+    cfg.model.hidden_size, cfg.optim.lr = 8, 0.005
+    assert (cfg.classifier.adjust, cfg.classifier.tau, cfg.classifier.select) == ("fixed", 0.5, "last")
+    cfg.classifier.tau = 0.75
+    s = train_classifier(cfg, progress=False)
+    assert s["val_tau"] == 0.75
+    ckpt = load_checkpoint(cfg.train.out)
+    labelled, _, y_all, parts, _ = _prepare(ckpt.config, ckpt.vocab, ckpt.labels)
+    y_train = y_all[parts["train"]]
+    log_prior = np.log(np.bincount(y_train, minlength=len(ckpt.labels)) / len(y_train))
+    model, _ = load_classifier(cfg.train.out)
+    assert np.allclose(model.logit_shift, -0.75 * log_prior, atol=1e-12)
+    val_seqs = encode_inputs([labelled.inputs[i] for i in parts["val"]], ckpt.vocab)
+    raw = predict_proba(ckpt.build_model().eval(), val_seqs)
+    assert np.allclose(predict_proba(model, val_seqs), shifted(raw, -0.75 * log_prior), atol=1e-12)
+
+
+def test_select_last_keeps_the_latest_weights_as_best(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = _cfg(tmp_path, _imbalanced_names(tmp_path), max_steps=60, eval_interval=10)
+    cfg.model.hidden_size, cfg.optim.lr, cfg.classifier.select = 8, 0.05, "last"
+    train_classifier(cfg, progress=False)
+    out = tmp_path / "run" if not cfg.train.out else type(tmp_path)(cfg.train.out)
+    best, last = (load_file(str(out / f"{k}.safetensors")) for k in ("best", "last"))
+    assert best.keys() == last.keys() and all(torch.equal(best[k], last[k]) for k in best)
+    vals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    assert len(vals) >= 6 and all(v["best"] for v in vals)  # every evaluation replaced best
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.5])
+def test_a_tau_outside_zero_one_is_refused(tmp_path, tau):
+    cfg = _cfg(tmp_path, _imbalanced_names(tmp_path), max_steps=1)
+    cfg.classifier.tau = tau
+    with pytest.raises(ConfigError, match="tau must be in"):
+        train_classifier(cfg, progress=False)
 
 
 def test_a_malformed_logit_adjustment_is_refused(tmp_path):
