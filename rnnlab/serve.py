@@ -27,8 +27,11 @@ answers instead.
 A model is named by its index in the startup list or by its name (the run folder's or
 file's name); nothing a client sends is ever used as a path. Generation runs in one
 :class:`~rnnlab.scheduler.Scheduler` per model, on its own thread: every active stream
-advances by one batched step per token, each drawing from its own seeded generator, so a
-seed gives the text ``rnnlab sample`` gives with it, whatever else is being served. The
+advances in the same batched steps, a few a round (as many as fit in about 20 ms: one for a
+large batch, dozens for a lone stream, whose lines then go out together), each drawing from
+its own seeded generator, so a seed gives the text ``rnnlab sample`` gives with it, whatever
+else is being served. A new stream's prime is read between rounds, and it draws its first
+token in the round after it arrives. The
 other model work (scoring, stepping the cells) runs in a thread pool of ``workers``
 threads, so the event loop keeps serving every other client.
 
@@ -40,7 +43,7 @@ HTTPS. On loopback the Host header is checked instead (DNS rebinding). Each clie
 streams at most ``max_streams`` generations at once, the server :data:`MAX_ACTIVE_STREAMS`;
 one more is a 429, never a queue. So memory is bounded: a stream buffers at most its whole
 answer (``length`` + 2 lines, each under 1 KB at ``top`` 20: under 2 MB), its state and a
-row of logits; the scheduler adds three packed copies of each model's weights.
+round's rows of logits; the scheduler adds three prepared copies of each model's weights.
 
 Checkpoint kinds are registered in :data:`rnnlab.checkpoint.KINDS`; each says the role the
 server gives it (``serve_as``), and :data:`LOADERS` maps a role to a loader returning a
@@ -108,7 +111,8 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # outside this the softmax under
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # a request body; the largest valid one (10,000 escaped characters) is ~120 KB
 DEFAULT_WORKERS = 4  # model computations at once; more requests wait their turn in the pool
-FLUSH_SECONDS = 0.01  # a generation's lines wait this long after a write, so that each write carries several
+FLUSH_SECONDS = 0.1  # after a write, a generation's lines gather this long: at most 10 writes a second a stream
+# (the first token's line goes out at once), so 50 streams cost the event loop and each client few writes
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_MAX_STREAMS = 8  # generations one client (its address) streams at once; one more is a 429
 MAX_ACTIVE_STREAMS = 256  # generations the whole server streams at once; one more is a 429
@@ -704,7 +708,8 @@ class _Generation(Stream):
         self._lock = threading.Lock()
         self._buf: list[bytes] = []
         self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the event loop waits for a line
+        self._pause: asyncio.Future[None] | None = None  # the event loop lets lines gather
 
     # the scheduler's thread
     def deliver_many(self, tokens: np.ndarray, probs: np.ndarray) -> None:
@@ -738,6 +743,8 @@ class _Generation(Stream):
             self._buf.append(data)
             self._ended |= end
             waiter, self._waiter = self._waiter, None
+            if end and waiter is None:  # the last line ends a pause at once
+                waiter, self._pause = self._pause, None
         if waiter is not None:
             self.loop.call_soon_threadsafe(_wake, waiter)
 
@@ -757,8 +764,13 @@ class _Generation(Stream):
                 return
             if waiter is not None:
                 await waiter
-            else:  # let a few steps' lines gather: one write for several tokens instead of one each
-                await asyncio.sleep(FLUSH_SECONDS)
+            else:  # let a few rounds' lines gather: one write for several (the end line cuts it short)
+                with self._lock:
+                    pause = self._pause = None if self._ended else self.loop.create_future()
+                if pause is not None:
+                    await asyncio.wait({pause}, timeout=FLUSH_SECONDS)
+                    with self._lock:
+                        self._pause = None
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -159,6 +159,31 @@ def test_streamed_generation_equals_rnnlab_sampling(api, runs, settings):
         assert all(e["text"] == e["top"][0]["text"] for e in tokens)
 
 
+def test_a_rounds_tokens_are_one_write_of_one_line_each(runs):
+    """The scheduler hands a stream a round's tokens at once: their lines, numbered on from the tokens before, go
+    into the buffer as one write (one wake-up of the event loop, one chunk on the wire)."""
+    from rnnlab.serve import Registry, _Generation
+
+    entry = Registry.load([str(runs["lstm"])]).language_model("lstm")
+    v = len(entry.vocab)
+    loop = asyncio.new_event_loop()
+    try:
+        gen = _Generation(entry, SampleConfig(prime="the", length=9, seed=1), 3, loop)
+        probs = np.random.default_rng(0).dirichlet(np.ones(v), size=(2, 4))  # (rounds, n, V)
+        tokens = np.array([[1, 2, 3, 4], [5, 6, 7, 8]]) % v
+        for k in range(2):
+            gen.deliver_many(tokens[k], probs[k])
+            assert len(gen._buf) == k + 1 and gen.done == 4 * (k + 1)
+    finally:
+        loop.close()
+    got = [json.loads(x) for chunk in gen._buf for x in chunk.decode().splitlines()]
+    assert [e["i"] for e in got] == list(range(8)) and [e["id"] for e in got] == tokens.ravel().tolist()
+    for e, p in zip(got, probs.reshape(8, v)):
+        assert e["p"] == p[e["id"]] and e["text"] == entry.vocab.symbols[e["id"]]
+        assert [c["text"] for c in e["top"]] == [entry.vocab.symbols[i] for i in np.argsort(-p, kind="stable")[:3]]
+        assert [c["p"] for c in e["top"]] == sorted(p, reverse=True)[:3]
+
+
 def test_an_unseeded_sample_reports_its_seed_and_repeats_with_it(api):
     a = lines(api.post("/api/generate", json={"prime": "the", "length": 40}))
     b = lines(api.post("/api/generate", json={"prime": "the", "length": 40, "seed": a[0]["seed"]}))
