@@ -130,7 +130,7 @@ class LabServer:
 
         import httpx
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a bound on a hang: a loaded machine takes a while to import torch
         while True:
             try:
                 if httpx.get(f"{self.url}/api/lab/sections", timeout=1).status_code in (200, 401):

@@ -438,3 +438,32 @@ def test_the_page_moves_through_the_tabs_by_keyboard_and_starts_and_stops_a_run(
         finally:
             browser.close()
     assert not [p for p in problems if "lab.js" in p or "train.js" in p], problems
+
+
+def test_the_page_shows_a_missing_models_training_progress(lab_cache, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/install-browser (Debian's chromium)")
+    import httpx
+    from conftest import LabServer
+
+    cache = tmp_path / "cache"
+    shutil.copytree(lab_cache, cache, ignore=shutil.ignore_patterns("gru"))
+    with LabServer(cache, "--runs-dir", str(tmp_path / "runs"), log=tmp_path / "server.log") as server, \
+            sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/lab#ngrams")
+            page.wait_for_selector("#lab-tabs [role=tab]")
+            # (not awaited: the promise resolves only once gru is trained)
+            page.evaluate("() => { Lab.whenReady(document.getElementById('panel-ngrams'), 'gru'); }")
+            box = page.wait_for_selector(".lab-progress[data-model=gru]")
+            assert "training its model “gru”" in box.inner_text()
+            assert box.query_selector("progress[aria-label='training gru']") is not None
+            page.wait_for_selector("#lab-jobs:has-text('gru')", timeout=20_000)  # the footer: what trains now
+            jobs = httpx.get(f"{server.url}/api/lab/jobs").json()["jobs"]
+            assert [j["name"] for j in jobs] == ["gru"] and jobs[0]["source"] == "lab"  # the only model missing
+        finally:
+            browser.close()
+    assert not list(cache.glob("gru")) and not lab_models.is_ready(cache, "gru")  # stopped with the server: no half model

@@ -110,7 +110,8 @@
   }
 
   /** Resolves once the lab model `name` is ready (asking the server to train it if it must), showing its
-   *  training progress inside `el` meanwhile (and removing it after). Rejects when the training failed. */
+   *  training progress inside `el` meanwhile (and removing it after). A failed training is shown with its
+   *  reason and a button to train it again. Rejects when the server cannot be reached. */
   async function whenReady(el, name) {
     let info = await api(`/api/lab/models/${encodeURIComponent(name)}/prepare`, {});
     if (info.ready) return info;
@@ -122,7 +123,15 @@
       for (;;) {
         const p = info.progress || {};
         bar.value = p.fraction || 0;
-        if (p.state === "failed") throw Object.assign(new Error(`training ${name} failed: ${p.error || "see the server's log"}`), { status: 500 });
+        if (p.state === "failed") {  // say why, and let the reader try again
+          line.textContent = `training ${name} failed: ${p.error || "see the server's log"}`;
+          line.className = "lab-error";
+          await new Promise((r) => box.append(h("button", { type: "button", class: "secondary", onclick: (ev) => { ev.target.remove(); r(); } }, "Train it again")));
+          line.className = "lab-status";
+          info = await api(`/api/lab/models/${encodeURIComponent(name)}/prepare`, {});
+          if (info.ready) return info;
+          continue;
+        }
         line.textContent = p.state === "training"
           ? `${Math.round(100 * (p.fraction || 0))}% of ${p.budget_s || "?"} s of CPU time` + (p.loss != null ? `, training loss ${p.loss.toFixed(3)} nats` : "")
           : "queued behind another model";
