@@ -12,6 +12,7 @@ A variant changes one thing and is a row of its own:
 * ``elman+orthogonal``, ``elman+identity``: the recurrent initialisations;
 * ``elman+norm-reg``: the norm-preserving regulariser of Pascanu et al. (2013);
 * ``irnn``: ReLU units, identity recurrent weights, zero biases and a learning rate of 1e-4 (Le et al. 2015);
+  ``irnn-noclip`` the same without clipping;
 * ``lstm``, ``gru``, and ``lstm+chrono``, ``gru+chrono`` (chrono gate biases, Tallec & Ollivier 2018).
 
 A cell of the table is the time to success (and the steps), or the best validation metric and ✗.
@@ -58,6 +59,7 @@ VARIANTS: dict[str, list[str]] = {
     "elman+identity": ["--cell", "elman", "--recurrent-init", "identity"],
     "elman+norm-reg": ["--cell", "elman", "--norm-reg", "NORM_REG"],
     "irnn": ["--cell", "elman-relu", "--recurrent-init", "identity", "--lr", "1e-4"],
+    "irnn-noclip": ["--cell", "elman-relu", "--recurrent-init", "identity", "--lr", "1e-4", "--clip-norm", "0"],
     "lstm": ["--cell", "lstm"],
     "lstm+chrono": ["--cell", "lstm", "--gate-init", "chrono"],
     "gru": ["--cell", "gru"],
