@@ -226,7 +226,74 @@
     setTimeout(pollJobs, 3000);
   }
 
-  window.Lab = { register, api, whenReady, h, svg, colorScale, legend, visible, models, showError, show,
+  function tickFmt(v) {
+    const a = Math.abs(v);
+    return a !== 0 && (a < 1e-2 || a >= 1e4) ? v.toExponential(0) : String(Number(v.toPrecision(3)));
+  }
+
+  function niceTicks(lo, hi, n) {
+    const span = hi - lo || Math.abs(hi) || 1;
+    const raw = span / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => span / s <= n) || 10 * mag;
+    const out = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+    return out;
+  }
+
+  /** A line chart as an SVG element. series: [{points: [[x, y], ...], color, dash, width, dot, attrs}] (each
+   *  becomes one <path> carrying attrs); log: a log10 y axis (points with y <= 0 or not finite are left out).
+   *  The sections' shared line chart (loss curves, schedules, gradient norms). */
+  function lineChart({ series, xLabel, yLabel, log, yMin, yMax, width, height, label }) {
+    const W = width || 560, H = height || 260, m = { l: 58, r: 12, t: 10, b: 38 };
+    const ok = (p) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && (!log || p[1] > 0);
+    const all = series.flatMap((s) => s.points.filter(ok));
+    const chart = svg("svg", { class: "lab-chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label || yLabel,
+                               style: `width: 100%; max-width: ${W + 60}px; height: auto; display: block` });
+    if (!all.length) {
+      chart.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "nothing to draw yet"));
+      return chart;
+    }
+    const ty = (v) => (log ? Math.log10(v) : v);
+    let x0 = Math.min(...all.map((p) => p[0])), x1 = Math.max(...all.map((p) => p[0]));
+    let y0 = yMin !== undefined ? ty(yMin) : Math.min(...all.map((p) => ty(p[1])));
+    let y1 = yMax !== undefined ? ty(yMax) : Math.max(...all.map((p) => ty(p[1])));
+    if (x1 === x0) { x0 -= 1; x1 += 1; }
+    if (y1 === y0) { y0 -= log ? 1 : Math.abs(y0) * 0.1 || 1; y1 += log ? 1 : Math.abs(y1) * 0.1 || 1; }
+    if (!log && yMin === undefined) { const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad; }
+    const X = (x) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
+    const Y = (v) => H - m.b - ((ty(v) - y0) / (y1 - y0)) * (H - m.t - m.b);
+    const Yl = (l) => H - m.b - ((l - y0) / (y1 - y0)) * (H - m.t - m.b);
+    // axes, grid and ticks
+    let yt;
+    if (log) {
+      const lo = Math.ceil(y0), hi = Math.floor(y1), every = Math.max(1, Math.ceil((hi - lo + 1) / 7));
+      yt = [];
+      for (let k = lo; k <= hi; k += every) yt.push(k);
+      if (!yt.length) yt = [y0, y1];
+    } else yt = niceTicks(y0, y1, 5);
+    for (const k of yt) {
+      const yy = Yl(k);
+      chart.append(svg("line", { stroke: "#ececf0", x1: m.l, x2: W - m.r, y1: yy, y2: yy }),
+        svg("text", { x: m.l - 5, y: yy + 4, "text-anchor": "end" }, log ? (Number.isInteger(k) ? `1e${k}` : tickFmt(Math.pow(10, k))) : tickFmt(k)));
+    }
+    for (const v of niceTicks(x0, x1, 6)) {
+      chart.append(svg("text", { x: X(v), y: H - m.b + 14, "text-anchor": "middle" }, tickFmt(v)));
+    }
+    chart.append(svg("path", { class: "axis", d: `M${m.l} ${m.t} L${m.l} ${H - m.b} L${W - m.r} ${H - m.b}` }),
+      svg("text", { x: (m.l + W - m.r) / 2, y: H - 4, "text-anchor": "middle" }, xLabel),
+      svg("text", { x: 12, y: (m.t + H - m.b) / 2, transform: `rotate(-90 12 ${(m.t + H - m.b) / 2})`, "text-anchor": "middle" }, yLabel));
+    for (const s of series) {
+      const pts = s.points.filter(ok);
+      if (!pts.length) continue;
+      const d = pts.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(2)} ${Y(p[1]).toFixed(2)}`).join(" ");
+      chart.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2,
+                                 "stroke-dasharray": s.dash ? "5 4" : null, opacity: s.opacity || null, ...(s.attrs || {}) }));
+      if (s.dot) for (const p of pts) chart.append(svg("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: s.color }));
+    }
+    return chart;
+  }
+
+  window.Lab = { register, api, whenReady, h, svg, colorScale, legend, lineChart, visible, models, showError, show,
                  sections: SECTIONS.map(([id]) => id), token: TOKEN };
   document.addEventListener("DOMContentLoaded", start);
 })();
