@@ -232,7 +232,7 @@ class ClassifierJob:
             m["tau"] = float(tau)
         select = self.cfg.classifier.select
         if select == "last":  # every evaluation improves on the one before: best is the latest weights
-            m["criterion"] = -(self._seen[0] * 1e9 + self._seen[1] + 1.0)
+            m["criterion"] = -(self._seen[0] + (self._seen[1] + 1) / max(len(self._batches), 1))  # -epochs trained
         elif select == "loss":
             m["criterion"] = m["loss"]
         elif select == "acc+balanced_acc":
