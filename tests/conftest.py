@@ -32,6 +32,24 @@ def _allocator_flag_per_test(monkeypatch):
 
 
 @pytest.fixture
+def slow_streams(monkeypatch):
+    """The server's scheduler taking one step a round and pausing 2 ms before each: a stream of n tokens
+    then lasts at least 2n ms however fast the model is, so a test can act while streams are open."""
+    import time
+
+    from rnnlab.scheduler import Scheduler
+
+    real = Scheduler.round
+
+    def round_(self):
+        time.sleep(0.002)
+        return real(self)
+
+    monkeypatch.setattr(Scheduler, "_round_steps", lambda self, rows, need: 1)
+    monkeypatch.setattr(Scheduler, "round", round_)
+
+
+@pytest.fixture
 def corpus_file(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"
     p.write_text(TEXT, encoding="utf-8")

@@ -400,7 +400,7 @@ def test_no_page_references_an_outside_host(api):
     assert api.get("/redoc").status_code == 404  # ReDoc would load from a CDN: not served
 
 
-def test_model_work_does_not_block_other_clients(api):
+def test_model_work_does_not_block_other_clients(api, slow_streams):
     async def scenario():
         t0 = time.perf_counter()
 

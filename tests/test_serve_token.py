@@ -217,7 +217,7 @@ def test_https_with_the_token_and_an_access_log_without_it(runs, tmp_path, capsy
     assert TOKEN not in log
 
 
-def test_streams_beyond_the_limits_are_refused_with_429(runs):
+def test_streams_beyond_the_limits_are_refused_with_429(runs, slow_streams):
     app = build_app([str(runs["lstm"])], max_streams=2, max_active_streams=3)
     limits = app.state.streams
     clients = {ip: httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(ip, 1000)),
