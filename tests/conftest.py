@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,14 @@ def _allocator_flag_per_test(monkeypatch):
     from rnnlab import allocator
 
     monkeypatch.setattr(allocator, "_set", False)
+
+
+def lab_screenshot(page, name: str) -> None:
+    """Save the page as ``<name>.png`` in ``$RNNLAB_SCREENSHOTS`` when that is set (for a reviewer to look at)."""
+    shots = os.environ.get("RNNLAB_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -95,13 +104,13 @@ def tiny_names_classifier(folder: Path, steps: int = 20) -> Path:
     return folder / "names"
 
 
-# --- the lab (rnnlab.lab): its own models, tiny, trained once per test session ----------------------
+# --- the lab (rnnlab.lab): its own models, tiny, trained once per pytest run -------------------------
 
 @pytest.fixture(scope="session")
 def lab_cache(tmp_path_factory) -> Path:
     """A lab cache folder holding tiny versions of every one of the lab's own models (rnnlab.lab.models.RECIPES:
     a few units, a few steps each, trained in this process), so a server on it has every model ready. Shared by
-    the whole session: copy it (shutil.copytree) before changing it."""
+    every test of the run: copy it (shutil.copytree) before changing it."""
     from rnnlab.lab.models import RECIPES, train_now
 
     cache = tmp_path_factory.mktemp("lab-cache")

@@ -14,7 +14,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
-from conftest import lab_app
+from conftest import lab_app, lab_screenshot
 from fastapi.testclient import TestClient
 
 from rnnlab.checkpoint import load_checkpoint
@@ -368,7 +368,6 @@ def test_the_page_moves_through_the_tabs_by_keyboard_and_starts_and_stops_a_run(
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: run scripts/install-browser (Debian's chromium)")
-    import os
 
     import httpx
     from conftest import LabServer
@@ -431,10 +430,7 @@ def test_the_page_moves_through_the_tabs_by_keyboard_and_starts_and_stops_a_run(
             assert {"name": "from-the-page", "source": "trained here"}.items() <= next(
                 m for m in models if m["name"] == "from-the-page").items()
             assert (runs / "from-the-page" / "last.safetensors").is_file()
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "train.png"), full_page=True)
+            lab_screenshot(page, "train")
         finally:
             browser.close()
     assert not [p for p in problems if "lab.js" in p or "train.js" in p], problems

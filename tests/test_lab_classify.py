@@ -145,14 +145,13 @@ def test_bad_parameters_are_a_4xx_with_one_line(client, path, body, status, says
 # --- the page, in chromium ------------------------------------------------------------------------------
 
 def test_the_page_draws_the_apis_prefix_probabilities_and_confusion_matrix(lab_cache, names_run):
-    import os
     from pathlib import Path
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("/usr/bin/chromium is missing: run scripts/install-browser")
     import httpx
-    from conftest import LabServer
+    from conftest import LabServer, lab_screenshot
 
     def api(path, **body):
         r = httpx.post(f"{server.url}/api/lab/classify/{path}", json=body, timeout=60)
@@ -199,10 +198,7 @@ def test_the_page_draws_the_apis_prefix_probabilities_and_confusion_matrix(lab_c
             page.wait_for_function("(p) => { const c = document.querySelector('#panel-classify .cls-heat td.p');"
                                    " return c && Number(c.dataset.p) === p; }", arg=want["probs"][0][0], timeout=10000)
             np.testing.assert_allclose(shown(), want["probs"], rtol=1e-12)
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "classify.png"), full_page=True)
+            lab_screenshot(page, "classify")
             # the names classifier given on the command line reads a text box, a row per character
             sec.get_by_label("Classifier").select_option("names")
             page.wait_for_function("() => { const t = document.querySelector('#panel-classify textarea');"

@@ -5,12 +5,11 @@ text and draws the API's numbers."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import lab_app
+from conftest import lab_app, lab_screenshot
 from fastapi.testclient import TestClient
 
 from rnnlab.checkpoint import load_model
@@ -138,9 +137,6 @@ def test_the_page_steps_through_a_text(lab_cache):
             page.wait_for_function("document.querySelector('#panel-elman .el-t').textContent === 't = 2'", timeout=10000)
             assert sec.locator(".el-unrolled .el-col").count() == 2
             step.click()
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "elman.png"), full_page=True)
+            lab_screenshot(page, "elman")
         finally:
             browser.close()

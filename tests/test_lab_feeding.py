@@ -6,13 +6,12 @@ lab's; bad parameters are 4xx answers; then the section in chromium draws the AP
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import lab_app
+from conftest import lab_app, lab_screenshot
 from fastapi.testclient import TestClient
 
 from rnnlab.checkpoint import load_model
@@ -100,7 +99,7 @@ def test_a_command_line_runs_linear_schedule(client, given_run):
 
 def test_the_exposure_report_is_the_librarys_and_the_command_lines_and_is_cached(client, lab_cache, tmp_path,
                                                                                 capsys):
-    before = set((client.cache / "exposure").glob("*.json"))  # other tests' reports share the session's cache
+    before = set((client.cache / "exposure").glob("*.json"))  # other tests' reports share this cache
     first = client.post("/api/lab/feeding/exposure", json={"model": "scheduled", **EXPOSURE})
     assert first.status_code == 200, first.text
     got = first.json()
@@ -224,9 +223,6 @@ def test_the_page_draws_each_runs_curves_schedule_exposure_and_sample(lab_cache,
             width = sec.locator(".fd-sample[data-model='scheduled']").evaluate("e => [e.scrollWidth, e.clientWidth]")
             assert width[0] <= width[1] + 1
             assert sec.locator(".lab-legend, .fd-key").count() >= 1
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "feeding.png"), full_page=True)
+            lab_screenshot(page, "feeding")
         finally:
             browser.close()

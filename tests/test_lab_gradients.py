@@ -6,12 +6,11 @@ chromium draws the API's numbers."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import lab_app
+from conftest import lab_app, lab_screenshot
 from fastapi.testclient import TestClient
 
 from rnnlab.checkpoint import load_model
@@ -213,9 +212,6 @@ def test_the_page_draws_the_gain_curves_and_the_connectivity(lab_cache):
             assert sec.locator(".lab-legend").count() >= 1
             width = conn.evaluate("e => [e.scrollWidth, e.clientWidth]")
             assert width[0] <= width[1] + 1  # the text wraps inside its panels
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "gradients.png"), full_page=True)
+            lab_screenshot(page, "gradients")
         finally:
             browser.close()

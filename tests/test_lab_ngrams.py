@@ -5,12 +5,11 @@ are 4xx answers; then the page in chromium draws the API's numbers."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TEXT, lab_app
+from conftest import TEXT, lab_app, lab_screenshot
 from fastapi.testclient import TestClient
 
 from rnnlab.cli import main
@@ -170,9 +169,6 @@ def test_the_page_draws_the_apis_numbers(data_dir, tmp_path):
             sec.get_by_role("button", name="Sample").click()
             page.wait_for_function("(want) => document.querySelector('#panel-ngrams .ng-sample-text').textContent === want",
                                    arg=want["sample"]["sample"], timeout=15000)
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "ngrams.png"), full_page=True)
+            lab_screenshot(page, "ngrams")
         finally:
             browser.close()

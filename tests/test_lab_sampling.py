@@ -223,14 +223,13 @@ def test_a_lab_model_not_trained_yet_is_a_503_with_its_progress(tmp_path):
 # --- the page, in chromium ------------------------------------------------------------------------------
 
 def test_the_page_draws_the_apis_distribution_continuations_and_tree(lab_cache):
-    import os
     from pathlib import Path
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("/usr/bin/chromium is missing: run scripts/install-browser")
     import httpx
-    from conftest import LabServer
+    from conftest import LabServer, lab_screenshot
 
     page_prime = "    def __init__(self"  # what the page starts with
 
@@ -283,10 +282,7 @@ def test_the_page_draws_the_apis_distribution_continuations_and_tree(lab_cache):
             page.wait_for_function("(id) => { const b = document.querySelector('#panel-sampling .smp-bar[data-drawn=true]');"
                                    " return b && b.dataset.id === id && document.querySelector('#panel-sampling .lab-status')"
                                    ".textContent.includes('seed 1'); }", arg=str(drawn["id"]), timeout=10000)
-            shots = os.environ.get("RNNLAB_SCREENSHOTS")
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / "sampling.png"), full_page=True)
+            lab_screenshot(page, "sampling")
             # a prime of 300 spaces wraps inside its card: nothing overflows to the right
             sec.get_by_label("Prime").fill(" " * 300 + "def")
             page.wait_for_function("() => { const p = document.querySelector('#panel-sampling .smp-prime');"
