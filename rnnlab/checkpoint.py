@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
+from torch.overrides import TorchFunctionMode
 
 from rnnlab.config import ClassifyRunConfig, RunConfig, from_dict
 from rnnlab.data.vocab import Vocab
@@ -113,6 +114,21 @@ def _remove_stale_temps(folder: Path) -> None:
             (folder / name).unlink()
         except OSError:
             pass
+
+
+class _NoInit(TorchFunctionMode):
+    """Random initialisers write nothing: for a model built on the meta device only to compare its shapes.
+
+    Torch's meta ``normal_`` (``nn.Embedding``'s initialiser) is a Python reference whose first call imports
+    ``torch._dynamo``, seconds of a server's first model load; shapes need no values."""
+
+    _SKIPPED = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.nn.init.normal_, torch.nn.init.uniform_,
+                          torch.nn.init.trunc_normal_})  # each fills its first argument, in place, and returns it
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        if func in self._SKIPPED:
+            return args[0] if args else kwargs["tensor"]  # torch.nn.init passes it by keyword
+        return func(*args, **(kwargs or {}))
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:
@@ -279,7 +295,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: weights do not match its config and vocabulary (the config asks for "
                                   f"{layers} layers, the file holds {len(state)} weight tensors)")
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _NoInit():
                 shell = self._new_model()
         except (ValueError, TypeError, AttributeError, RuntimeError) as e:
             raise CheckpointError(f"{self.path}: cannot rebuild its model ({_first_line(e)})") from None

@@ -162,3 +162,21 @@ def test_a_header_length_ending_in_0x80_is_not_mistaken_for_a_pickle(tmp_path):
             break
     assert path.read_bytes()[0] == 0x80
     assert load_checkpoint(path).train_state["pad"]
+
+
+def test_loading_a_model_imports_no_compiler_and_leaves_initialisers_alone(tmp_path):
+    """The shape check on the meta device fills nothing: torch's meta normal_ would import torch._dynamo (seconds
+    on a first load); the model still gets the file's weights, and initialisers outside the check still work."""
+    import subprocess
+    import sys
+
+    path, model, cfg, vocab = _make(tmp_path)
+    save_checkpoint(path, model, cfg, vocab)
+    code = ("import sys, torch; from rnnlab.checkpoint import load_model; "
+            f"m, _, _ = load_model({str(path)!r}); "
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'; "
+            "x = torch.nn.init.normal_(torch.zeros(1000)); assert x.std() > 0.5; "
+            "print(float(m.decoder.weight.sum()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout) == pytest.approx(float(model.decoder.weight.sum()), abs=1e-6)
