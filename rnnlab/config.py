@@ -94,6 +94,8 @@ class ModelConfig:
     input: Literal["embedding", "onehot"] = _f("embedding", "input layer: a learned embedding, or the one-hot vector itself")
     embedding_size: int = _f(64, "embedding width (ignored for --input onehot)")
     fused: bool = _f(True, "teacher-forced passes use torch.nn.RNN/LSTM/GRU on the same weights")
+    tie_weights: bool = _f(False, "the softmax layer's weights are the input embedding (Press & Wolf 2017; needs "
+                                  "--input embedding and --embedding-size equal to --hidden-size)")
 
     def problems(self) -> list[str]:
         p = []
@@ -110,6 +112,11 @@ class ModelConfig:
             p.append(f"input must be embedding or onehot, got {self.input!r}")
         if self.embedding_size < 1:
             p.append(f"embedding_size must be >= 1, got {self.embedding_size}")
+        if self.tie_weights and self.input != "embedding":
+            p.append("tie_weights needs input embedding (a one-hot input has no weights to share)")
+        elif self.tie_weights and self.embedding_size != self.hidden_size:
+            p.append(f"tie_weights needs embedding_size equal to hidden_size, got {self.embedding_size} and "
+                     f"{self.hidden_size}")
         return p
 
 

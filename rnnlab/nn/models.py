@@ -5,6 +5,8 @@ r"""The recurrent language model: input layer, recurrent stack, softmax output l
     h^{(1..L)}_t = \text{stack}(e_t, h_{t-1}), \qquad
     p(x_{t+1} \mid x_{\le t}) = \operatorname{softmax}(W_{o}\, \text{drop}(h^{(L)}_t) + b_o)
 
+With ``tie_weights``, :math:`W_o = E` (one parameter, Press & Wolf 2017).
+
 The loss is the mean cross entropy of every position's prediction against the next
 token, in nats; divide by ln 2 for bits per character.
 
@@ -37,6 +39,10 @@ class RNNLanguageModel(nn.Module):
             input_size = vocab_size
         self.rnn = RecurrentStack(cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
         self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+        if cfg.tie_weights:  # E = W_o: one (V, H) parameter, its gradient the sum of both roles' (Press & Wolf 2017),
+            # drawn as the softmax layer's (U(+-1/sqrt(H))): an embedding's N(0, 1) would make logits of size sqrt(H)
+            assert self.embedding is not None and cfg.embedding_size == cfg.hidden_size, "checked by ModelConfig"
+            self.embedding.weight = self.decoder.weight
 
     def initial_state(self, batch: int) -> StackState:
         p = self.decoder.weight
