@@ -70,7 +70,7 @@ def test_the_wheel_holds_the_page_and_the_kernel_source_and_asks_for_a_torch_ran
         names = set(z.namelist())
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
-    assert {"rnnlab/web/index.html", "rnnlab/nn/csrc/recurrences.cpp", "rnnlab/cli.py"} <= names
+    assert {"rnnlab/web/index.html", "rnnlab/nn/csrc/recurrences.cpp", "rnnlab/cli/__init__.py"} <= names
     lab_page = {f"rnnlab/web/lab/{f.name}" for f in (src / "rnnlab" / "web" / "lab").iterdir()}
     assert {"rnnlab/web/lab/index.html", "rnnlab/web/lab/lab.js", "rnnlab/web/lab/lab.css"} <= lab_page <= names
     assert {"rnnlab/lab/__init__.py", "rnnlab/lab/sections/train.py"} <= names
