@@ -31,9 +31,17 @@ and one split's balanced accuracy moves by several points.
 If model families as different as these also stop near 80% / 55%, the goal is out of
 reach of the name's spelling on this split, not of rnnlab's RNNs.
 
-    .venv/bin/python benchmarks/bench_classify_reference.py      # about 8 minutes on 2 cores
+The other sets of short strings (``--sets words10 words-related``, built by
+``benchmarks/classify_sets.py`` into the data cache) get the same two references on the
+classifier's split of each ``--seeds`` split seed: the logistic regression's setting chosen on
+split 0's validation (class weights tried only where the classes are unequal), the Kneser-Ney
+setting on each split's validation.
 
-Writes ``benchmarks/results/classify_reference.json`` and ``.md``.
+    .venv/bin/python benchmarks/bench_classify_reference.py      # names: about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_classify_reference.py --sets words10 words-related --seeds 3
+
+Writes ``benchmarks/results/classify_reference.json`` and ``.md``; a set not run keeps its
+results from the file.
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import write_results  # noqa: E402
+from classify_sets import SETS  # noqa: E402
+from classify_sets import ensure as ensure_set  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NGRAMS = (3, 4, 5)
@@ -163,6 +173,42 @@ def load_split(path: Path, seed: int) -> tuple[dict[str, list[str]], dict[str, n
     return names, {s: y[split[s]] for s in split}, len(classes), options
 
 
+def set_references(name: str, path: Path, seeds: int) -> dict[str, Any]:
+    """The logistic regression (setting chosen on split 0's validation) and the Kneser-Ney classifier (chosen on
+    each split's validation) on ``seeds`` splits of the labelled folder ``path``, as the classifier splits it."""
+    names, ys, classes, options = load_split(path, 0)
+    counts = np.bincount(ys["train"], minlength=classes)
+    weightings = WEIGHTINGS if counts.max() > 1.5 * counts.min() else (None,)  # balanced: weights change nothing
+    out: dict[str, Any] = {"config": {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "data": str(path), "classes": classes, "split_options": options, "seeds": seeds,
+        "split": {s: {"examples": len(v), "distinct": len(set(v))} for s, v in names.items()},
+        "grid": {"ngram_max": NGRAMS, "C": CS, "class_weight": weightings,
+                 "kneser_ney": {"order": KN_ORDERS, "distinct": (True, False), "tau": KN_TAUS}}}}
+    print(json.dumps({name: out["config"]}), flush=True)
+    rows = []
+    for n, c, w in itertools.product(NGRAMS, CS, weightings):
+        rows.append(logistic(names, ys, n, c, w))
+        print(json.dumps({name: rows[-1]}), flush=True)
+    out["logistic"], chosen = rows, by_validation(rows)
+    out["chosen"] = chosen
+    spread = []
+    for seed in range(seeds):
+        if seed:
+            names, ys, classes, _ = load_split(path, seed)
+        kn = by_validation(kneser_ney_grid(names, ys, classes))
+        lr = chosen if seed == 0 else logistic(names, ys, chosen["ngram_max"], chosen["C"],
+                                               None if chosen["class_weight"] == "none" else chosen["class_weight"])
+        spread.append({"split_seed": seed, "test_classes_min": int(np.bincount(ys["test"]).min()),
+                       "ceiling": scores(ys["test"], ceiling(names["test"], ys["test"])),
+                       "logistic": lr["test"], "kneser_ney": kn["test"],
+                       "kneser_ney_setting": {k: kn[k] for k in ("order", "distinct", "tau")}})
+        print(json.dumps({name: spread[-1]}), flush=True)
+    out["seeds"] = spread
+    return out
+
+
 def by_validation(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda r: sum(r["val"]))
 
@@ -172,7 +218,22 @@ def main() -> int:
     ap.add_argument("--names", type=Path, default=SHARED / "names_clean")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "classify_reference.json")
     ap.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1 for the spread (default 5)")
+    ap.add_argument("--sets", nargs="+", default=["names"], choices=["names", *SETS],
+                    help="names (the full study above), and the sets of benchmarks/classify_sets.py")
     args = ap.parse_args()
+    old: dict[str, Any] = {}
+    if args.out.exists():
+        try:
+            old = json.loads(args.out.read_text())
+        except (OSError, ValueError):
+            old = {}
+    sets = {**old.get("sets", {}), **{s: set_references(s, ensure_set(s), args.seeds) for s in args.sets if s != "names"}}
+    if "names" not in args.sets:
+        if "seeds" not in old:
+            print("bench_classify_reference: run --sets names first (the names study heads the results)", file=sys.stderr)
+            return 2
+        write_results(args.out, {**old, "sets": sets}, markdown)
+        return 0
     if not args.names.is_dir():
         print(f"bench_classify_reference: {args.names} is missing (the shared names data)", file=sys.stderr)
         return 2
@@ -215,6 +276,7 @@ def main() -> int:
                        "kneser_ney_setting": {k: kn[k] for k in ("order", "distinct", "tau")}})
         print(json.dumps(spread[-1]), flush=True)
     res["seeds"] = spread
+    res["sets"] = sets
     write_results(args.out, res, markdown)
     return 0
 
@@ -274,7 +336,31 @@ def markdown(res: dict[str, Any]) -> str:
         a = np.array([r[key] for r in res["seeds"]])
         md.append(f"\n{label} over the {len(a)} splits: accuracy {a[:, 0].mean():.3f} (range {a[:, 0].min():.3f}-"
                   f"{a[:, 0].max():.3f}), balanced accuracy {a[:, 1].mean():.3f} ({a[:, 1].min():.3f}-{a[:, 1].max():.3f})")
+    for name, r in res.get("sets", {}).items():
+        md += set_markdown(name, r)
     return "\n".join(md) + "\n"
+
+
+def set_markdown(name: str, r: dict[str, Any]) -> list[str]:
+    c, ch = r["config"], r["chosen"]
+    md = ["", f"## {name}: {SETS[name].what if name in SETS else c['data']}", "",
+          f"{c['classes']} classes; split seed 0: " + ", ".join(
+              f"{s} {v['examples']} examples" for s, v in c["split"].items()) + f"; references {c['date']}", "",
+          "| n-grams | C | class weight | val acc / balanced | test acc / balanced | seconds |",
+          "|---:|---:|---|---:|---:|---:|"]
+    for x in r["logistic"]:
+        md.append(f"| 1..{x['ngram_max']} | {x['C']:g} | {x['class_weight']} | {x['val'][0]:.3f} / {x['val'][1]:.3f} | "
+                  f"{x['test'][0]:.3f} / {x['test'][1]:.3f} | {x['seconds']} |")
+    md += ["", f"Per split (test acc / balanced acc; logistic regression as chosen on split 0: 1..{ch['ngram_max']}-grams, "
+           f"C {ch['C']:g}, class weight {ch['class_weight']}; Kneser-Ney chosen on each split's validation):", "",
+           "| split seed | logistic regression | Kneser-Ney (setting) |", "|---:|---:|---:|"]
+    for x in r["seeds"]:
+        md.append(f"| {x['split_seed']} | {x['logistic'][0]:.3f} / {x['logistic'][1]:.3f} | {x['kneser_ney'][0]:.3f} / "
+                  f"{x['kneser_ney'][1]:.3f} ({kn_setting(x['kneser_ney_setting'])}) |")
+    lr, kn = (np.array([x[key] for x in r["seeds"]]) for key in ("logistic", "kneser_ney"))
+    md.append(f"| mean of {len(lr)} | **{lr[:, 0].mean():.4f} / {lr[:, 1].mean():.4f}** | "
+              f"**{kn[:, 0].mean():.4f} / {kn[:, 1].mean():.4f}** |")
+    return md
 
 
 def kn_setting(r: dict[str, Any]) -> str:
