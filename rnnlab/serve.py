@@ -1119,6 +1119,7 @@ def serve(checkpoint_paths: list[str], host: str = "127.0.0.1", port: int = 8000
                            **lab)
     if on_ready is not None:  # every checkpoint loaded: the shell may say where to look
         on_ready(served.url)
+    served.config.app.state.lab.start_warm_up()  # the lab's models loaded in the background, as the server starts
     uvicorn.Server(served.config).run()
 
 

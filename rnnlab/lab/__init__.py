@@ -18,10 +18,22 @@ POST     ``/api/lab/models/{name}/prepare``   queue its training next if it is n
 POST     ``/api/lab/prepare``                 queue every lab model that is not ready (the page, when opened)
 GET      ``/api/lab/texts``                   the texts the page may read, by name
 GET      ``/api/lab/jobs``                    the running and queued training jobs
+GET      ``/api/lab/warm-up``                 the background warm-up: its state and each step's seconds
 =======  ===================================  ==========================================================
 
 A model that is not trained yet raises :class:`ModelNotReady`, answered with HTTP 503
 ``{"error", "model", "progress": {"state", "fraction"}}``; asking for it also queues its training.
+
+Every section's handlers compute on :data:`SECTION_THREADS` torch thread(s): the lab's models are small, so a
+second thread gains little, and on a loaded machine (a training child on the other core, or other processes)
+an OpenMP team waits for descheduled threads at every operation (the gradient curves were measured at 0.4 s on
+one thread, 20 s on two, with the load average at 14 on two cores).
+
+The server (:func:`rnnlab.serve.serve`, what ``rnnlab serve`` runs) warms the lab up as it starts, in one
+background thread (:meth:`Lab.start_warm_up`): it loads every ready model and runs the steps the sections register
+(:meth:`Lab.add_warm_up`: the n-gram counts of the built-in corpus, the exposure reports, the classifier's
+scores, with the libraries they import), so that a section's first render does not pay for them; it runs again
+when a lab model finishes training.
 
 This package belongs to the web shell: it imports :mod:`rnnlab.serve` (the loaded-model entries) and
 the library, and nothing in the library imports it.
@@ -29,11 +41,17 @@ the library, and nothing in the library imports it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import inspect
+import logging
 import re
 import shutil
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,11 +68,14 @@ from rnnlab.lab.jobs import ACTIVE, Job, JobRunner
 if TYPE_CHECKING:
     from rnnlab.serve import ClassifierEntry, LanguageModelEntry, Registry, ServedModel
 
+log = logging.getLogger(__name__)
+
 SECTIONS = ("elman", "ngrams", "sampling", "feeding", "gradients", "classify", "train")  # the lecture's order
 TEXT_MAX_CHARS = 2_000_000  # characters of a text the lab reads (the built-in corpus is this long)
 DEFAULT_RUNS_MAX_MB = 1024.0  # the page's runs folder: a new run is refused while it holds more than this
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")  # a run started from the page (it is also its folder's name)
 ASSET = re.compile(r"[a-z0-9_-]{1,40}\.(js|css)")
+SECTION_THREADS = 1  # torch threads of a section's computation (see the module docstring)
 
 
 class ModelNotReady(RnnlabError):
@@ -118,6 +139,11 @@ class Lab:
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.RLock()
         self._texts: dict[str, str] = {}
+        self._warm_steps: list[tuple[str, Callable[[], Any]]] = []
+        self._warm_thread: threading.Thread | None = None
+        self._warm_again = False
+        self._warm_report: dict[str, Any] = {"state": "not started", "steps": {}}
+        self._closed = threading.Event()
         lab_models.clean_stale(self.cache)
 
     # --- models ---------------------------------------------------------------------------------
@@ -229,6 +255,8 @@ class Lab:
         def done(job: Job) -> None:
             lab_models.finish(self.cache, name, job.out)
             job.log.unlink(missing_ok=True)
+            if self._warm_thread is not None:
+                self.start_warm_up()  # the new model loaded, its sections' caches filled
 
         return self.jobs.submit(Job(name, recipe.kind, recipe.config(trained).to_dict(), "lab", on_done=done),
                                 front=front)
@@ -355,7 +383,63 @@ class Lab:
         return text
 
     def close(self) -> None:
+        self._closed.set()
         self.jobs.close()
+
+    # --- warming up ------------------------------------------------------------------------------
+    def add_warm_up(self, name: str, step: Callable[[], Any]) -> None:
+        """Register a warm-up step (a section's router does, for what its first answer would otherwise compute).
+        A step may raise (a model not ready, a missing file): it is logged and the next one runs."""
+        self._warm_steps.append((name, step))
+
+    def start_warm_up(self) -> None:
+        """Warm up in a background thread (one torch thread): load every ready lab model, then run each
+        registered step. Called again while it runs, it runs once more after."""
+        with self._lock:
+            if self._warm_thread is not None and self._warm_thread.is_alive():
+                self._warm_again = True
+                return
+            self._warm_thread = threading.Thread(target=self._warm_up, name="rnnlab-lab-warm-up", daemon=True)
+            self._warm_report["state"] = "running"
+            self._warm_thread.start()
+
+    def warm_up_status(self) -> dict[str, Any]:
+        """``{"state": "not started" | "running" | "done" | "stopped", "seconds", "steps": {name: seconds or
+        "error: ..."}}``."""
+        with self._lock:
+            return {**self._warm_report, "steps": dict(self._warm_report["steps"])}
+
+    def _warm_up(self) -> None:
+        with section_threads():
+            self._warm_up_steps()
+
+    def _warm_up_steps(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            steps: list[tuple[str, Callable[[], Any]]] = [
+                (f"load {r.name}", functools.partial(self._entry, r.name)) for r in lab_models.RECIPES.values()
+                if lab_models.is_ready(self.cache, r.name)]
+            for name, step in [*steps, *self._warm_steps]:
+                if self._closed.is_set():  # the server is going away
+                    with self._lock:
+                        self._warm_report["state"] = "stopped"
+                    return
+                t = time.perf_counter()
+                try:
+                    step()
+                    took: Any = round(time.perf_counter() - t, 3)
+                except Exception as e:  # noqa: BLE001 - a warm-up never fails the server: the request will say why
+                    took = f"error: {type(e).__name__}: {e}"[:300]
+                    log.debug("lab warm-up %s: %s", name, took)
+                with self._lock:
+                    self._warm_report["steps"][name] = took
+            with self._lock:
+                self._warm_report["seconds"] = round(time.perf_counter() - t0, 3)
+                if not self._warm_again:
+                    self._warm_report["state"] = "done"
+                    log.info("the lab warmed up in %.1f s", self._warm_report["seconds"])
+                    return
+                self._warm_again = False
 
 
 def _checkpoint(folder: Path, latest: bool = False) -> Path | None:
@@ -391,6 +475,58 @@ def page_asset(name: str) -> bytes | None:
         return None
     f = resources.files("rnnlab").joinpath("web", "lab", name)
     return f.read_bytes() if f.is_file() else None
+
+
+class _SectionThreads:
+    """Torch's thread count while section work runs: :data:`SECTION_THREADS`, then the process's own count again
+    once no section work is running. (``torch.set_num_threads`` sets the calling thread's OpenMP team and MKL's
+    count for the whole process, so the count is restored by the last one out, not by each.)"""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.before: int | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        import torch
+
+        with self.lock:
+            if self.running == 0:
+                self.before = torch.get_num_threads()
+            self.running += 1
+        torch.set_num_threads(SECTION_THREADS)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+                if self.running == 0 and self.before is not None and self.before != SECTION_THREADS:
+                    torch.set_num_threads(self.before)
+
+
+section_threads = _SectionThreads()
+
+
+def _on_section_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a plain handler, run in FastAPI's thread pool) computing on :data:`SECTION_THREADS` torch threads."""
+
+    @functools.wraps(fn)  # FastAPI reads the handler's signature through __wrapped__
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        with section_threads():
+            return fn(*args, **kwargs)
+
+    return handler
+
+
+class SectionRouter(APIRouter):
+    """A router whose plain (``def``) handlers compute on :data:`SECTION_THREADS` torch threads; :func:`mount`
+    includes every section's router through one."""
+
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _on_section_threads(endpoint)
+        super().add_api_route(path, endpoint, **kwargs)
 
 
 def section_modules() -> list[str]:
@@ -463,10 +599,16 @@ def mount(app: FastAPI, lab: Lab) -> None:
     async def sections() -> Response:
         return _json({"sections": section_modules()})
 
+    @r.get("/api/lab/warm-up", summary="The background warm-up: its state and each step's seconds")
+    async def warm_up() -> Response:
+        return _json(lab.warm_up_status())
+
     app.include_router(r)
     for sid in section_modules():
         module = importlib.import_module(f"rnnlab.lab.sections.{sid}")
-        app.include_router(module.router(lab))
+        routed = SectionRouter()
+        routed.include_router(module.router(lab))
+        app.include_router(routed)
 
 
 def lab_html(token: str | None) -> str:
@@ -479,5 +621,5 @@ def lab_html(token: str | None) -> str:
     return body.decode("utf-8").replace("{{q}}", q).replace("{{sections}}", scripts)
 
 
-__all__ = ["DEFAULT_RUNS_MAX_MB", "SECTIONS", "Lab", "LabError", "ModelNotReady", "lab_html", "mount",
-           "section_modules"]
+__all__ = ["DEFAULT_RUNS_MAX_MB", "SECTIONS", "SECTION_THREADS", "Lab", "LabError", "ModelNotReady", "SectionRouter",
+           "lab_html", "mount", "section_modules"]

@@ -151,6 +151,16 @@ def router(lab: Lab) -> APIRouter:
     r = APIRouter(prefix="/api/lab/classify", tags=["lab: classify"])
     kept = _Kept()
 
+    def warm() -> None:  # the digits' test split: its examples and scores (the first to import scikit-learn)
+        from rnnlab.lab.models import is_ready
+
+        if is_ready(lab.cache, "digits"):
+            path = _checkpoint(lab, "digits", lab.classifier("digits"))
+            kept.get("examples", path, "test")
+            kept.get("scores", path, "test")
+
+    lab.add_warm_up("classify: the digits' test split", warm)
+
     @r.get("/classifiers", summary="The lab's classifiers, what each reads, and how to make a text classifier")
     def _classifiers() -> Response:
         return _json(classifiers(lab))

@@ -199,6 +199,15 @@ def router(lab: Lab) -> APIRouter:
     """The section's endpoints, on ``lab``'s language models."""
     r = APIRouter(prefix="/api/lab/feeding", tags=["lab: how the model is fed"])
 
+    def warm() -> None:  # the reports the page asks for first (seconds each), for the models already trained
+        from rnnlab.lab.models import RECIPES, is_ready
+
+        for name in COMPARED:
+            if name in RECIPES and is_ready(lab.cache, name):
+                exposure(lab, ExposureRequest(model=name))
+
+    lab.add_warm_up("feeding: exposure reports", warm)
+
     @r.get("/models", summary="The language models to compare, the lab's four ways of feeding first")
     def get_models() -> Response:
         return _json(models(lab))

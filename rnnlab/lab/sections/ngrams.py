@@ -198,6 +198,12 @@ def router(lab: Lab) -> APIRouter:
         return models.get((c.name, c.level, order, smoothing),
                           lambda: NGramLM(order, smoothing).fit(c.ids, len(c.vocab)))
 
+    def warm() -> None:  # the page's first request: the built-in corpus's characters, and its default sample
+        c = counted("builtin", "char")
+        fitted(c, SampleRequest().order, SampleRequest().smoothing)
+
+    lab.add_warm_up("ngrams: count the built-in corpus", warm)
+
     # plain functions: FastAPI runs them in its thread pool, so counting never blocks the event loop
     @r.post("/stats", summary="A text's unigram histogram, bigram table and pairs (order and dependence)")
     def post_stats(req: StatsRequest) -> Response:

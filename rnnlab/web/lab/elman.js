@@ -242,8 +242,10 @@
       pending.catch(fail);
     });
 
+    const elmansOf = (all) => all.filter((m) => m.kind === "language-model" && ["elman", "elman-relu"].includes(m.cell));
+    Lab.onModels((all) => { const e = elmansOf(all); if (e.length) Lab.setOptions(modelSel, e.map((m) => [m.name, m.name])); });
     return Lab.models().then((all) => {
-      const elmans = all.filter((m) => m.kind === "language-model" && ["elman", "elman-relu"].includes(m.cell));
+      const elmans = elmansOf(all);
       modelSel.replaceChildren(...(elmans.length ? elmans : [{ name: "elman" }]).map((m) => h("option", { value: m.name }, m.name)));
       // the lab's own model, unless it is not trained yet and another Elman model is at hand
       const ready = elmans.find((m) => m.name === "elman" && m.ready) || elmans.find((m) => m.ready);

@@ -163,28 +163,38 @@
       } finally { sampleBtn.disabled = false; }
     }
 
+    /** Draw the chosen runs; resolves once their curves, exposure reports and samples are drawn. */
     function refresh() {
       chosen = Array.from(pick.querySelectorAll("input:checked")).map((c) => c.value);
       drawRuns();
-      Promise.all(chosen.filter((n) => !runs[n]).map((n) => loadRun(n).catch((e) => status.append(h("p", { class: "lab-error" }, `${n}: ${e.message}`)))));
-      measure(false);
-      sample();
+      return Promise.all([
+        Promise.all(chosen.filter((n) => !runs[n]).map((n) => loadRun(n).catch((e) => status.append(h("p", { class: "lab-error" }, `${n}: ${e.message}`))))),
+        measure(false), sample()]);
     }
 
     sampleBtn.addEventListener("click", sample);
     measureBtn.addEventListener("click", () => measure(true));
     prime.addEventListener("keydown", (ev) => { if (ev.key === "Enter") sample(); });
 
+    function offer(m, checked) {
+      const box = h("input", { type: "checkbox", value: m.name, checked });
+      box.addEventListener("change", refresh);
+      pick.append(h("label", { class: "inline", title: m.about || "" }, box, `${m.name}`,
+        h("span", { class: "muted" }, m.feeding ? `(${m.feeding}${m.source !== "lab" ? ", " + m.source : ""})` : "")));
+    }
+    Lab.onModels((models) => {  // a run trained from the page: offered, not ticked (once the first list is in)
+      if (!all.length) return;
+      for (const m of models) {
+        if (m.kind !== "language-model" || all.some((a) => a.name === m.name)) continue;
+        all.push(m); offer(m, false);
+      }
+    });
+
     return (async () => {
       const got = await Lab.api("/api/lab/feeding/models");
       all = got.models;
-      for (const m of all) {
-        const box = h("input", { type: "checkbox", value: m.name, checked: got.default.includes(m.name) });
-        box.addEventListener("change", refresh);
-        pick.append(h("label", { class: "inline", title: m.about || "" }, box, `${m.name}`,
-          h("span", { class: "muted" }, m.feeding ? `(${m.feeding}${m.source !== "lab" ? ", " + m.source : ""})` : "")));
-      }
-      refresh();
+      for (const m of all) offer(m, got.default.includes(m.name));
+      await refresh();
     })();
   }
 

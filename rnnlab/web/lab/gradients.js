@@ -194,8 +194,7 @@
     }
     showBtn.addEventListener("click", loadConnectivity);
 
-    requestCurves();
-    loadConnectivity();
+    return Promise.all([requestCurves(), loadConnectivity()]);  // drawn: the curves and the three texts
   }
 
   Lab.register({ id: "gradients", title: "Gradients through time", mount });

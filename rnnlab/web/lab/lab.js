@@ -1,7 +1,11 @@
 // The lab's shell: one tab per section of the lecture, in the lecture's order, and the helpers every
 // section uses (window.Lab). A section is a script rnnlab/web/lab/<id>.js that calls
 //   Lab.register({id: "<id>", title: "...", mount(el) { ... }})
-// mount runs once, the first time its tab is shown, with the section's empty container.
+// mount runs once, the first time its tab is shown, with the section's empty container; it returns a promise
+// that resolves once the section's first drawing is complete (every figure it draws on opening). The shell then
+// marks the panel data-drawn="1" with data-drawn-ms (milliseconds from showing the tab) and data-drawn-at (from
+// the page's start, performance.now()): "drawn" is the one condition tests and benchmarks wait for. A mount
+// that fails marks it data-drawn="error".
 // Text from a model or a corpus always goes in with textContent, never parsed as HTML.
 "use strict";
 
@@ -144,10 +148,22 @@
   }
 
   let modelsCache = null;
-  /** GET /api/lab/models, fetched afresh when `fresh`. */
+  /** GET /api/lab/models, fetched afresh when `fresh`; a fresh list is also given to every onModels listener
+   *  (a run trained from the page joins the sections' model choices). */
   async function models(fresh) {
-    if (fresh || !modelsCache) modelsCache = api("/api/lab/models").catch((e) => { modelsCache = null; throw e; });
+    if (fresh || !modelsCache) {
+      modelsCache = api("/api/lab/models").catch((e) => { modelsCache = null; throw e; });
+      if (fresh) modelsCache.then((list) => document.dispatchEvent(new CustomEvent("lab:models", { detail: list }))).catch(() => {});
+    }
     return modelsCache;
+  }
+  /** Call fn(list) with every fresh list of the lab's models (after a run trained from the page gets a checkpoint). */
+  function onModels(fn) { document.addEventListener("lab:models", (ev) => fn(ev.detail)); }
+  /** Fill a <select> with options [value, label], keeping its value when it is still offered. */
+  function setOptions(select, options) {
+    const keep = select.value;
+    select.replaceChildren(...options.map(([value, label]) => h("option", { value }, label)));
+    if (options.some(([value]) => value === keep)) select.value = keep;
   }
 
   function showError(msg) {
@@ -176,9 +192,16 @@
       mounted[id] = true;
       const s = registered[id];
       const body = el.querySelector(".lab-section-body");
-      if (!s) { body.append(h("p", { class: "muted" }, "This section is not installed on this server.")); return; }
-      Promise.resolve().then(() => s.mount(body)).catch((e) => {
+      const t0 = performance.now();
+      const drawn = (state) => {
+        const at = performance.now();
+        el.dataset.drawnMs = String(Math.round(at - t0)); el.dataset.drawnAt = String(Math.round(at));
+        el.dataset.drawn = state;
+      };
+      if (!s) { body.append(h("p", { class: "muted" }, "This section is not installed on this server.")); drawn("error"); return; }
+      Promise.resolve().then(() => s.mount(body)).then(() => drawn("1"), (e) => {
         body.append(h("p", { class: "lab-error", role: "alert" }, e && e.message ? e.message : String(e)));
+        drawn("error");
       });
     }
   }
@@ -293,7 +316,7 @@
     return chart;
   }
 
-  window.Lab = { register, api, whenReady, h, svg, colorScale, legend, lineChart, visible, models, showError, show,
+  window.Lab = { register, api, whenReady, h, svg, colorScale, legend, lineChart, visible, models, onModels, setOptions, showError, show,
                  sections: SECTIONS.map(([id]) => id), token: TOKEN };
   document.addEventListener("DOMContentLoaded", start);
 })();

@@ -216,8 +216,7 @@
         if (mine !== gen) return;
         parts.table.replaceChildren(table(d)); mark(parts.table, true);
       }).catch((e) => { if (mine === gen) fail(parts.table, e); });
-      sample();
-      await Promise.all([stats, tab]);
+      await Promise.all([stats, tab, sample()]);
     }
 
     order.addEventListener("input", () => { orderOut.textContent = order.value; });

@@ -237,9 +237,11 @@
       await all();
     });
 
+    const choices = (models) => models.filter((m) => m.kind === "language-model").map((m) => [m.name, `${m.name}: ${m.about || m.cell}`]);
+    Lab.onModels((models) => Lab.setOptions(modelSel, choices(models)));
     return Lab.models().then(async (models) => {
       const lms = models.filter((m) => m.kind === "language-model");
-      modelSel.replaceChildren(...lms.map((m) => h("option", { value: m.name }, `${m.name}: ${m.about || m.cell}`)));
+      Lab.setOptions(modelSel, choices(models));
       modelSel.value = lms.some((m) => m.name === "lstm") ? "lstm" : (lms[0] || {}).name || "";
       await Lab.whenReady(distBox, modelSel.value);
       await all();

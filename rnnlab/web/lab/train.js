@@ -41,7 +41,7 @@ Lab.register({
           h("div", { class: "lab-row" }, field("temperature", temp), sampleBtn), sampleInfo, sampleText)),
       after);
 
-    let current = null, timer = null, lastSampleAt = 0, lastSampledStep = null, sampling = false;
+    let current = null, timer = null, lastSampleAt = 0, lastSampledStep = null, sampling = false, announced = null;
 
     function drawCurve(curves) {
       const W = 460, H = 220, L = 44, R = 10, T = 10, B = 30;
@@ -104,6 +104,7 @@ Lab.register({
       drawCurve(s.curves);
       stopBtn.disabled = !active; startBtn.disabled = !!active;
       sampleBtn.disabled = !s.checkpoint;
+      if (s.checkpoint && announced !== current) { announced = current; Lab.models(true).catch(() => {}); }  // the other tabs offer it
       if (s.checkpoint && (!active || Date.now() - lastSampleAt > 4000)) {
         if (job == null || job.step !== lastSampledStep || !active) { lastSampleAt = Date.now(); await sample(); }
       }
