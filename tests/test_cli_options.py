@@ -49,7 +49,7 @@ COMMANDS = dict(_commands(build_parser()))
 
 
 def test_every_command_has_an_options_dataclass():
-    assert len(COMMANDS) == 21
+    assert {"train", "sample", "ngram fit", "classify predict", "serve", "data list"} <= {" ".join(p) for p in COMMANDS}
     for path, parser in COMMANDS.items():
         options = parser._defaults["options"]
         assert dataclasses.is_dataclass(options), path
