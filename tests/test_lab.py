@@ -431,6 +431,18 @@ def test_the_page_moves_through_the_tabs_by_keyboard_and_starts_and_stops_a_run(
                 m for m in models if m["name"] == "from-the-page").items()
             assert (runs / "from-the-page" / "last.safetensors").is_file()
             lab_screenshot(page, "train")
+            # the run is a model of the sampling tab, opened before it existed: chosen, it draws its distribution
+            page.click("#tab-sampling")
+            sampling = page.locator("#panel-sampling")
+            sampling.locator("select[aria-label=Model] option[value=from-the-page]").wait_for(state="attached")
+            sampling.get_by_label("Model").select_option("from-the-page")
+            prime = sampling.get_by_label("Prime").input_value()
+            want = httpx.post(f"{server.url}/api/lab/sampling/distribution",
+                              json={"model": "from-the-page", "prime": prime, "bars": 40}).json()
+            page.wait_for_function(
+                "(ids) => { const b = Array.from(document.querySelectorAll('#panel-sampling .smp-bar'));"
+                " return b.length === ids.length && b.every((x, i) => x.dataset.id === String(ids[i])); }",
+                arg=[t["id"] for t in want["tokens"]], timeout=30_000)
         finally:
             browser.close()
     assert not [p for p in problems if "lab.js" in p or "train.js" in p], problems
