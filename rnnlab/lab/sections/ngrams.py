@@ -18,7 +18,7 @@ POST     ``/api/lab/ngrams/sample``         a sample of the order-n model (:clas
 =======  ================================  ==========================================================
 
 The counts of a text at a level are made once, on first use, and kept (:data:`KEEP_TEXTS` of them);
-the fitted models too (:data:`KEEP_MODELS`).
+the fitted models too (:data:`KEEP_MODELS`), and the stats and tables answered (:data:`KEEP_ANSWERS`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ VAL_FRACTION = 0.1  # the command line's default split (DataConfig.val_fraction)
 MAX_ORDER = 8  # the table's and the slider's largest n
 KEEP_TEXTS = 4  # counted (text, level) pairs kept
 KEEP_MODELS = 16  # fitted (text, level, order, smoothing) models kept
+KEEP_ANSWERS = 16  # stats and table answers kept (a counted text's identity is in the key: recounted, recomputed)
 MAX_SAMPLE = {"char": 1_000, "word": 200}  # tokens one sample may hold
 MAX_SEED = 2**53 - 1  # what the page's JavaScript numbers hold exactly
 
@@ -189,6 +190,7 @@ def router(lab: Lab) -> APIRouter:
     r = APIRouter(prefix="/api/lab/ngrams", tags=["lab: statistical language models"])
     texts = _Kept(KEEP_TEXTS)
     models = _Kept(KEEP_MODELS)
+    answers = _Kept(KEEP_ANSWERS)  # the stats and tables answered, by request: each costs a second of counting
 
     def counted(name: str, level: str) -> Counted:
         text = lab.text(name)  # a 404 for a name that is not one of lab.texts()
@@ -198,8 +200,19 @@ def router(lab: Lab) -> APIRouter:
         return models.get((c.name, c.level, order, smoothing),
                           lambda: NGramLM(order, smoothing).fit(c.ids, len(c.vocab)))
 
-    def warm() -> None:  # the page's first request: the built-in corpus's characters, and its default sample
+    def stats_of(req: StatsRequest) -> dict[str, Any]:
+        c = counted(req.text, req.level)
+        return answers.get(("stats", c.name, c.level, id(c), req.top, req.bigram_top, req.pairs_top, req.points),
+                           lambda: stats(c, req.top, req.bigram_top, req.pairs_top, req.points))
+
+    def table_of(req: TableRequest) -> dict[str, Any]:
+        c = counted(req.text, req.level)
+        return answers.get(("table", c.name, c.level, id(c), req.max_order), lambda: table(c, req.max_order))
+
+    def warm() -> None:  # what the page asks first: the built-in corpus's characters, their stats, table and sample
         c = counted("builtin", "char")
+        stats_of(StatsRequest())
+        table_of(TableRequest())
         fitted(c, SampleRequest().order, SampleRequest().smoothing)
 
     lab.add_warm_up("ngrams: count the built-in corpus", warm)
@@ -207,11 +220,11 @@ def router(lab: Lab) -> APIRouter:
     # plain functions: FastAPI runs them in its thread pool, so counting never blocks the event loop
     @r.post("/stats", summary="A text's unigram histogram, bigram table and pairs (order and dependence)")
     def post_stats(req: StatsRequest) -> Response:
-        return _json(stats(counted(req.text, req.level), req.top, req.bigram_top, req.pairs_top, req.points))
+        return _json(stats_of(req))
 
     @r.post("/table", summary="|V|^n possible n-grams against those seen, n = 1..max_order")
     def post_table(req: TableRequest) -> Response:
-        return _json(table(counted(req.text, req.level), req.max_order))
+        return _json(table_of(req))
 
     @r.post("/sample", summary="A sample of the order-n n-gram model of a text, with a seed")
     def post_sample(req: SampleRequest) -> Response:
