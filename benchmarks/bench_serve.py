@@ -3,8 +3,10 @@
 First the library's own rate, in this process: ``rnnlab.sampling.generate`` of ``--length`` characters
 for one stream and for ``--library-batch`` streams at once. Then the real server (``rnnlab.serve.serve``
 in a subprocess, 127.0.0.1, a free port) under two loads: one client, then ``--clients`` clients, each
-sending ``POST /api/generate`` requests one after another for ``--duration`` seconds and reading every
-answer as it streams. Each answer is checked whole: status 200, every line valid JSON, a start line,
+sending ``POST /api/generate`` requests one after another for ``--duration`` seconds on a keep-alive
+connection and reading every answer as it streams (a lean HTTP/1.1 client on asyncio's streams, so that the
+load generator takes few of the cores it shares with the server). After the load each answer is checked
+whole: status 200, every line valid JSON, a start line,
 exactly ``--length`` token lines numbered 0.. in order, each one vocabulary symbol with ``--top``
 candidates whose probabilities lie in [0, 1] and sum to at most 1, and an end line whose text is the
 prime plus the tokens. After the load, a sample of the answers is regenerated locally with
@@ -12,7 +14,8 @@ prime plus the tokens. After the load, a sample of the answers is regenerated lo
 rounding of a boundary (products of another batch size round differently); those are counted apart.
 
 Measured per request: time to the first generated character (from sending the request) and total
-time, as percentiles, with requests and characters per second over the run. The server's memory
+time, as percentiles, with requests and characters per second over the run, the writes (HTTP chunks) per
+answer, and the cores the server and the clients used (their CPU time over the phase). The server's memory
 (peak resident set, ``VmHWM``) is read before and after the load and checked against the bound its
 streams allow (the model, its three packed step copies, each stream's state and its whole answer
 buffered). The clients share the machine's cores with the server, so these are the numbers of a
@@ -22,6 +25,7 @@ Without ``--checkpoint`` a 2 x 512 LSTM is trained for a few steps first (on rnn
 
     .venv/bin/python benchmarks/bench_serve.py                           # 1 and 50 clients, 2 x 512 LSTM
     .venv/bin/python benchmarks/bench_serve.py --clients 10 --duration 5 --name serve_smoke
+    .venv/bin/python benchmarks/bench_serve.py --quick --name serve_quick    # shorter phases, fewer checks
     .venv/bin/python benchmarks/bench_serve.py --checkpoint runs/demo --length 300
 
 Writes ``benchmarks/results/<name>.json`` and ``<name>.md`` (``--name`` defaults to
@@ -36,6 +40,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -43,6 +48,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -124,36 +130,79 @@ def check_answer(lines: list[str], req: dict[str, Any], symbols: set[str]) -> st
     return None
 
 
-async def client(cid: int, http: httpx.AsyncClient, base: dict[str, Any], deadline: float, symbols: set[str],
+class Connection:
+    """One client's keep-alive HTTP/1.1 connection, by hand on asyncio's streams: a POST with a JSON body, and
+    the answer's body as it comes (chunked, or of a Content-Length). The load generator shares the cores with the
+    server, and httpx's layers cost several times the CPU per request and per chunk (measured: the client's CPU is
+    recorded with the results), so a lean client leaves the server the cores it would have on its own."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, AsyncIterator[bytes]]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json"
+                          f"\r\nContent-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)}
+        return status, self._body(headers)
+
+    async def _body(self, headers: dict[bytes, bytes]) -> AsyncIterator[bytes]:
+        reader = self.reader
+        assert reader is not None
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                data = await reader.readexactly(size + 2)  # the chunk and its CRLF
+                if size == 0:
+                    return
+                yield data[:-2]
+        else:
+            yield await reader.readexactly(int(headers.get(b"content-length", b"0")))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def client(cid: int, conn: Connection, base: dict[str, Any], deadline: float,
                  records: list[dict[str, Any]]) -> None:
     k = 0
-    while time.perf_counter() < deadline:
-        req = {**base, "seed": cid * 1_000_000 + k}
-        k += 1
-        t0 = time.perf_counter()
-        first = None
-        rec: dict[str, Any] = {"client": cid, "seed": req["seed"], "start": t0, "first": k == 1}
-        try:
-            async with http.stream("POST", "/api/generate", json=req) as resp:
-                if resp.status_code != 200:
-                    rec["error"] = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+    try:
+        while time.perf_counter() < deadline:
+            req = {**base, "seed": cid * 1_000_000 + k}
+            k += 1
+            t0 = time.perf_counter()
+            first = None
+            rec: dict[str, Any] = {"client": cid, "seed": req["seed"], "start": t0, "first": k == 1}
+            try:
+                status, body = await conn.post("/api/generate", json.dumps(req).encode("utf-8"))
+                # the bytes as they come; the answer is checked after the load (checked here, the answers of
+                # many clients ending in the same round would hold the loop, and so the next requests, for long)
+                chunks = []
+                async for chunk in body:
+                    if first is None and b'{"type":"token"' in chunk:
+                        first = time.perf_counter() - t0
+                    chunks.append(chunk)
+                rec["chunks"] = len(chunks)
+                if status != 200:
+                    rec["error"] = f"HTTP {status}: {b''.join(chunks)[:200]!r}"
                 else:
-                    # the bytes as they come (cheaper for the load generator than httpx's line splitting, on
-                    # the same cores as the server); the lines are split and checked once the answer is whole
-                    chunks = []
-                    async for chunk in resp.aiter_raw():
-                        if first is None and b'{"type":"token"' in chunk:
-                            first = time.perf_counter() - t0
-                        chunks.append(chunk)
-                    lines = [x for x in b"".join(chunks).decode("utf-8").split("\n") if x]
-                    rec["error"] = check_answer(lines, req, symbols)
-                    if rec["error"] is None:
-                        rec["text"] = json.loads(lines[-1])["text"]
-        except (httpx.HTTPError, OSError) as e:
-            rec["error"] = f"{type(e).__name__}: {e}"
-        rec["ttfc"] = first
-        rec["total"] = time.perf_counter() - t0
-        records.append(rec)
+                    rec["body"], rec["request"] = b"".join(chunks), req
+            except (OSError, EOFError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+                rec["error"] = f"{type(e).__name__}: {e}"
+                conn.close()
+            rec["ttfc"] = first
+            rec["total"] = time.perf_counter() - t0
+            records.append(rec)
+    finally:
+        conn.close()
 
 
 async def load(url: str, args: argparse.Namespace, symbols: set[str], clients: int,
@@ -161,18 +210,24 @@ async def load(url: str, args: argparse.Namespace, symbols: set[str], clients: i
     base = {"model": 0, "prime": args.prime, "length": args.length, "strategy": "sample",
             "temperature": args.temperature, "top": args.top}
     records: list[dict[str, Any]] = []
-    limits = httpx.Limits(max_connections=clients + 5, max_keepalive_connections=clients + 5)
-    timeout = httpx.Timeout(duration + args.grace)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as http:
-        t0 = time.perf_counter()
-        deadline = t0 + duration
-        tasks = [asyncio.create_task(client(i, http, base, deadline, symbols, records)) for i in range(clients)]
-        # clients start no request after the deadline; one in flight then has `grace` seconds to finish
-        done, pending = await asyncio.wait(tasks, timeout=duration + args.grace)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        elapsed = time.perf_counter() - t0
+    host, port = url.removeprefix("http://").split(":")
+    t0 = time.perf_counter()
+    deadline = t0 + duration
+    tasks = [asyncio.create_task(client(i, Connection(host, int(port)), base, deadline, records))
+             for i in range(clients)]
+    # clients start no request after the deadline; one in flight then has `grace` seconds to finish
+    done, pending = await asyncio.wait(tasks, timeout=duration + args.grace)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    elapsed = time.perf_counter() - t0
+    for rec in records:
+        body = rec.pop("body", None)
+        if body is not None:
+            lines = [x for x in body.decode("utf-8").split("\n") if x]
+            rec["error"] = check_answer(lines, rec.pop("request"), symbols)
+            if rec["error"] is None:
+                rec["text"] = json.loads(lines[-1])["text"]
     for t in done:
         if t.exception() is not None:
             records.append({"error": f"client crashed: {t.exception()!r}", "ttfc": None, "total": None})
@@ -222,6 +277,18 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time (user and system), seconds."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Another process's CPU time (user and system, every thread), seconds, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss(pid: int) -> dict[str, int]:
     """The process's resident set now and at its peak (bytes), from /proc."""
     fields = {}
@@ -253,6 +320,7 @@ def phase(records: list[dict[str, Any]], elapsed: float, clients: int, length: i
             "time_to_first_char_later_requests_s": pct([r["ttfc"] for r in ok if r["ttfc"] is not None
                                                         and not r["first"]]),
             "total_s": pct([r["total"] for r in ok]),
+            "writes_per_answer": pct([r["chunks"] for r in ok if "chunks" in r]),
             "per_client_requests": pct([sum(1 for r in ok if r["client"] == c) for c in range(clients)])}
 
 
@@ -276,7 +344,11 @@ def main() -> int:
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--name", default="serve", help="results file name (without extension)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument("--quick", action="store_true",
+                    help="a quick look: phases of 8 and 5 seconds, 5 answers verified (overrides those options)")
     args = ap.parse_args()
+    if args.quick:
+        args.duration, args.solo_duration, args.verify = 8.0, 5.0, 5
     if args.clients < 1 or args.duration <= 0 or args.solo_duration <= 0 or args.length < 1:
         ap.error("--clients and --length must be >= 1 and the durations > 0")
 
@@ -313,8 +385,12 @@ def main() -> int:
             records: list[dict[str, Any]] = []
             for key, clients, duration in (("one_client", 1, args.solo_duration),
                                            ("many_clients", args.clients, args.duration)):
+                client_cpu, server_cpu = cpu_seconds(), process_cpu_seconds(proc.pid)
                 recs, elapsed = asyncio.run(load(url, args, symbols, clients, duration))
                 phases[key] = phase(recs, elapsed, clients, args.length)
+                # the cores each side used: the clients' (this process) and the server's, over the phase
+                phases[key]["client_cpu_cores"] = (cpu_seconds() - client_cpu) / elapsed
+                phases[key]["server_cpu_cores"] = (process_cpu_seconds(proc.pid) - server_cpu) / elapsed
                 records += recs
                 p = phases[key]
                 print(f"{clients} client(s): {p['chars_per_s']:,.0f} chars/s, first character p99 "
@@ -417,6 +493,9 @@ def markdown(r: dict[str, Any]) -> str:
           f"{p['complete_and_correct']}, failed {p['failed']}" + (f" ({'; '.join(p['errors'])})" if p["errors"] else "")
           + f"; answers per client min {p['per_client_requests']['min']:g}, max {p['per_client_requests']['max']:g}"
           for p in r["phases"].values()],
+        *[f"* {p['clients']} client(s): the server used {p['server_cpu_cores']:.2f} cores, the clients "
+          f"{p['client_cpu_cores']:.2f}; writes (HTTP chunks) per answer: mean {p['writes_per_answer']['mean']:.1f}"
+          for p in r["phases"].values() if "server_cpu_cores" in p and p["writes_per_answer"]["mean"] is not None],
         *[f"* {p['clients']} client(s), time to first character of each client's first request (sent together): "
           f"p50 {ms(p['time_to_first_char_first_requests_s']['p50'])} ms, p99 "
           f"{ms(p['time_to_first_char_first_requests_s']['p99'])} ms; of the later requests: p50 "

@@ -2,21 +2,23 @@ r"""Continuous batching: many generations of one language model advanced togethe
 
 A :class:`Scheduler` owns every active :class:`Stream` of one model. Each *round* it
 
-1. reads the primes of the streams that joined (all but each prime's last token), a chunk of at most
-   :data:`PRIME_CHUNK` tokens of each and :data:`PRIME_TOKENS` in all, in batched forward passes (one for the
-   streams that read as many tokens), so a burst of new streams is read at once and a long prime a chunk a
-   round, never holding the others back for long;
-2. advances every stream whose prime is read -- those in the batch and those read just now -- by ``n`` batched
-   steps: each step reads the stream's last token and draws its next one, from its own generator, with its own
-   strategy, temperature, top-k and top-p;
+1. reads the primes of the streams that joined, a chunk of at most :data:`PRIME_CHUNK` tokens of each and
+   :data:`PRIME_TOKENS` in all, in batched forward passes (one for the streams that read as many tokens), so a
+   burst of new streams is read at once and a long prime a chunk a round, never holding the others back for
+   long; a stream whose prime is now read draws its first token from the model's logits after it, as
+   :func:`rnnlab.sampling.generate` does, and is handed it at once;
+2. advances every stream whose first token is drawn -- those in the batch and those read just now -- by ``n``
+   batched steps: each step reads the stream's last token and draws its next one, from its own generator, with
+   its own strategy, temperature, top-k and top-p;
 3. hands each stream its ``n`` new tokens, each with the model's own softmax at that step
    (:meth:`Stream.deliver_many`), and lets the streams that are done or cancelled leave.
 
 Streams join and leave between rounds; within a round every stream in the batch advances the same ``n`` tokens,
-so no stream waits while others advance, and a stream that joins during a round draws its first token in the
-next. ``n`` keeps a round near :data:`ROUND_SECONDS`: measured per batch size, it is many steps for a lone stream
-(Python's cost of a round spread over them) and one step for a large batch, whose step alone takes that long
-(at most :data:`MAX_ROUND_STEPS`, and never more than any stream still needs).
+so no stream waits while others advance, and a stream that joins during a round has its first token at the
+start of the next, before that round's steps. ``n`` keeps a round near :data:`ROUND_SECONDS`: measured per batch
+size, it is many steps for a lone stream (Python's cost of a round spread over them) and few for a large batch,
+whose step alone takes a good part of that (at most :data:`MAX_ROUND_STEPS`, and never more than any stream
+still needs).
 
 The steps run where :func:`rnnlab.nn.paths.decision` says: in :mod:`rnnlab.nn.kernels`' C++ decision loop
 (:meth:`~rnnlab.nn.models.Decider.rows`: no Python between steps, each row's own draw, the logits kept), or
@@ -39,6 +41,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,9 +56,42 @@ from rnnlab.nn.stack import StackState
 
 PRIME_CHUNK = 64  # prime tokens read per stream in a round (one forward pass for every stream being read)
 PRIME_TOKENS = 256  # at most this many prime tokens read in a round, over all streams
-ROUND_SECONDS = 0.02  # a round's steps: as many as fit in this, as measured for the batch's size
+ROUND_SECONDS = 0.05  # a round's steps: as many as fit in this, as measured for the batch's size
 MAX_ROUND_STEPS = 64  # and at most this many (the C++ loop's gain is spent by then)
 STEPPER_ROWS = (1, 8, 64)  # the batch sizes the steps are prepared for: under 4 rows, under 16, more
+
+
+class Reported(NamedTuple):
+    """What a stream reports with a round's ``n`` tokens, as Python numbers (from :func:`report`): each token's
+    probability under the model's own softmax, and the ``top`` most probable tokens at each step with theirs
+    (most probable first, ties by id: NumPy's stable argsort)."""
+
+    p: list[float]  # (n,): the probability of each token drawn
+    top_ids: list[list[int]]  # (n, top)
+    top_p: list[list[float]]  # (n, top)
+    finite: bool  # every one of these probabilities is a finite number (a model gone NaN makes them not)
+
+
+def report(tokens: np.ndarray, probs: np.ndarray, top: int) -> Reported:
+    """:class:`Reported` for the ``tokens`` (n,) drawn from the softmax ``probs`` (n, V)."""
+    return _report(tokens[:, None], probs[:, None], [top])[0]
+
+
+def _report(tokens: np.ndarray, probs: np.ndarray, tops: list[int]) -> list[Reported]:
+    """:class:`Reported` for each of B streams at once: ``tokens`` (n, B), ``probs`` (n, B, V), ``tops`` (B,) how
+    many candidates each reports -- one sort and a few array operations for a whole round."""
+    want = max(tops)
+    order = np.argsort(-probs, axis=-1, kind="stable")[..., :want]  # (n, B, want)
+    top_p = np.take_along_axis(probs, order, axis=-1)  # (n, B, want)
+    chosen = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]  # (n, B)
+    finite = (np.isfinite(top_p).all(axis=(0, 2)) & np.isfinite(chosen).all(axis=0)).tolist()  # (B,)
+    ids_l, p_l = order.transpose(1, 0, 2).tolist(), top_p.transpose(1, 0, 2).tolist()  # (B, n, want)
+    out = []
+    for k, (top, ids, ps, ch) in enumerate(zip(tops, ids_l, p_l, chosen.T.tolist())):
+        if top < want:
+            ids, ps = [row[:top] for row in ids], [row[:top] for row in ps]
+        out.append(Reported(ch, ids, ps, finite[k]))
+    return out
 
 
 @dataclass(eq=False)
@@ -72,6 +108,7 @@ class Stream:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+    report_top: int = 0  # > 0: each round's tokens come with a Reported of this many candidates (deliver_many)
     done: int = field(default=0, init=False)  # tokens delivered
     cancelled: bool = field(default=False, init=False)
 
@@ -85,8 +122,9 @@ class Stream:
             raise ConfigError(f"a stream needs a prime of at least one token and a length >= 0, got "
                               f"{len(self.ids)} token(s) and length {self.length}")
         self.rng = np.random.default_rng(self.seed)
-        self.read = 0  # prime tokens read (all but the last are read before the stream joins the batch)
+        self.read = 0  # prime tokens read (all of them before the stream joins the batch)
         self.state: StackState | None = None  # while the prime is read
+        self.next = -1  # the token its first step in the batch reads: the one drawn after the prime
 
     @property
     def settings(self) -> tuple[float, float, float, float]:
@@ -98,9 +136,10 @@ class Stream:
         """Token number ``self.done`` (before it is counted) and the model's softmax (V,) it was drawn from
         (at temperature 1, before top-k and top-p)."""
 
-    def deliver_many(self, tokens: np.ndarray, probs: np.ndarray) -> None:
+    def deliver_many(self, tokens: np.ndarray, probs: np.ndarray, reported: Reported | None = None) -> None:
         """A round's tokens (n,), numbered from ``self.done``, and the softmax (n, V) each was drawn from; counts
-        them (``done`` grows by n). By default :meth:`deliver` one by one."""
+        them (``done`` grows by n). ``reported``: with ``report_top`` > 0, what :func:`report` gives for them,
+        computed for the whole round at once. By default :meth:`deliver` one by one."""
         for token, p in zip(tokens.tolist(), probs):
             self.deliver(token, p)
             self.done += 1
@@ -262,15 +301,16 @@ class Scheduler:
             elif not s.cancelled:
                 self.reading.append(s)
         self._drop_cancelled()
+        work = bool(new or self.reading or self.active)
         ready = self._read_primes()
         batch = self._batch = self.active + ready  # told if the round fails
         if not batch:
-            return bool(new or self.reading)
+            return work
         # the batch: who stays, then who was read just now, each its state and the last token it has not read
         states = [self.state] if self.active else []
         states += [s.state for s in ready]
         state = states[0] if len(states) == 1 else _cat(states)
-        last = np.concatenate([self.last, np.array([s.ids[-1] for s in ready], dtype=np.int64)])
+        last = np.concatenate([self.last, np.array([s.next for s in ready], dtype=np.int64)])
         for s in ready:
             s.state = None
         b = len(batch)
@@ -289,10 +329,15 @@ class Scheduler:
         self.round_steps = [*self.round_steps[-999:], n]
         probs = np.exp(logits - logits.max(axis=-1, keepdims=True))  # (n, B, V): the model's own softmax,
         probs /= probs.sum(axis=-1, keepdims=True)  # reported with each token
+        tops = [s.report_top for s in batch]
+        reported = _report(fed[:, 1:].T, probs, tops) if max(tops) > 0 else [None] * b
         keep = []
         for k, s in enumerate(batch):
             take = min(n, s.length - s.done)
-            s.deliver_many(fed[k, 1:take + 1], probs[:take, k])
+            r = reported[k]
+            if r is not None and take < n:
+                r = Reported(r.p[:take], r.top_ids[:take], r.top_p[:take], r.finite)
+            s.deliver_many(fed[k, 1:take + 1], probs[:take, k], r if s.report_top else None)
             if s.done >= s.length:
                 s.finish()
             elif not s.cancelled:
@@ -328,32 +373,50 @@ class Scheduler:
         return fed, state, np.stack(zs)
 
     def _read_primes(self) -> list[Stream]:
-        """A chunk of the primes being read -- of each up to :data:`PRIME_CHUNK` tokens, short of its last, which
-        the first step reads -- in join order for as many streams as :data:`PRIME_TOKENS` allows (the first
-        always): one forward pass for the streams that read the same number of tokens. Returns the streams whose
-        primes are now read, in join order."""
+        """A chunk of the primes being read -- of each up to :data:`PRIME_CHUNK` tokens -- in join order for as
+        many streams as :data:`PRIME_TOKENS` allows (the first always): one forward pass for the streams that read
+        the same number of tokens. A stream whose prime is now read draws its first token from the model's logits
+        after it, as :func:`rnnlab.sampling.generate` does, and is handed it at once. Returns the streams that
+        go on into the batch, in join order."""
         buckets: dict[int, list[Stream]] = {}
         budget = self.prime_tokens
         for s in self.reading:
-            n = min(self.prime_chunk, len(s.ids) - 1 - s.read)
-            if n > 0 and (n <= budget or budget == self.prime_tokens):  # a one-token prime has nothing to read
+            n = min(self.prime_chunk, len(s.ids) - s.read)
+            if n <= budget or budget == self.prime_tokens:
                 buckets.setdefault(n, []).append(s)
                 budget -= n
+        read, logits = [], []
         for n, group in buckets.items():
             x = torch.as_tensor(np.stack([s.ids[s.read:s.read + n] for s in group]), dtype=torch.int64,
                                 device=self.device)  # (R, n)
             fresh = self.model.initial_state(1)
             state = _cat([s.state if s.state is not None else fresh for s in group])
-            # the stack alone: the prime's logits are not needed
-            _, state = self.model.rnn(self.model.embed(x), state, fused=self.model.cfg.fused)
+            out, state = self.model.rnn(self.model.embed(x), state, fused=self.model.cfg.fused)  # (R, n, H)
             for k, s in enumerate(group):
                 s.state = _rows(state, [k], self.device)
                 s.read += n
-        ready = [s for s in self.reading if s.read >= len(s.ids) - 1]
-        for s in ready:
-            if s.state is None:
-                s.state = self.model.initial_state(1)
-        self.reading = [s for s in self.reading if s.read < len(s.ids) - 1]
+            ends = [k for k, s in enumerate(group) if s.read == len(s.ids)]
+            if ends:  # the logits after the whole prime, for the first token
+                read += [group[k] for k in ends]
+                logits.append(self.model.readout(out[ends])[:, -1])  # (E, V)
+        self.reading = [s for s in self.reading if s.read < len(s.ids)]
+        if not read:
+            return []
+        z = torch.cat(logits).double().cpu().numpy()  # (E, V)
+        u = np.array([s.rng.random() if s.strategy == "sample" else 0.0 for s in read])  # each its first uniform
+        first = choose(z, np.array([s.settings for s in read]), u)  # (E,)
+        probs = np.exp(z - z.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)  # (E, V)
+        tops = [s.report_top for s in read]
+        reported = _report(first[None], probs[None], tops) if max(tops) > 0 else [None] * len(read)
+        ready = []
+        for k, s in enumerate(read):
+            s.deliver_many(first[k:k + 1], probs[k:k + 1], reported[k])
+            if s.done >= s.length:
+                s.finish()
+            elif not s.cancelled:
+                s.next = int(first[k])
+                ready.append(s)
         return ready
 
     def _drop_cancelled(self) -> None:
@@ -381,4 +444,5 @@ def _cat(states: list[StackState]) -> StackState:
                  for layer in range(len(states[0])))
 
 
-__all__ = ["MAX_ROUND_STEPS", "PRIME_CHUNK", "PRIME_TOKENS", "ROUND_SECONDS", "Scheduler", "Stream", "choose"]
+__all__ = ["MAX_ROUND_STEPS", "PRIME_CHUNK", "PRIME_TOKENS", "ROUND_SECONDS", "Reported", "Scheduler", "Stream",
+           "choose", "report"]

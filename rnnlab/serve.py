@@ -64,11 +64,14 @@ import re
 import secrets
 import socket
 import threading
+import time
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -97,7 +100,7 @@ from rnnlab.nn.classifier import RNNClassifier
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.decoding import prime_end
 from rnnlab.sampling import encode_prime
-from rnnlab.scheduler import Scheduler, Stream
+from rnnlab.scheduler import Reported, Scheduler, Stream, report
 
 # Limits: every request is checked against these before any model work starts.
 MAX_PRIME_CHARS = 2_000  # characters of a prime
@@ -111,8 +114,11 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # outside this the softmax under
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # a request body; the largest valid one (10,000 escaped characters) is ~120 KB
 DEFAULT_WORKERS = 4  # model computations at once; more requests wait their turn in the pool
-FLUSH_SECONDS = 0.1  # after a write, a generation's lines gather this long: at most 10 writes a second a stream
-# (the first token's line goes out at once), so 50 streams cost the event loop and each client few writes
+# A generation's lines are written when FLUSH_TOKENS of them wait, or FLUSH_SECONDS after its previous write (the
+# first token's line and the end at once): a write costs the event loop and the client far more than a line, so
+# many streams on a loaded machine would otherwise spend the cores on writes that each carry a token or two
+FLUSH_TOKENS = 16
+FLUSH_SECONDS = 0.25
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_MAX_STREAMS = 8  # generations one client (its address) streams at once; one more is a 429
 MAX_ACTIVE_STREAMS = 256  # generations the whole server streams at once; one more is a 429
@@ -158,6 +164,11 @@ class LanguageModelEntry(ServedModel):
 
     def detail(self) -> dict[str, Any]:
         return {**self.info(), "symbols": self.vocab.symbols}
+
+    @cached_property
+    def json_symbols(self) -> list[str]:
+        """Each symbol as a JSON string (ASCII, as json.dumps writes it), by id: the streamed lines' text."""
+        return [json.dumps(sym) for sym in self.vocab.symbols]
 
 
 @dataclass
@@ -693,70 +704,126 @@ def _candidates(vocab: Vocab, ids: np.ndarray, probs: np.ndarray) -> list[dict[s
     return [{"text": vocab.symbols[int(i)], "p": float(p)} for i, p in zip(ids, probs)]
 
 
+class _Wakeups:
+    """The futures of one event loop that the scheduler's thread sets: collected from that thread and set on the
+    loop in one callback, so a round that hands lines to many streams wakes the loop once, not once a stream."""
+
+    _of_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = weakref.WeakKeyDictionary()
+    _of_loop_lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = weakref.ref(loop)  # the registry's key: held weakly, so a loop gone takes its entry along
+        self._lock = threading.Lock()
+        self._due: list[asyncio.Future[None]] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Wakeups:
+        with cls._of_loop_lock:
+            wakeups = cls._of_loop.get(loop)
+            if wakeups is None:
+                wakeups = cls._of_loop[loop] = cls(loop)
+            return wakeups
+
+    def wake(self, waiter: asyncio.Future[None]) -> None:
+        """Set ``waiter`` (any thread): on the loop, with every other waiter handed over before it runs."""
+        with self._lock:
+            self._due.append(waiter)
+            if len(self._due) > 1:  # the callback is on its way
+                return
+        loop = self._loop()
+        try:
+            if loop is not None:
+                loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # the loop closed (the server stopping): nobody waits any more
+            pass
+
+    def _run(self) -> None:
+        with self._lock:
+            due, self._due = self._due, []
+        for waiter in due:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class _Generation(Stream):
     """One streamed sample, advanced by its model's :class:`~rnnlab.scheduler.Scheduler`: each token becomes
-    an NDJSON line in a buffer that the response drains (a round's lines go out together, and the lines of
-    several rounds where the client reads slower than the model writes). The buffer holds at most the whole
-    answer: ``length`` token lines and the end line."""
+    an NDJSON line in a buffer that the response drains. The first token's line goes out at once, the end line
+    too; the others wait until :data:`FLUSH_TOKENS` lines are waiting or :data:`FLUSH_SECONDS` have passed since
+    the stream's last write, so one write carries several lines and a loaded server spends its cores on the
+    model, not on writes. The buffer holds at most the whole answer: ``length`` token lines and the end line."""
 
-    def __init__(self, entry: LanguageModelEntry, cfg: SampleConfig, top: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, entry: LanguageModelEntry, cfg: SampleConfig, top: int, loop: asyncio.AbstractEventLoop,
+                 head: bytes = b""):
+        """``head``: what the answer starts with (the start line), written with the first token."""
         ids = encode_prime(entry.vocab, cfg.prime)
-        super().__init__(ids, cfg.length, cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)
+        super().__init__(ids, cfg.length, cfg.strategy, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, top)
         self.entry, self.prime, self.top, self.loop = entry, cfg.prime, top, loop
         self.prev = prime_end(entry.vocab, cfg.prime, ids)
         self.pieces: list[str] = []
+        self._wakeups = _Wakeups.of(loop)
         self._lock = threading.Lock()
-        self._buf: list[bytes] = []
+        self._buf: list[bytes] = [head] if head else []
+        self._waiting = 0  # token lines in the buffer
+        self._written: float | None = None  # when the buffer was last drained (time.monotonic), None before
         self._ended = False
-        self._waiter: asyncio.Future[None] | None = None  # the event loop waits for a line
-        self._pause: asyncio.Future[None] | None = None  # the event loop lets lines gather
+        self._waiter: asyncio.Future[None] | None = None  # the event loop waits for lines
 
     # the scheduler's thread
-    def deliver_many(self, tokens: np.ndarray, probs: np.ndarray) -> None:
+    def deliver_many(self, tokens: np.ndarray, probs: np.ndarray, reported: Reported | None = None) -> None:
         """A round's tokens (n,) and the softmax (n, V) of each: their lines, put in the buffer in one write."""
-        vocab = self.entry.vocab
-        top = np.argsort(-probs, axis=-1, kind="stable")[:, :self.top]  # (n, top), as top_tokens
+        vocab, names = self.entry.vocab, self.entry.json_symbols
+        r = reported if reported is not None else report(tokens, probs, self.top)
         lines = []
-        for k, token in enumerate(tokens.tolist()):
+        for k, (token, p, ids, ps) in enumerate(zip(tokens.tolist(), r.p, r.top_ids, r.top_p)):
             sym = vocab.symbols[token]
-            piece = vocab.separator(self.prev, sym) + sym
+            sep = vocab.separator(self.prev, sym)
             self.prev = sym
-            self.pieces.append(piece)
-            row, best = probs[k], top[k]
-            line = {"type": "token", "i": self.done + k, "text": piece, "id": token, "p": float(row[token]),
-                    "top": [{"text": vocab.symbols[i], "p": p} for i, p in zip(best.tolist(), row[best].tolist())]}
-            try:  # the common case, without jsonio's walk over every value (probabilities are finite)
-                lines.append((json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8"))
-            except ValueError:  # a model that gives NaN: null, as jsonio writes it
-                lines.append(_line(line))
+            self.pieces.append(sep + sym)
+            if r.finite:  # the line json.dumps writes (compact, ASCII, floats by repr), without its walk of a dict
+                text = names[token] if not sep else json.dumps(sep + sym)
+                cands = ",".join([f'{{"text":{names[i]},"p":{q!r}}}' for i, q in zip(ids, ps)])
+                lines.append(f'{{"type":"token","i":{self.done + k},"text":{text},"id":{token},"p":{p!r},'
+                             f'"top":[{cands}]}}\n')
+            else:  # a model that gives NaN: null, as jsonio writes it
+                lines.append(_line({"type": "token", "i": self.done + k, "text": sep + sym, "id": token, "p": p,
+                                    "top": [{"text": vocab.symbols[i], "p": q} for i, q in zip(ids, ps)]}).decode())
         self.done += len(lines)
-        self._put(b"".join(lines))
+        self._put("".join(lines).encode("ascii"), len(lines))
 
     def finish(self) -> None:
-        self._put(_line({"type": "end", "text": self.prime + "".join(self.pieces), "generated": self.done}), True)
+        self._put(_line({"type": "end", "text": self.prime + "".join(self.pieces), "generated": self.done}), 0, True)
 
     def fail(self, message: str) -> None:
-        self._put(_line({"type": "error", "error": message}), True)
+        self._put(_line({"type": "error", "error": message}), 0, True)
 
-    def _put(self, data: bytes, end: bool = False) -> None:
+    def _put(self, data: bytes, tokens: int, end: bool = False) -> None:
         with self._lock:
             self._buf.append(data)
+            self._waiting += tokens
             self._ended |= end
-            waiter, self._waiter = self._waiter, None
-            if end and waiter is None:  # the last line ends a pause at once
-                waiter, self._pause = self._pause, None
+            waiter = self._waiter if self._waiter is not None and self._due() else None
+            if waiter is not None:
+                self._waiter = None
         if waiter is not None:
-            self.loop.call_soon_threadsafe(_wake, waiter)
+            self._wakeups.wake(waiter)
+
+    def _due(self) -> bool:
+        """Whether the lines waiting go out now (the lock held)."""
+        return self._ended or (self._waiting > 0 and (
+            self._written is None or self._waiting >= FLUSH_TOKENS or time.monotonic() - self._written >= FLUSH_SECONDS))
 
     # the event loop
     async def drain(self) -> AsyncIterator[bytes]:
-        """The lines as they come, joined where several are waiting, until the end (or error) line."""
+        """The lines, a write's worth at a time, until the end (or error) line."""
         while True:
-            waiter = None
             with self._lock:
-                data, ended = b"".join(self._buf), self._ended
-                self._buf.clear()
-                if not data and not ended:
+                if self._due():
+                    data, ended, waiter = b"".join(self._buf), self._ended, None
+                    self._buf.clear()
+                    self._waiting = 0
+                    self._written = time.monotonic()
+                else:  # _put wakes it when they are due
+                    data, ended = b"", False
                     waiter = self._waiter = self.loop.create_future()
             if data:
                 yield data
@@ -764,18 +831,6 @@ class _Generation(Stream):
                 return
             if waiter is not None:
                 await waiter
-            else:  # let a few rounds' lines gather: one write for several (the end line cuts it short)
-                with self._lock:
-                    pause = self._pause = None if self._ended else self.loop.create_future()
-                if pause is not None:
-                    await asyncio.wait({pause}, timeout=FLUSH_SECONDS)
-                    with self._lock:
-                        self._pause = None
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _score(entry: LanguageModelEntry, text: str, top: int) -> bytes:
@@ -996,17 +1051,16 @@ def build_app(checkpoint_paths: list[str], workers: int = DEFAULT_WORKERS,
                            top_k=req.top_k, top_p=req.top_p, seed=seed)  # bounds: the request model, and Stream
         _encode(entry.vocab, req.prime, "prime")  # unknown characters: a 422 before the stream starts
         release = streams.take(request.client.host if request.client else "")  # a 429 when full
-        try:
-            gen = _Generation(entry, cfg, req.top, asyncio.get_running_loop())
+        start = {"type": "start", "model": entry.name, "seed": seed, "prime": req.prime, "length": req.length,
+                 "strategy": req.strategy}
+        try:  # the start line goes out with the first token: one write, not two
+            gen = _Generation(entry, cfg, req.top, asyncio.get_running_loop(), head=_line(start))
         except BaseException:
             release()
             raise
-        start = {"type": "start", "model": entry.name, "seed": seed, "prime": req.prime, "length": req.length,
-                 "strategy": req.strategy}
 
         async def lines() -> AsyncIterator[bytes]:
             try:
-                yield _line(start)
                 scheduler(entry).add(gen)
                 async for chunk in gen.drain():
                     yield chunk

@@ -208,6 +208,8 @@ def per_round(s: Recorded) -> dict[int, int]:
 
 
 def test_every_stream_in_the_batch_advances_the_same_steps_and_a_joining_stream_draws_in_the_next_round():
+    """A stream's first token comes from its prime's logits at the start of the round it joins, then it advances
+    the round's steps with the others: one more token than the others in that round, the same after."""
     m = model()
     sch = Scheduler(m, prime_chunk=100, start=False, steps=4)
     a, b = stream("the cat", 30, 1), stream("a dog", 22, 2)  # primes of different lengths, read in one round
@@ -217,15 +219,15 @@ def test_every_stream_in_the_batch_advances_the_same_steps_and_a_joining_stream_
         s.scheduler = sch
     run(sch, {0: [lambda: sch.add(a), lambda: sch.add(b)], 2: [lambda r=r: sch.add(r) for r in readers],
               3: [lambda: sch.add(late)]})
-    # a and b drew their first tokens in the round they joined (1, as sch.rounds counts), 4 a round after, none
+    # a and b drew their first tokens in the round they joined (1, as sch.rounds counts), then 4 a round, none
     # skipped while the long primes were read or others joined
-    assert per_round(a) == {r: 4 for r in range(1, 8)} | {8: 2}
-    assert per_round(b) == {r: 4 for r in range(1, 6)} | {6: 2}
+    assert per_round(a) == {1: 5} | {r: 4 for r in range(2, 8)} | {8: 1}
+    assert per_round(b) == {1: 5} | {r: 4 for r in range(2, 6)} | {6: 1}
     # the readers joined before round 3; 100 tokens of each prime a round: the second reader drew in round 4,
     # the first in round 7; the late stream joined before round 4 and drew in it
-    assert per_round(readers[1]) == {4: 4, 5: 4, 6: 2} and per_round(readers[0]) == {7: 4, 8: 4, 9: 2}
-    assert per_round(late) == {4: 4, 5: 4, 6: 1}
-    assert sch.round_steps == [4] * 8 + [2]  # the last round: as many as the one stream left still needs
+    assert per_round(readers[1]) == {4: 5, 5: 4, 6: 1} and per_round(readers[0]) == {7: 5, 8: 4, 9: 1}
+    assert per_round(late) == {4: 5, 5: 4}
+    assert sch.round_steps == [4] * 8 + [1]  # the last round: as many as the one stream left still needs
 
 
 def test_a_lone_stream_takes_many_steps_a_round_and_writes_the_same_text_and_probabilities():
@@ -247,11 +249,12 @@ def test_a_lone_stream_takes_many_steps_a_round_and_writes_the_same_text_and_pro
         runs[name] = s, sch.round_steps
     one, _ = runs["one step a round"]
     many, steps = runs["as many as fit in a long round"]
-    # the first round measures a step; then as many as the stream needs, at most 64 a round
-    assert steps == [1, 64, 64, 21] and len(many.tokens) == 150
+    # the first token from the prime; the first round measures a step; then as many as the stream needs, at
+    # most 64 a round
+    assert steps == [1, 64, 64, 20] and len(many.tokens) == 150
     assert many.tokens == one.tokens
     np.testing.assert_array_equal(np.array(many.probs), np.array(one.probs))
-    assert runs["as many as fit in a tiny round"][1] == [1] * 150
+    assert runs["as many as fit in a tiny round"][1] == [1] * 149
 
 
 def test_a_stream_joining_a_lone_stream_mid_way_waits_one_round_then_both_advance_together():
@@ -261,8 +264,8 @@ def test_a_stream_joining_a_lone_stream_mid_way_waits_one_round_then_both_advanc
     for s in (first, second):
         s.scheduler = sch
     run(sch, {0: [lambda: sch.add(first)], 3: [lambda: sch.add(second)]})
-    assert per_round(first) == {r: 16 for r in range(1, 7)} | {7: 4}
-    assert per_round(second) == {4: 16, 5: 16, 6: 8}  # added between rounds 3 and 4: its first tokens in round 4
+    assert per_round(first) == {1: 17} | {r: 16 for r in range(2, 7)} | {7: 3}
+    assert per_round(second) == {4: 17, 5: 16, 6: 7}  # added between rounds 3 and 4: its first tokens in round 4
     for s, prime in ((first, "the cat"), (second, "a dog sat")):
         want = generate(m, VOCAB, SampleConfig(prime=prime, length=s.length, seed=s.seed, **sample_kw(s)))[0]
         assert prime + VOCAB.decode(s.tokens) == want or explained(m, s, prime, VOCAB.encode(want[len(prime):]))

@@ -184,6 +184,84 @@ def test_a_rounds_tokens_are_one_write_of_one_line_each(runs):
         assert [c["p"] for c in e["top"]] == sorted(p, reverse=True)[:3]
 
 
+def test_lines_go_out_first_at_once_then_by_count_or_time_and_a_round_wakes_the_loop_once(runs, monkeypatch):
+    """The write policy: the start line with the first token at once, then a write when FLUSH_TOKENS lines wait or
+    FLUSH_SECONDS after the last write, the end at once; the rounds' hand-overs to many streams are one wake-up
+    of the event loop (the scheduler's thread puts, the loop drains)."""
+    import threading
+
+    import rnnlab.serve as serve_mod
+    from rnnlab.serve import Registry, _Generation
+
+    monkeypatch.setattr(serve_mod, "FLUSH_TOKENS", 4)
+    monkeypatch.setattr(serve_mod, "FLUSH_SECONDS", 60.0)
+    entry = Registry.load([str(runs["lstm"])]).language_model("lstm")
+    v = len(entry.vocab)
+    probs = np.full((1, v), 1.0 / v)
+    loop = asyncio.new_event_loop()
+    wakeups = []
+    real = loop.call_soon_threadsafe
+    loop.call_soon_threadsafe = lambda *a: (wakeups.append(a), real(*a))[1]  # counted
+
+    async def scenario():
+        gens = [_Generation(entry, SampleConfig(prime="the", length=10, seed=k), 2, loop, head=b"start\n")
+                for k in range(3)]
+        writes: list[list[bytes]] = [[] for _ in gens]
+
+        async def drain(k):
+            async for chunk in gens[k].drain():
+                writes[k].append(chunk)
+
+        tasks = [asyncio.create_task(drain(k)) for k in range(3)]
+        await asyncio.sleep(0.05)  # every drain waits
+
+        def put(k: int, n: int) -> None:  # as the scheduler's thread hands over a round
+            t = threading.Thread(target=lambda: [gens[j].deliver_many(np.ones(n, dtype=np.int64),
+                                                                      np.repeat(probs, n, axis=0)) for j in k])
+            t.start()
+            t.join()
+            return None
+
+        async def settle():
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+
+        put(range(3), 1)  # the first token: out at once, with the start line, one wake-up for the three
+        await settle()
+        assert [len(w) for w in writes] == [1, 1, 1] and len(wakeups) == 1
+        assert all(w[0].startswith(b"start\n") and w[0].count(b"\n") == 2 for w in writes)
+        put(range(3), 1)
+        put(range(3), 2)  # 3 lines wait: under FLUSH_TOKENS
+        await settle()
+        assert [len(w) for w in writes] == [1, 1, 1]
+        put(range(3), 1)  # the fourth: one write of four lines each
+        await settle()
+        assert [len(w) for w in writes] == [2, 2, 2] and all(w[1].count(b"\n") == 4 for w in writes)
+        serve_mod.FLUSH_SECONDS = 0.0  # now every line is due by time
+        put([0], 1)
+        await settle()
+        assert [len(w) for w in writes] == [3, 2, 2]
+        serve_mod.FLUSH_SECONDS = 60.0
+        put([1], 3)
+        await settle()
+        assert len(writes[1]) == 2
+        gens[1].finish()  # the end line goes out at once, with what waits before it
+        await settle()
+        assert writes[1][-1].endswith(b'"generated":8}\n') and writes[1][-1].count(b"\n") == 4
+        for g in gens:
+            g.cancel()
+            g.fail("stop")
+        await asyncio.gather(*tasks)
+        return writes
+
+    try:
+        writes = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    got = [json.loads(x) for x in b"".join(writes[1]).decode().splitlines()[1:-1]]
+    assert [e["i"] for e in got] == list(range(8)) and all(e["type"] == "token" for e in got)
+
+
 def test_an_unseeded_sample_reports_its_seed_and_repeats_with_it(api):
     a = lines(api.post("/api/generate", json={"prime": "the", "length": 40}))
     b = lines(api.post("/api/generate", json={"prime": "the", "length": 40, "seed": a[0]["seed"]}))
