@@ -41,7 +41,7 @@ from rnnlab.config import ClassifyRunConfig, RunConfig, from_dict
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.nn.cells import CELL_TYPES
-from rnnlab.nn.classifier import RNNClassifier
+from rnnlab.nn.classifier import build_classifier
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.nn.stack import StackState
 
@@ -277,8 +277,8 @@ class Checkpoint:
             labels, feature_size = self.labels, self.extra.get("feature_size", 0)
             if len(labels) < 2 or not isinstance(feature_size, int) or (self.vocab is None) == (feature_size == 0):
                 raise ValueError("class names or input size missing")
-            return RNNClassifier(self.config.model, len(labels), vocab_size=len(self.vocab) if self.vocab else 0,
-                                 feature_size=feature_size, bidirectional=self.config.classifier.bidirectional)
+            return build_classifier(self.config, len(labels), vocab_size=len(self.vocab) if self.vocab else 0,
+                                    feature_size=feature_size)
         if self.vocab is None:
             raise ValueError("no vocabulary")
         return RNNLanguageModel(self.config.model, len(self.vocab))

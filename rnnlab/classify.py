@@ -36,7 +36,7 @@ from rnnlab.data.vocab import Vocab, tokenize_words
 from rnnlab.errors import CheckpointError, ConfigError, DataError, VocabError
 from rnnlab.engine import run_job
 from rnnlab.metrics import classification_metrics, confusion_text
-from rnnlab.nn.classifier import RNNClassifier
+from rnnlab.nn.classifier import ClassifierEnsemble, RNNClassifier, build_classifier
 from rnnlab.plots import check_writable, plot_confusion
 
 BUCKET = 50  # batches sorted by length together (less padding, still shuffled)
@@ -199,9 +199,12 @@ class ClassifierJob:
         self._seen = (epoch, index)  # where training is: select="last" ranks checkpoints by it
         x, lengths = pad_batch([self.seqs[i] for i in idx])
         y = torch.from_numpy(self.y[idx]).to(self.device)  # (b,)
-        logits = self.model(torch.from_numpy(x).to(self.device), torch.from_numpy(lengths).to(self.device))  # (b, C)
-        loss = F.cross_entropy(logits, y, weight=self.weights)
-        self._acc = float((logits.argmax(-1) == y).float().mean())
+        logits = self.model.member_logits(torch.from_numpy(x).to(self.device),
+                                          torch.from_numpy(lengths).to(self.device))  # (K, b, C)
+        k = logits.shape[0]  # each member its own loss (their mean): they learn independently
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k), weight=self.weights,
+                               label_smoothing=self.cfg.classifier.label_smoothing)
+        self._acc = float((logits.mean(0).argmax(-1) == y).float().mean())
         return loss, len(idx), {}
 
     def step_done(self, ok: bool) -> None:
@@ -321,10 +324,10 @@ class ClassifierRecipe:
         self.feature_size = data.feature_size
         self.seqs = encode_inputs(data.inputs, self.vocab)
 
-    def build(self) -> RNNClassifier:
+    def build(self) -> RNNClassifier | ClassifierEnsemble:
         v = self.vocab
-        return RNNClassifier(self.cfg.model, len(self.classes), vocab_size=len(v) if v else 0,
-                             feature_size=self.feature_size, bidirectional=self.cfg.classifier.bidirectional)
+        return build_classifier(self.cfg, len(self.classes), vocab_size=len(v) if v else 0,
+                                feature_size=self.feature_size)
 
     def job(self, model: RNNClassifier, device: torch.device, ckpt: Checkpoint | None, dist: Any) -> ClassifierJob:
         return ClassifierJob(self.cfg, model, self.seqs, self.y, self.split, self.classes, self.vocab,

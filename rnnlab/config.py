@@ -418,6 +418,11 @@ class ClassifierConfig:
                  "to maximise validation accuracy + balanced accuracy; kept in the checkpoint; none: the plain argmax")
     tau: float = _f(0.5, "--adjust fixed: the logit adjustment's tau, in [0, 1] (0: the plain argmax, best for "
                          "accuracy; 1: every class a priori equal, best for balanced accuracy)")
+    ensemble: int = _f(1, "independent RNNs (each its own initial weights and dropout) trained side by side on the "
+                          "same batches, sharing the budget; they predict the mean of their probabilities")
+    input_dropout: float = _f(0.0, "training, text inputs: zero each time step's whole input (a character's or word's "
+                                   "embedding) with this probability, the others scaled by 1/(1-p)")
+    label_smoothing: float = _f(0.0, "training: the target puts this much probability evenly on every class")
 
     def problems(self) -> list[str]:
         p = []
@@ -429,6 +434,11 @@ class ClassifierConfig:
             p.append(f"adjust must be fixed, auto or none, got {self.adjust!r}")
         if not 0.0 <= self.tau <= 1.0:
             p.append(f"tau must be in [0, 1], got {self.tau!r}")
+        if self.ensemble < 1:
+            p.append(f"ensemble must be >= 1, got {self.ensemble}")
+        for name in ("input_dropout", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                p.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         return p
 
 

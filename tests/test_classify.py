@@ -240,6 +240,59 @@ def test_a_model_overfits_a_tiny_dataset_and_predictions_survive_a_reload(tmp_pa
     assert np.array_equal(before, after)
 
 
+def test_an_ensemble_predicts_its_members_mean_probability_and_survives_a_reload(tmp_path):
+    from rnnlab.classify import load_classifier
+    from rnnlab.nn.classifier import ClassifierEnsemble
+
+    cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=40)
+    cfg.classifier.ensemble, cfg.classifier.label_smoothing = 3, 0.1
+    s = train_classifier(cfg, progress=False)
+    assert s["steps"] == 40 and s["test_acc"] == 1.0, s
+    model, ckpt = load_classifier(cfg.train.out)
+    assert isinstance(model, ClassifierEnsemble) and model.members == 3
+    a, b = (m.head.weight for m in model.members_[:2])
+    assert not torch.equal(a, b)  # members start from their own weights
+    seqs = [ckpt.vocab.encode(t) for t in ("novikov", "gomez", "ivanez")]
+    x, lengths = (torch.from_numpy(v) for v in pad_batch(seqs))
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x, lengths), -1) for m in model.members_]).mean(0).double().numpy()
+    assert np.allclose(predict_proba(model, seqs), mean, atol=1e-6)
+    assert np.allclose(prefix_proba(model, seqs[0]), predict_proba(model, [seqs[0][:t] for t in range(1, 8)]),
+                       atol=1e-6)
+    from rnnlab.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "copy.safetensors", model, ckpt.config, ckpt.vocab, extra=ckpt.extra)
+    again, _ = load_classifier(tmp_path / "copy.safetensors")
+    assert isinstance(again, ClassifierEnsemble) and np.array_equal(predict_proba(again, seqs), predict_proba(model, seqs))
+
+
+def test_input_dropout_zeroes_whole_steps_in_training_only():
+    torch.manual_seed(0)
+    model = RNNClassifier(ModelConfig(cell="gru", hidden_size=6, num_layers=1, dropout=0.0, embedding_size=4), 3,
+                          vocab_size=5, input_dropout=0.5)
+    seen = []
+    model.rnn.register_forward_hook(lambda mod, args, kwargs_out: seen.append(args[0].detach().clone()))
+    x, lengths = torch.randint(0, 5, (64, 7)), torch.full((64,), 7)
+    model.train()
+    model(x, lengths)
+    e, full = seen[-1], model.embed(x).detach()
+    dropped = (e == 0).all(-1)  # (B, T): a step is zeroed whole, or kept and scaled by 1/(1-p)
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert torch.allclose(e[~dropped], 2.0 * full[~dropped])
+    model.eval()
+    model(x, lengths)
+    assert torch.equal(seen[-1], full)
+
+
+def test_bad_ensemble_and_dropout_options_are_refused():
+    cfg = ClassifyRunConfig()
+    cfg.data.builtin = "digits"
+    cfg.classifier.ensemble, cfg.classifier.input_dropout, cfg.classifier.label_smoothing = 0, 1.0, -0.1
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    assert all(f"{k} must be" in str(e.value) for k in ("ensemble", "input_dropout", "label_smoothing"))
+
+
 def test_shifted_is_the_softmax_of_the_shifted_log_probabilities():
     from rnnlab.classify import shifted
 

@@ -18,6 +18,16 @@ directions to the next layer: the same for one layer).
 Inputs are token ids (B, T) through an embedding or the one-hot vector, as in the
 language model, or real-valued vectors (B, T, F) fed to the first layer as they are.
 The loss is the cross entropy of the softmax against the one-hot label.
+
+Input dropout (``input_dropout`` p, training only, token inputs) zeroes each time step's whole
+input vector (a character's embedding) with probability p and scales the others by 1 / (1 - p): the network
+learns to classify from any large enough part of the sequence rather than from the few
+characters of a string it has memorised.
+
+An ensemble (:class:`ClassifierEnsemble`) is K such classifiers, each with its own initial
+weights and dropout masks, trained side by side on the same batches (each its own loss, so they
+learn independently) and predicting the mean of their probabilities:
+:math:`p(y \mid x) = \frac{1}{K} \sum_k p_k(y \mid x)`.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.config import ModelConfig
+from rnnlab.config import ClassifyRunConfig, ModelConfig
 from rnnlab.nn.stack import RecurrentStack
 
 
@@ -47,12 +57,15 @@ def last_real(out: Tensor, lengths: Tensor) -> Tensor:
 class RNNClassifier(nn.Module):
     """A sequence classifier: ``vocab_size`` for token inputs, or ``feature_size`` for vectors."""
 
+    members = 1
+
     def __init__(self, cfg: ModelConfig, num_classes: int, vocab_size: int = 0, feature_size: int = 0,
-                 bidirectional: bool = False):
+                 bidirectional: bool = False, input_dropout: float = 0.0):
         super().__init__()
         if (vocab_size > 0) == (feature_size > 0):
             raise ValueError("give vocab_size (token inputs) or feature_size (vector inputs), not both")
         self.cfg, self.num_classes, self.bidirectional = cfg, num_classes, bidirectional
+        self.input_dropout = input_dropout  # training, token inputs: a step's whole input zeroed with this probability
         # a fixed shift (C,) added to the log-probabilities when a trained classifier predicts (logit adjustment,
         # -tau log pi; rnnlab.classify sets it from the checkpoint); None: the plain softmax. Not a parameter.
         self.logit_shift: np.ndarray | None = None
@@ -80,6 +93,9 @@ class RNNClassifier(nn.Module):
         """The state after each sequence's last real element: (B, H) or (B, 2H) when bidirectional."""
         fused = self.cfg.fused if fused is None else fused
         e = self.embed(x)  # (B, T, I)
+        if self.training and self.input_dropout > 0 and not self.feature_size:
+            keep = torch.rand(e.shape[:2], device=e.device) >= self.input_dropout  # (B, T)
+            e = e * keep.unsqueeze(-1).to(e.dtype) / (1.0 - self.input_dropout)  # (B, T, I)
         out, _ = self.rnn(e, fused=fused)  # (B, T, H)
         h = last_real(out, lengths)  # (B, H)
         if self.rnn_reverse is not None:
@@ -103,5 +119,69 @@ class RNNClassifier(nn.Module):
         out, _ = self.rnn(self.embed(x), fused=self.cfg.fused)  # (1, T, H)
         return self.head(out[0])  # (T, C)
 
+    def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The logits of every member: (K, B, C); K = 1 for a single classifier."""
+        return self(x, lengths)[None]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class ClassifierEnsemble(nn.Module):
+    """K :class:`RNNClassifier` members of one configuration; its logits are the log of their mean probability.
+
+    It answers what the classifier's users ask of a model (``num_classes``, ``logit_shift``, ``head`` for the
+    device, ``rnn_reverse``, :meth:`forward`, :meth:`prefix_logits`), so it stands wherever one classifier does."""
+
+    def __init__(self, members: list[RNNClassifier]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members_ = nn.ModuleList(members)
+        first = members[0]
+        self.cfg, self.num_classes, self.bidirectional = first.cfg, first.num_classes, first.bidirectional
+        self.vocab_size, self.feature_size = first.vocab_size, first.feature_size
+        self.logit_shift: np.ndarray | None = None
+
+    @property
+    def members(self) -> int:
+        return len(self.members_)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.members_[0].head
+
+    @property
+    def rnn_reverse(self) -> RecurrentStack | None:
+        return self.members_[0].rnn_reverse
+
+    def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """x (B, T) or (B, T, F), lengths (B,) -> every member's logits (K, B, C)."""
+        return torch.stack([m(x, lengths) for m in self.members_])
+
+    @staticmethod
+    def mean_probability_logits(logits: Tensor) -> Tensor:
+        """(K, ..., C) -> (..., C): log of the members' mean softmax (a softmax of it gives that mean)."""
+        return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - np.log(logits.shape[0])
+
+    def forward(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
+        """x (B, T) ids or (B, T, F) vectors, lengths (B,) -> logits (B, C) of the mean probability."""
+        return self.mean_probability_logits(torch.stack([m(x, lengths, fused) for m in self.members_]))
+
+    def prefix_logits(self, x: Tensor) -> Tensor:
+        """(1, T) or (1, T, F) -> (T, C): every prefix, as :meth:`RNNClassifier.prefix_logits` (forward members)."""
+        return self.mean_probability_logits(torch.stack([m.prefix_logits(x) for m in self.members_]))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_classifier(cfg: ClassifyRunConfig, num_classes: int, vocab_size: int = 0, feature_size: int = 0
+                     ) -> RNNClassifier | ClassifierEnsemble:
+    """The classifier ``cfg`` describes, with fresh weights: one :class:`RNNClassifier`, or an ensemble of
+    ``cfg.classifier.ensemble`` of them."""
+    c = cfg.classifier
+    members = [RNNClassifier(cfg.model, num_classes, vocab_size=vocab_size, feature_size=feature_size,
+                             bidirectional=c.bidirectional, input_dropout=c.input_dropout)
+               for _ in range(c.ensemble)]
+    return members[0] if len(members) == 1 else ClassifierEnsemble(members)
