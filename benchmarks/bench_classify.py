@@ -65,11 +65,7 @@ GOAL = ("goal: above the char n-gram logistic regression on the same split, in a
 
 def run(data_args: list[str], cell: str, budget: float, extra: list[str], out: Path, seed: int) -> dict[str, Any]:
     from rnnlab.classify import train_classifier
-
-    try:  # the command line's parser, wherever it lives
-        from rnnlab.cli import build_parser, classify_config_from_args
-    except ImportError:
-        from rnnlab.cli.classify import build_parser, classify_config_from_args  # type: ignore[no-redef]
+    from rnnlab.cli import build_parser, classify_config_from_args
 
     argv = ["classify", "train", *data_args, "--cell", cell, "--time-budget", str(budget), "--split-seed", str(seed),
             "--out", str(out), "--quiet", "--threads", "1", "--clock", "cpu", *extra]
@@ -105,8 +101,10 @@ def markdown(res: dict[str, Any]) -> str:
         load = when.get("load_average_at_start")
         refs = references(part) if part != "digits" else {}
         goal = "goal: >= 98% accuracy on average" if part == "digits" else GOAL
+        extra = when.get("extra_options")
         md += [f"## {title}\n", f"{goal}; command of each row in classify.json; run {when.get('date', '?')}"
-               + (f", load average at its start {load[0]:.2f}" if load else "") + "\n",
+               + (f", load average at its start {load[0]:.2f}" if load else "")
+               + (f"; **options beyond the defaults: `{' '.join(extra)}`**" if extra else "") + "\n",
                "| cell | split | budget (s) | steps | epochs | seqs/s | tau | test acc | test balanced acc | "
                "test macro F1 | logistic regression (acc / balanced) | Kneser-Ney per class (acc / balanced) |",
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -164,13 +162,13 @@ def main() -> int:
             **{name: ["--data", str(ensure_set(name))] for name in WORD_SETS if name in args.sets}}
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
             args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        start = {"date": dt.datetime.now().isoformat(timespec="seconds"), "load_average_at_start": os.getloadavg()}
+        futures = {part: [pool.submit(run, data[part], cell, args.budget, extra, Path(tmp) / f"{part}-{cell}-{seed}", seed)
+                          for cell in args.cells for seed in (args.split_seeds or list(range(SETS[part][1])))]
+                   for part in args.sets}  # every run queued at once: --jobs of them at a time, across the sets
         for part in args.sets:
-            start = {"date": dt.datetime.now().isoformat(timespec="seconds"), "load_average_at_start": os.getloadavg()}
-            seeds = args.split_seeds or list(range(SETS[part][1]))
-            futures = [pool.submit(run, data[part], cell, args.budget, extra, Path(tmp) / f"{part}-{cell}-{seed}", seed)
-                       for cell in args.cells for seed in seeds]
-            res[part] = [f.result() for f in futures]
-            res[f"{part}_run"] = {**start, "load_average_at_end": os.getloadavg()}
+            res[part] = [f.result() for f in futures[part]]
+            res[f"{part}_run"] = {**start, "load_average_at_end": os.getloadavg(), "extra_options": extra}
     res["config"]["load_average_at_end"] = os.getloadavg()
     if args.out.exists():  # a set not run now keeps its rows from the file, marked with their own date
         try:
