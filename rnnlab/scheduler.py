@@ -56,7 +56,7 @@ from rnnlab.nn.stack import StackState
 
 PRIME_CHUNK = 64  # prime tokens read per stream in a round (one forward pass for every stream being read)
 PRIME_TOKENS = 256  # at most this many prime tokens read in a round, over all streams
-ROUND_SECONDS = 0.05  # a round's steps: as many as fit in this, as measured for the batch's size
+ROUND_SECONDS = 0.02  # a round's steps: as many as fit in this, as measured for the batch's size
 MAX_ROUND_STEPS = 64  # and at most this many (the C++ loop's gain is spent by then)
 STEPPER_ROWS = (1, 8, 64)  # the batch sizes the steps are prepared for: under 4 rows, under 16, more
 

@@ -114,9 +114,9 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # outside this the softmax under
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 256 * 1024  # a request body; the largest valid one (10,000 escaped characters) is ~120 KB
 DEFAULT_WORKERS = 4  # model computations at once; more requests wait their turn in the pool
-# A generation's lines are written when FLUSH_TOKENS of them wait, or FLUSH_SECONDS after its previous write (the
-# first token's line and the end at once): a write costs the event loop and the client far more than a line, so
-# many streams on a loaded machine would otherwise spend the cores on writes that each carry a token or two
+# A generation's lines are written when FLUSH_TOKENS of them wait, or at most FLUSH_SECONDS after its previous write
+# (the first token's line and the end at once): a write costs the event loop and the client far more than a line,
+# so many streams on a loaded machine would otherwise spend the cores on writes that each carry a token or two
 FLUSH_TOKENS = 16
 FLUSH_SECONDS = 0.25
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -748,9 +748,9 @@ class _Wakeups:
 class _Generation(Stream):
     """One streamed sample, advanced by its model's :class:`~rnnlab.scheduler.Scheduler`: each token becomes
     an NDJSON line in a buffer that the response drains. The first token's line goes out at once, the end line
-    too; the others wait until :data:`FLUSH_TOKENS` lines are waiting or :data:`FLUSH_SECONDS` have passed since
-    the stream's last write, so one write carries several lines and a loaded server spends its cores on the
-    model, not on writes. The buffer holds at most the whole answer: ``length`` token lines and the end line."""
+    too; the others wait until :data:`FLUSH_TOKENS` lines are waiting or the clock enters the next period of
+    :data:`FLUSH_SECONDS` (at most that long after the stream's last write), so one write carries several lines
+    and a loaded server spends its cores on the model, not on writes. The buffer holds at most the whole answer: ``length`` token lines and the end line."""
 
     def __init__(self, entry: LanguageModelEntry, cfg: SampleConfig, top: int, loop: asyncio.AbstractEventLoop,
                  head: bytes = b""):
@@ -808,9 +808,12 @@ class _Generation(Stream):
             self._wakeups.wake(waiter)
 
     def _due(self) -> bool:
-        """Whether the lines waiting go out now (the lock held)."""
+        """Whether the lines waiting go out now (the lock held). By time: once the clock has entered another
+        period of FLUSH_SECONDS than the last write's, the same periods for every stream, so that the streams'
+        timed writes fall in the same round and wake the event loop once."""
         return self._ended or (self._waiting > 0 and (
-            self._written is None or self._waiting >= FLUSH_TOKENS or time.monotonic() - self._written >= FLUSH_SECONDS))
+            self._written is None or self._waiting >= FLUSH_TOKENS
+            or time.monotonic() // FLUSH_SECONDS != self._written // FLUSH_SECONDS))
 
     # the event loop
     async def drain(self) -> AsyncIterator[bytes]:

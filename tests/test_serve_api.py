@@ -237,7 +237,7 @@ def test_lines_go_out_first_at_once_then_by_count_or_time_and_a_round_wakes_the_
         put(range(3), 1)  # the fourth: one write of four lines each
         await settle()
         assert [len(w) for w in writes] == [2, 2, 2] and all(w[1].count(b"\n") == 4 for w in writes)
-        serve_mod.FLUSH_SECONDS = 0.0  # now every line is due by time
+        serve_mod.FLUSH_SECONDS = 1e-9  # now every line is due by time
         put([0], 1)
         await settle()
         assert [len(w) for w in writes] == [3, 2, 2]
@@ -248,6 +248,12 @@ def test_lines_go_out_first_at_once_then_by_count_or_time_and_a_round_wakes_the_
         gens[1].finish()  # the end line goes out at once, with what waits before it
         await settle()
         assert writes[1][-1].endswith(b'"generated":8}\n') and writes[1][-1].count(b"\n") == 4
+        serve_mod.FLUSH_SECONDS = 0.2  # the streams' timed writes fall in the same periods: one wake-up for both
+        await asyncio.sleep(0.2 - time.monotonic() % 0.2 + 0.02)
+        before = len(wakeups)
+        put([0, 2], 1)
+        await settle()
+        assert [len(w) for w in (writes[0], writes[2])] == [4, 3] and len(wakeups) == before + 1
         for g in gens:
             g.cancel()
             g.fail("stop")
