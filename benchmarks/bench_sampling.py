@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['peak_rss_mb']:,.0f} | {mark} |")
     md = (f"# Sampling speed{' (quick smoke test, not a measurement)' if args.quick else ''}\n\n"
           + (f"{meta['gpu']} (CPU: " if cuda else "") + f"{meta['cpu']}, {meta['threads']} threads"
-          + (")" if cuda else "") + f", torch {meta['torch']}; commit {meta['commit']}; "
+          + (")" if cuda else "") + f", torch {meta['torch']}; "
           f"{meta['started']} to {meta['finished']}; load average {meta['loadavg_start']} -> {meta['loadavg_end']}.\n"
           f"Model {meta['model']}, vocabulary {VOCAB}, random weights, {wb / 1e6:.1f} MB of weights read per "
           f"step. Median of {args.repeats} interleaved repeats of about {args.seconds} s.\n"

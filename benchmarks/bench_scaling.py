@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         lines.append(f"| {r['model']} | {r['processes']} | {'all' if r['processes'] == 1 else 1} | "
                      f"{r['chars_per_sec']:,.0f} | {r['speedup']:.2f} | {r['steps']} | {r['val_bpc']:.3f} |")
-    md = (f"# Scaling: one process against two (torchrun, gloo)\n\n{meta['cpu']}, {meta['cpus']} CPUs; commit "
-          f"{meta['commit']}; {meta['started']} to {meta['finished']}; load average {meta['loadavg_start']} -> "
+    md = (f"# Scaling: one process against two (torchrun, gloo)\n\n{meta['cpu']}, {meta['cpus']} CPUs; "
+          f"{meta['started']} to {meta['finished']}; load average {meta['loadavg_start']} -> "
           f"{meta['loadavg_end']}.\nData {data} (90/10 split), 2-layer LSTM, batch 64 x 100 (global), Adam, "
           f"{args.budget:.0f} s of training each, runs one after another.\n"
           f"Command: `.venv/bin/python benchmarks/bench_scaling.py --budget {args.budget:.0f}`\n\n"

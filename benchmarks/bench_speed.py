@@ -388,7 +388,7 @@ def markdown(results: dict[str, Any]) -> str:
     return f"""# Training speed{' (quick smoke test, not a measurement)' if m['quick'] else ''}
 
 {m['cpu']}, {m['threads']} threads, torch {m['torch']} ({m['cpu_capability']}), Python {m['python']};
-commit {m['commit']}; {m['started']} to {m['finished']}; load average {m['loadavg_start']} -> {m['loadavg_end']};
+{m['started']} to {m['finished']}; load average {m['loadavg_start']} -> {m['loadavg_end']};
 fused Elman and GRU recurrences in {'the C++ kernels (rnnlab.nn.kernels)' if m.get('kernels') else 'Python loops (no kernels)'};
 {'large freed blocks kept by malloc for reuse (rnnlab.allocator), for every variant' if m.get('malloc_keeps_large_blocks') else 'malloc as the C library has it'}.
 Batch {m['batch_size']} x {m['seq_len']} characters, vocabulary {VOCAB}, embedding {m['embedding_size']}, no dropout (both networks the same), Adam,
