@@ -45,7 +45,7 @@ class ClassifyTrainOptions:
     truncation length), and how the command reports."""
 
     run: ClassifyRunConfig = sections(
-        ClassifyRunConfig, classify_config_from_args, skip=("seq_len",),
+        ClassifyRunConfig, classify_config_from_args, skip=("seq_len", "tie_weights"),
         helps=SEQUENCE_BATCH_HELP | {"eval_batch_size": "validation sequences scored at once, x 8 (scoring needs "
                                                         "no gradients)"})
     json: bool = json_option()

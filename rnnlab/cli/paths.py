@@ -17,7 +17,7 @@ PATHS_EXAMPLES = "example:\n  rnnlab paths --cell lstm --hidden-size 512 --strea
 class PathsOptions:
     """``rnnlab paths``: the network described (its cell and sizes) and the machine's device and dtype."""
 
-    model: ModelConfig = section(ModelConfig, "model options", skip=("dropout", "input", "embedding_size", "fused"))
+    model: ModelConfig = section(ModelConfig, "model options", skip=("dropout", "input", "embedding_size", "fused", "tie_weights"))
     streams: int = option(1, "rows stepped at once when sampling")
     device: Literal["cpu", "cuda"] = option("cpu", "the device described")
     dtype: Literal["float32", "float64"] = option("float32")

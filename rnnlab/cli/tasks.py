@@ -50,7 +50,7 @@ class TasksRunOptions:
 
     task: Literal["adding", "copy", "temporal-order"] = option(positional=True)
     run: TaskRunConfig = sections(
-        TaskRunConfig, task_config_from_args, skip=("seq_len", "name"),
+        TaskRunConfig, task_config_from_args, skip=("seq_len", "name", "tie_weights"),
         helps=SEQUENCE_BATCH_HELP | {"eval_batch_size": "validation sequences scored at once"})
     json: bool = json_option()
     quiet: bool = quiet_option()
