@@ -367,12 +367,20 @@ sys.exit(main(["data", "download", "tiny", "--dir", sys.argv[2], "--quiet"]))
 """
 
 
+def _signals_as_a_shell_gives() -> None:
+    """The child starts with SIGINT and SIGTERM at their defaults and unblocked, as a command typed in a shell does:
+    a disposition or mask left by the test runner's process (both are inherited through exec) must not decide."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_download_stopped_by_a_signal_leaves_nothing(server: Server, tmp_path: Path, sig: int, status: int) -> None:
     """SIGTERM (kill, a scheduler) cleans up as Ctrl-C does: no .part file, no folder it made."""
     dest = tmp_path / "d" / "deeper"
     p = subprocess.Popen([sys.executable, "-c", CHILD, server.url("slow/tiny.txt"), str(dest)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_signals_as_a_shell_gives)
     deadline = time.monotonic() + 60
     while not [f for f in files_under(dest) if f.name.endswith(".part")] and time.monotonic() < deadline:
         assert p.poll() is None, p.communicate()
