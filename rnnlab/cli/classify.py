@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rnnlab.cli.common import (
-    FMT,
     SEQUENCE_BATCH_HELP,
     add_command,
+    add_group,
     checkpoint_option,
     config_from_args,
     json_option,
@@ -114,10 +114,9 @@ def cmd_predict(o: ClassifyPredictOptions) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("classify", help="sequence classification: many-to-one RNNs", formatter_class=FMT,
-                       description="Train, evaluate and use RNN sequence classifiers (the state after the "
-                                   "last element feeds a softmax over the classes).", epilog=CLASSIFY_EXAMPLES)
-    csub = c.add_subparsers(dest="classify_cmd", required=True, metavar="ACTION")
+    csub = add_group(sub, "classify", help="sequence classification: many-to-one RNNs",
+                     description="Train, evaluate and use RNN sequence classifiers (the state after the "
+                                 "last element feeds a softmax over the classes).", epilog=CLASSIFY_EXAMPLES)
     add_command(csub, "train", ClassifyTrainOptions, cmd_train, help="train a classifier", epilog=CLASSIFY_EXAMPLES)
     add_command(csub, "eval", ClassifyEvalOptions, cmd_eval,
                 help="accuracy, balanced accuracy, F1 and the confusion matrix", epilog=CLASSIFY_EXAMPLES)

@@ -196,6 +196,13 @@ def add_command(sub: argparse._SubParsersAction, name: str, options: type,
     return p
 
 
+def add_group(sub: argparse._SubParsersAction, name: str, **kw: Any) -> argparse._SubParsersAction:
+    """A command with actions (``rnnlab NAME ACTION``): its parser (``kw``: help, description, epilog) and the
+    subparsers its actions are added to with :func:`add_command`."""
+    return sub.add_parser(name, formatter_class=FMT, **kw).add_subparsers(dest=f"{name}_cmd", required=True,
+                                                                        metavar="ACTION")
+
+
 def given(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The options of ``cls`` given on the command line (a section's defaults are suppressed)."""
     names = {f.name for f in dataclasses.fields(cls)}

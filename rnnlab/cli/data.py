@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from rnnlab.cli.common import FMT, add_command, option, quiet_option
+from rnnlab.cli.common import add_command, add_group, option, quiet_option
 
 DATA_EXAMPLES = """examples:
   rnnlab data list
@@ -46,8 +46,7 @@ def cmd_download(o: DownloadOptions) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    da = sub.add_parser("data", help="list and download corpora", formatter_class=FMT, epilog=DATA_EXAMPLES)
-    dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    dsub = add_group(sub, "data", help="list and download corpora", epilog=DATA_EXAMPLES)
     add_command(dsub, "list", DataListOptions, cmd_list, help="corpora rnnlab knows how to download",
                 epilog="example:\n  rnnlab data list\n")
     add_command(dsub, "download", DownloadOptions, cmd_download, help="download a corpus and verify its checksum",

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import numpy as np
 
 from rnnlab.cli.common import (
-    FMT,
     add_command,
+    add_group,
     fmt,
     json_option,
     option,
@@ -251,10 +251,9 @@ def cmd_stats(o: NGramStatsOptions) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    g = sub.add_parser("ngram", help="count-based n-gram language models beside the RNNs", formatter_class=FMT,
-                       description="Fit, score, sample and inspect n-gram models on the same splits and "
-                                   "vocabulary as the RNNs.", epilog=NGRAM_EXAMPLES)
-    gsub = g.add_subparsers(dest="ngram_cmd", required=True, metavar="ACTION")
+    gsub = add_group(sub, "ngram", help="count-based n-gram language models beside the RNNs",
+                     description="Fit, score, sample and inspect n-gram models on the same splits and "
+                                 "vocabulary as the RNNs.", epilog=NGRAM_EXAMPLES)
     add_command(gsub, "fit", NGramFitOptions, cmd_fit, help="count a corpus and save the model",
                 epilog=NGRAM_EXAMPLES)
     add_command(gsub, "eval", NGramEvalOptions, cmd_eval, help="bits per character on the model's split or a file",

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rnnlab.cli.common import FMT, add_command, json_option, option, print_json
+from rnnlab.cli.common import add_command, add_group, json_option, option, print_json
 
 SCRATCH_EXAMPLES = """examples:
   rnnlab scratch train input.txt --hidden-size 100 --seq-len 25 --steps 5000     # min-char-rnn, checked
@@ -55,9 +55,7 @@ def cmd_train(o: ScratchTrainOptions) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sc = sub.add_parser("scratch", help="BPTT by hand: a NumPy Elman RNN you can read", formatter_class=FMT,
-                        epilog=SCRATCH_EXAMPLES)
-    scsub = sc.add_subparsers(dest="scratch_cmd", required=True, metavar="ACTION")
+    scsub = add_group(sub, "scratch", help="BPTT by hand: a NumPy Elman RNN you can read", epilog=SCRATCH_EXAMPLES)
     add_command(scsub, "train", ScratchTrainOptions, cmd_train,
                 help="train the NumPy model on a text and watch the loss fall", epilog=SCRATCH_EXAMPLES)
 

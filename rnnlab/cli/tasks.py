@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rnnlab.cli.common import (
-    FMT,
     SEQUENCE_BATCH_HELP,
     add_command,
+    add_group,
     given,
     json_option,
     option,
@@ -65,10 +65,9 @@ def cmd_run(o: TasksRunOptions) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    tk = sub.add_parser("tasks", help="long-memory tasks: adding, copy, temporal order", formatter_class=FMT,
-                        epilog=TASKS_EXAMPLES, description="Train a cell on a long-memory task for any length T "
-                                                           "and report success against the task's trivial baseline.")
-    tsub = tk.add_subparsers(dest="tasks_cmd", required=True, metavar="ACTION")
+    tsub = add_group(sub, "tasks", help="long-memory tasks: adding, copy, temporal order", epilog=TASKS_EXAMPLES,
+                     description="Train a cell on a long-memory task for any length T and report success against "
+                                 "the task's trivial baseline.")
     add_command(tsub, "run", TasksRunOptions, cmd_run, help="train on a task and report success",
                 epilog=TASKS_EXAMPLES)
 
