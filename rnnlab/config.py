@@ -16,9 +16,12 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from rnnlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rnnlab.tasks import Task
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
@@ -468,6 +471,100 @@ class ClassifyRunConfig(RunSections):
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     optim: OptimConfig = field(default_factory=_classify_optim)
     train: TrainConfig = field(default_factory=_classify_train)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass
+class TaskConfig:
+    """Which long-memory task (:mod:`rnnlab.tasks`), how long, and how its sequences are drawn."""
+
+    name: Literal["adding", "copy", "temporal-order"] = _f("adding", "the task: adding, copy or temporal-order")
+    length: int = _f(100, "T: steps per sequence (adding, temporal-order) or the delay (copy)")
+    copy_len: int = _f(10, "copy: K, symbols to remember")
+    symbols: int = _f(8, "copy: S, the alphabet's size")
+    train_size: int = _f(10000, "training sequences per epoch (with --fresh, an epoch is a unit of progress only)")
+    fresh: bool = _f(True, "draw new training sequences for every batch (seeded by data seed, epoch and batch); "
+                           "--no-fresh: one fixed training set of train_size sequences, reshuffled every epoch")
+    val_size: int = _f(1000, "validation sequences (one fixed set)")
+    data_seed: int = _f(0, "seed of every generated sequence (training and validation); --seed seeds the weights")
+    stop_on_success: bool = _f(True, "stop at the first evaluation that solves the task (metric below baseline / 10) "
+                                     "and report the time and steps it took; --no-stop-on-success trains on to "
+                                     "the stop condition")
+
+    def make(self) -> Task:
+        """The :class:`~rnnlab.tasks.Task` this section describes."""
+        from rnnlab.tasks import make_task  # at use, as cell_choices: the tasks' module sits above this one
+
+        extra = {"copy_len": self.copy_len, "symbols": self.symbols} if self.name == "copy" else {}
+        return make_task(self.name, self.length, **extra)
+
+    def problems(self) -> list[str]:
+        from rnnlab.tasks import TASKS
+
+        p = []
+        if self.name not in TASKS:
+            p.append(f"task must be one of {', '.join(TASKS)}, got {self.name!r}")
+        else:
+            try:
+                self.make()
+            except ConfigError as e:
+                p.extend(e.problems)
+        for name in ("train_size", "val_size"):
+            v = getattr(self, name)
+            if not _whole(v) or v < 1:
+                p.append(f"{name} must be an integer >= 1, got {v!r}")
+        return p
+
+
+def _task_model() -> ModelConfig:
+    # one layer and a one-hot input: the tasks' alphabets are tiny, and the literature's
+    # baselines (Hochreiter & Schmidhuber; Le et al.; Arjovsky et al.) use one layer, no dropout
+    return ModelConfig(cell="lstm", hidden_size=128, num_layers=1, dropout=0.0, input="onehot")
+
+
+def _task_optim() -> OptimConfig:
+    # Adam with the gradient clipped to norm 1, a constant rate, the same for every cell: at 3e-3 an LSTM of 128
+    # units solves the adding problem at T = 100 in about 1,250 steps; at 1e-3 it had not after 1,865
+    # (benchmarks/bench_long_memory.py measures the whole grid)
+    return OptimConfig(lr=3e-3, clip_norm=1.0, lr_schedule="constant")
+
+
+def _task_train() -> TrainConfig:
+    # no stop condition by default: train_task then gives rnnlab.task_train.DEFAULT_TIME_BUDGET, and whatever the
+    # user gives alone is the only limit. Evaluations every 50 steps (about 1-3 s of training) time a success to a
+    # few percent.
+    return TrainConfig(batch_size=50, max_steps=0, eval_interval=50, eval_batch_size=500, log_interval=10,
+                       out="runs/task")
+
+
+@dataclass
+class TaskRunConfig(RunSections):
+    """Everything a long-memory task's training run (:func:`rnnlab.task_train.train_task`) needs; saved as
+    ``config.json`` in the run folder.
+
+    ``train.seq_len`` is not used (a task's sequences are read whole, T steps of BPTT);
+    ``train.eval_batch_size`` is the number of validation sequences scored at once.
+    """
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=_task_model)
+    cures: CuresConfig = field(default_factory=CuresConfig)
+    optim: OptimConfig = field(default_factory=_task_optim)
+    train: TrainConfig = field(default_factory=_task_train)
+
+    def cross_problems(self) -> list[str]:
+        if _whole(self.task.train_size) and _whole(self.train.batch_size) and 1 <= self.task.train_size \
+                < self.train.batch_size:
+            return [f"train_size ({self.task.train_size}) must be at least batch_size ({self.train.batch_size})"]
+        return []
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskRunConfig:
+        """From (nested) JSON, rejecting unknown keys and wrong types (every problem at once)."""
+        return from_dict(cls, d)
 
 
 @dataclass

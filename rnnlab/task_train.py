@@ -4,7 +4,8 @@ r"""Training RNNs on the long-memory tasks (:mod:`rnnlab.tasks`) with the loop e
 temporal-order problem of any length T with :func:`rnnlab.loop.run_loop`: the same
 optimisers, schedules, clipping (its pre-clip norm and clipped fraction logged),
 progress bar, ``metrics.jsonl``, checkpoints and exact resume as the language model and
-the classifier. What is task-specific lives in :class:`TaskJob`:
+the classifier. Its config, :class:`~rnnlab.config.TaskRunConfig` (re-exported here), is one of
+the typed configs of :mod:`rnnlab.config`. What is task-specific lives in :class:`TaskJob`:
 
 * **Data.** By default every training batch is a fresh draw from the task's generator,
   seeded by ``(data_seed, epoch, batch)`` alone (:meth:`TaskJob.batch`), so a resumed run
@@ -47,7 +48,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ from rnnlab.checkpoint import (
     register_kind,
     write_checkpoint,
 )
-from rnnlab.config import CuresConfig, ModelConfig, OptimConfig, RunSections, TrainConfig, from_dict
+from rnnlab.config import CuresConfig, ModelConfig, TaskConfig, TaskRunConfig
 from rnnlab.errors import CheckpointError, ConfigError
 from rnnlab.gradients import norm_preserving_penalty
 from rnnlab.engine import run_job
@@ -71,7 +72,7 @@ from rnnlab.loop import resume_point, starting_config, with_overrides
 from rnnlab.nn.init import init_gate_bias, init_recurrent
 from rnnlab.nn.stack import RecurrentStack
 from rnnlab.plots import read_metrics
-from rnnlab.tasks import TASKS, Task, make_task
+from rnnlab.tasks import Task
 
 TASK = "task"
 """The ``kind`` of a task checkpoint."""
@@ -80,103 +81,8 @@ __all__ = ["TASK", "CuresConfig", "TaskCheckpoint", "TaskConfig", "TaskJob", "Ta
            "build_task_model", "load_task_checkpoint", "resume_task_config", "save_task_checkpoint", "train_task"]
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with a help text (as :mod:`rnnlab.config`: the CLI shows it)."""
-    return field(default=default, metadata={"help": help})
-
-
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-# the config ---------------------------------------------------------------------------------------
-
-@dataclass
-class TaskConfig:
-    """Which long-memory task, how long, and how its sequences are drawn."""
-
-    name: Literal["adding", "copy", "temporal-order"] = _f("adding", "the task: adding, copy or temporal-order")
-    length: int = _f(100, "T: steps per sequence (adding, temporal-order) or the delay (copy)")
-    copy_len: int = _f(10, "copy: K, symbols to remember")
-    symbols: int = _f(8, "copy: S, the alphabet's size")
-    train_size: int = _f(10000, "training sequences per epoch (with --fresh, an epoch is a unit of progress only)")
-    fresh: bool = _f(True, "draw new training sequences for every batch (seeded by data seed, epoch and batch); "
-                           "--no-fresh: one fixed training set of train_size sequences, reshuffled every epoch")
-    val_size: int = _f(1000, "validation sequences (one fixed set)")
-    data_seed: int = _f(0, "seed of every generated sequence (training and validation); --seed seeds the weights")
-    stop_on_success: bool = _f(True, "stop at the first evaluation that solves the task (metric below baseline / 10) "
-                                     "and report the time and steps it took; --no-stop-on-success trains on to "
-                                     "the stop condition")
-
-    def make(self) -> Task:
-        """The :class:`~rnnlab.tasks.Task` this section describes."""
-        extra = {"copy_len": self.copy_len, "symbols": self.symbols} if self.name == "copy" else {}
-        return make_task(self.name, self.length, **extra)
-
-    def problems(self) -> list[str]:
-        p = []
-        if self.name not in TASKS:
-            p.append(f"task must be one of {', '.join(TASKS)}, got {self.name!r}")
-        else:
-            try:
-                self.make()
-            except ConfigError as e:
-                p.extend(e.problems)
-        for name in ("train_size", "val_size"):
-            v = getattr(self, name)
-            if not _whole(v) or v < 1:
-                p.append(f"{name} must be an integer >= 1, got {v!r}")
-        return p
-
-
-def _task_model() -> ModelConfig:
-    # one layer and a one-hot input: the tasks' alphabets are tiny, and the literature's
-    # baselines (Hochreiter & Schmidhuber; Le et al.; Arjovsky et al.) use one layer, no dropout
-    return ModelConfig(cell="lstm", hidden_size=128, num_layers=1, dropout=0.0, input="onehot")
-
-
-def _task_optim() -> OptimConfig:
-    # Adam with the gradient clipped to norm 1, a constant rate, the same for every cell: at 3e-3 an LSTM of 128
-    # units solves the adding problem at T = 100 in about 1,250 steps; at 1e-3 it had not after 1,865
-    # (benchmarks/bench_long_memory.py measures the whole grid)
-    return OptimConfig(lr=3e-3, clip_norm=1.0, lr_schedule="constant")
-
-
 DEFAULT_TIME_BUDGET = 300.0
 """Seconds a task run trains for when no stop condition is given (and it does not stop on success first)."""
-
-
-def _task_train() -> TrainConfig:
-    # no stop condition by default: train_task then gives DEFAULT_TIME_BUDGET, and whatever the user gives alone
-    # is the only limit. Evaluations every 50 steps (about 1-3 s of training) time a success to a few percent.
-    return TrainConfig(batch_size=50, max_steps=0, eval_interval=50, eval_batch_size=500, log_interval=10,
-                       out="runs/task")
-
-
-@dataclass
-class TaskRunConfig(RunSections):
-    """Everything a task's training run needs; saved as ``config.json`` in the run folder.
-
-    ``train.seq_len`` is not used (a task's sequences are read whole, T steps of BPTT);
-    ``train.eval_batch_size`` is the number of validation sequences scored at once.
-    """
-
-    task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=_task_model)
-    cures: CuresConfig = field(default_factory=CuresConfig)
-    optim: OptimConfig = field(default_factory=_task_optim)
-    train: TrainConfig = field(default_factory=_task_train)
-
-    def cross_problems(self) -> list[str]:
-        if _whole(self.task.train_size) and _whole(self.train.batch_size) and 1 <= self.task.train_size \
-                < self.train.batch_size:
-            return [f"train_size ({self.task.train_size}) must be at least batch_size ({self.train.batch_size})"]
-        return []
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TaskRunConfig:
-        """From (nested) JSON, rejecting unknown keys and wrong types (every problem at once)."""
-        return from_dict(cls, d)
 
 
 # the model ----------------------------------------------------------------------------------------

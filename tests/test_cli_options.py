@@ -31,8 +31,8 @@ from rnnlab.config import (
     NGramConfig,
     RunConfig,
     SampleConfig,
+    TaskRunConfig,
 )
-from rnnlab.task_train import TaskRunConfig
 
 
 def _commands(parser, path=()):

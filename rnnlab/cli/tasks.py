@@ -18,7 +18,7 @@ from rnnlab.cli.common import (
     run_sections,
     sections,
 )
-from rnnlab.task_train import TaskRunConfig
+from rnnlab.config import TaskRunConfig
 
 TASKS_EXAMPLES = """examples:
   rnnlab tasks run adding --cell elman --length 200 --time-budget 60 --out runs/adding-elman
