@@ -3,6 +3,8 @@ gives an instance of it (its defaults where nothing is given)."""
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -145,6 +147,40 @@ CASES = {
                       ["data", "download", "ptb", "--dir", "d", "--quiet"],
                       DownloadOptions(name="ptb", dir="d", quiet=True)),
 }
+
+
+NO_TORCH = """
+import contextlib, io, sys
+from rnnlab.cli import build_parser
+
+def run(argv):
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err, \\
+            contextlib.suppress(SystemExit):
+        build_parser().parse_args(argv)
+    return out.getvalue() + err.getvalue()
+
+build_parser()
+print("build_parser", "torch" in sys.modules)
+for argv in (["--help"], ["tasks", "--help"], ["ngram", "fit", "--help"], ["classify", "eval", "--help"],
+             ["classify", "eval"], ["train", "--no-such-option"]):
+    shown = run(argv)
+    print(" ".join(argv), "usage:" in shown, "torch" in sys.modules)
+shown = run(["train", "--help"])  # lists the registered cells: the registry, and torch, are imported now
+print("train --help lists the cells", "tanh units" in shown and "torch" in sys.modules)
+"""
+
+
+def test_building_the_parser_and_help_that_lists_no_cells_import_no_torch():
+    """The command modules import the library where a command runs, and the cells' registry (which imports
+    torch) is read only where ``--cell`` is shown or checked: building every parser, ``rnnlab --help`` and the
+    help and usage errors of commands without ``--cell`` do not wait for torch."""
+    r = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "train --help lists the cells True"
+    assert lines[:-1] == ["build_parser False", "--help True False", "tasks --help True False",
+                          "ngram fit --help True False", "classify eval --help True False", "classify eval True False",
+                          "train --no-such-option True False"]  # each shown its usage, none imported torch
 
 
 def test_every_command_has_a_case():

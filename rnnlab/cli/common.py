@@ -21,7 +21,7 @@ import dataclasses
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -99,6 +99,25 @@ def _help(f: dataclasses.Field, text: str, default: Any) -> str:
     return f"{text} (default: {default if shown is _AUTO else shown})".lstrip()
 
 
+class _Registry:
+    """A registry's names as an option's ``choices`` (the cells' for ``--cell``), read from the registry
+    whenever argparse asks (to check a value given, to show the usage or the help), never while the parser is
+    built: the cells' registry imports torch, which ``rnnlab --help``, the commands without such an option and
+    their errors need not wait for. As text, the names each with its line (the option's help, ``%(listed)s``)."""
+
+    def __init__(self, read: Callable[[], dict[str, str]]):
+        self.read = read  # name -> its one-line summary
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.read())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.read()
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} ({v})" if v else k for k, v in self.read().items())
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = None, skip: tuple[str, ...] = (),
                 defaults: Any = None, helps: dict[str, str] | None = None, given_only: bool = True) -> None:
     """One argument per field of ``cls`` (into a group ``title``, or the parser's own options).
@@ -132,6 +151,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
                                **kw)
             continue
         base = _value_type(tp)
+        registry = None
         if "nargs" in f.metadata:
             kw["nargs"] = f.metadata["nargs"]
         if f.metadata.get("required"):
@@ -139,10 +159,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
         if get_origin(base) is Literal:
             kw["choices"] = get_args(base)
         elif "choices" in f.metadata:  # a registry's names (the cells), each with its line in the help
-            choices = f.metadata["choices"]()
-            kw["choices"] = tuple(choices)
-            listed = ", ".join(f"{k} ({v})" if v else k for k, v in choices.items())
-            text = f"{text}: {listed}"
+            registry = _Registry(f.metadata["choices"])
         else:
             kw["type"] = {int: int, float: float, str: str}.get(base, str)
             if "metavar" in f.metadata:  # a command's own option names its value as declared
@@ -154,9 +171,12 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
         if positional:
             if not kw["help"]:
                 kw["help"] = None
-            group.add_argument(f.name, **kw)
+            action = group.add_argument(f.name, **kw)
         else:
-            group.add_argument(flag(f.name), **kw)
+            action = group.add_argument(flag(f.name), **kw)
+        if registry is not None:  # set once added: argparse reads the choices and expands the help as it adds
+            action.choices = action.listed = registry
+            action.help = _help(f, f"{text}: %(listed)s", default)
 
 
 def _add_section(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: type) -> None:
