@@ -148,6 +148,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per run (default 300)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each a process of one thread (default 1)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "classify.json")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="keep every run's folder under this one (default: a temporary folder, removed)")
     args = ap.parse_args(own)
     res: dict[str, Any] = {"config": {"date": dt.datetime.now().isoformat(timespec="seconds"),
                                       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -162,6 +164,9 @@ def main() -> int:
             **{name: ["--data", str(ensure_set(name))] for name in WORD_SETS if name in args.sets}}
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
             args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        if args.runs is not None:
+            args.runs.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.runs)
         start = {"date": dt.datetime.now().isoformat(timespec="seconds"), "load_average_at_start": os.getloadavg()}
         futures = {part: [pool.submit(run, data[part], cell, args.budget, extra, Path(tmp) / f"{part}-{cell}-{seed}", seed)
                           for cell in args.cells for seed in (args.split_seeds or list(range(SETS[part][1])))]

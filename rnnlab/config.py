@@ -419,11 +419,11 @@ class ClassifierConfig:
         "fixed", "logit adjustment (Menon et al. 2021): predict argmax_c log p_c - tau log pi_c, pi the training "
                  "class frequencies; fixed: tau = --tau; auto: tau in 0, 0.125, ..., 1 chosen at each evaluation "
                  "to maximise validation accuracy + balanced accuracy; kept in the checkpoint; none: the plain argmax")
-    tau: float = _f(0.5, "--adjust fixed: the logit adjustment's tau, in [0, 1] (0: the plain argmax, best for "
+    tau: float = _f(0.25, "--adjust fixed: the logit adjustment's tau, in [0, 1] (0: the plain argmax, best for "
                          "accuracy; 1: every class a priori equal, best for balanced accuracy)")
-    ensemble: int = _f(1, "independent RNNs (each its own initial weights and dropout) trained side by side on the "
+    ensemble: int = _f(3, "independent RNNs (each its own initial weights and dropout) trained side by side on the "
                           "same batches, sharing the budget; they predict the mean of their probabilities")
-    input_dropout: float = _f(0.0, "training, text inputs: zero each time step's whole input (a character's or word's "
+    input_dropout: float = _f(0.1, "training, text inputs: zero each time step's whole input (a character's or word's "
                                    "embedding) with this probability, the others scaled by 1/(1-p)")
     label_smoothing: float = _f(0.0, "training: the target puts this much probability evenly on every class")
 
@@ -449,13 +449,14 @@ SELECTS = ("last", "loss", "acc", "balanced_acc", "macro_f1", "acc+balanced_acc"
 
 
 def _classify_model() -> ModelConfig:
-    # a bidirectional GRU of 256 units; dropout 0.5 and a 128-wide embedding measured best on the names
-    # (benchmarks/results/classify_variants.md), with the logit adjustment above
-    return ModelConfig(cell="gru", hidden_size=256, num_layers=1, dropout=0.5, embedding_size=128)
+    # each member of the ensemble (ClassifierConfig.ensemble, 3) a bidirectional GRU of 128 units reading a
+    # 64-wide embedding, dropout 0.5 before its softmax: with input dropout 0.1 and weight decay 0.1 the best
+    # measured on the word sets and names in 5 CPU-minutes (docs/benchmarks.md, results/classify.md)
+    return ModelConfig(cell="gru", hidden_size=128, num_layers=1, dropout=0.5, embedding_size=64)
 
 
 def _classify_optim() -> OptimConfig:
-    return OptimConfig(lr=3e-3, weight_decay=0.0)
+    return OptimConfig(lr=3e-3, weight_decay=0.1)
 
 
 def _classify_train() -> TrainConfig:

@@ -92,7 +92,8 @@ def tiny_names_classifier(folder: Path, steps: int = 20) -> Path:
     cfg.data.data = str(data)
     cfg.data.val_fraction, cfg.data.test_fraction = 0.2, 0.2
     cfg.model = ModelConfig(cell="gru", hidden_size=12, num_layers=1, dropout=0.0, embedding_size=8)
-    cfg.optim.lr = 0.02
+    cfg.classifier.ensemble, cfg.classifier.input_dropout = 1, 0.0  # one small RNN, quick to train
+    cfg.optim.lr, cfg.optim.weight_decay = 0.02, 0.0
     cfg.train.batch_size, cfg.train.max_steps, cfg.train.eval_interval = 8, steps, steps
     cfg.train.threads = 1  # tiny matrices: one thread is faster on a shared machine
     cfg.train.out = str(folder / "names")

@@ -27,7 +27,7 @@ from rnnlab.classify import load_classifier
 from rnnlab.config import ClassifyRunConfig, ModelConfig, RunConfig, SampleConfig
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import CheckpointError
-from rnnlab.nn.classifier import RNNClassifier
+from rnnlab.nn.classifier import build_classifier
 from rnnlab.nn.models import RNNLanguageModel
 from rnnlab.sampling import generate
 from rnnlab.serve import build_app
@@ -43,8 +43,7 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     save_checkpoint(lm, RNNLanguageModel(MODEL, len(VOCAB)), RunConfig(model=MODEL), VOCAB)
     clf = tmp_path / "clf.safetensors"
     ccfg = ClassifyRunConfig(model=MODEL)
-    save_checkpoint(clf, RNNClassifier(MODEL, 2, vocab_size=len(VOCAB), bidirectional=ccfg.classifier.bidirectional),
-                    ccfg, VOCAB, extra={"labels": ["no", "yes"], "feature_size": 0})
+    save_checkpoint(clf, build_classifier(ccfg, 2, vocab_size=len(VOCAB)), ccfg, VOCAB, extra={"labels": ["no", "yes"], "feature_size": 0})
     task = tmp_path / "task.safetensors"
     cfg = TaskRunConfig()
     cfg.task.length, cfg.train.max_steps = 5, 1

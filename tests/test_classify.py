@@ -205,7 +205,8 @@ def _cfg(tmp_path, data, **train):
     cfg.data.data = str(data)
     cfg.data.val_fraction, cfg.data.test_fraction = 0.2, 0.2
     cfg.model = ModelConfig(cell="gru", hidden_size=24, num_layers=1, dropout=0.0, embedding_size=8)
-    cfg.optim.lr = 0.02
+    cfg.classifier.ensemble, cfg.classifier.input_dropout = 1, 0.0  # one small RNN: the tests read its parts
+    cfg.optim.lr, cfg.optim.weight_decay = 0.02, 0.0
     cfg.train.batch_size = 8
     cfg.train.eval_interval = 20
     cfg.train.out = str(tmp_path / "run")
@@ -357,7 +358,7 @@ def test_the_default_logit_adjustment_is_a_fixed_tau_kept_in_the_checkpoint(tmp_
     data = _imbalanced_names(tmp_path)
     cfg = _cfg(tmp_path, data, max_steps=20, eval_interval=20)
     cfg.model.hidden_size, cfg.optim.lr = 8, 0.005
-    assert (cfg.classifier.adjust, cfg.classifier.tau, cfg.classifier.select) == ("fixed", 0.5, "last")
+    assert (cfg.classifier.adjust, cfg.classifier.tau, cfg.classifier.select) == ("fixed", 0.25, "last")
     cfg.classifier.tau = 0.75
     s = train_classifier(cfg, progress=False)
     assert s["val_tau"] == 0.75

@@ -30,6 +30,7 @@ def _untrained(path: Path, labels: list[str], vocab: Vocab | None, feature_size:
     cfg.data.data = "data.jsonl"
     cfg.data.level = vocab.level if vocab else "char"
     cfg.model = ModelConfig(cell="lstm", hidden_size=8, num_layers=2, dropout=0.0, embedding_size=4)
+    cfg.classifier.ensemble = 1  # the one RNNClassifier written below
     for k, v in classifier.items():
         setattr(cfg.classifier, k, v)
     model = RNNClassifier(cfg.model, len(labels), vocab_size=len(vocab) if vocab else 0, feature_size=feature_size,
