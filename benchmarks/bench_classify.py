@@ -32,6 +32,7 @@ Writes ``benchmarks/results/classify.json`` and ``classify.md``; a set not run k
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -162,11 +163,10 @@ def main() -> int:
         return 2
     data = {"names": ["--data", str(args.names)], "digits": ["--builtin", "digits"],
             **{name: ["--data", str(ensure_set(name))] for name in WORD_SETS if name in args.sets}}
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
-            args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        if args.runs is not None:
-            args.runs.mkdir(parents=True, exist_ok=True)
-            tmp = str(args.runs)
+    if args.runs is not None:
+        args.runs.mkdir(parents=True, exist_ok=True)
+    runs = contextlib.nullcontext(str(args.runs)) if args.runs is not None else tempfile.TemporaryDirectory()
+    with runs as tmp, ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         start = {"date": dt.datetime.now().isoformat(timespec="seconds"), "load_average_at_start": os.getloadavg()}
         futures = {part: [pool.submit(run, data[part], cell, args.budget, extra, Path(tmp) / f"{part}-{cell}-{seed}", seed)
                           for cell in args.cells for seed in (args.split_seeds or list(range(SETS[part][1])))]

@@ -29,6 +29,11 @@ RECURRENT_INITS = ("default", "orthogonal", "identity")
 GATE_INITS = ("default", "chrono")
 
 
+def _whole(v: Any) -> bool:
+    """An integer, and not a bool (which Python counts as one)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a help text (shown by ``--help``); ``choices``: a function giving the allowed values
     and a line on each (a registry's, read when asked), which the CLI offers and the config's checks name."""
@@ -189,8 +194,7 @@ class CuresConfig:
             p.append(f"recurrent_init must be one of {', '.join(RECURRENT_INITS)}, got {self.recurrent_init!r}")
         if self.gate_init not in GATE_INITS:
             p.append(f"gate_init must be one of {', '.join(GATE_INITS)}, got {self.gate_init!r}")
-        if not (isinstance(self.chrono_max, int) and not isinstance(self.chrono_max, bool)) or \
-                not (self.chrono_max == 0 or self.chrono_max >= 3):
+        if not _whole(self.chrono_max) or not (self.chrono_max == 0 or self.chrono_max >= 3):
             p.append(f"chrono_max must be 0 (the task's length) or an integer >= 3, got {self.chrono_max!r}")
         if not (isinstance(self.norm_reg, (int, float)) and math.isfinite(self.norm_reg) and self.norm_reg >= 0):
             p.append(f"norm_reg must be a number >= 0, got {self.norm_reg!r}")
@@ -472,10 +476,6 @@ class ClassifyRunConfig(RunSections):
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     optim: OptimConfig = field(default_factory=_classify_optim)
     train: TrainConfig = field(default_factory=_classify_train)
-
-
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
