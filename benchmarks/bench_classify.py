@@ -49,11 +49,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import split_rnnlab_options, write_results  # noqa: E402
+from bench_classify_reference import REFERENCE_FILE  # noqa: E402
 from classify_sets import SETS as WORD_SETS  # noqa: E402
 from classify_sets import ensure as ensure_set  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REFERENCE = Path(__file__).resolve().parent / "results" / "classify_reference.json"
 KEYS = ("test_acc", "test_balanced_acc", "test_macro_f1", "val_acc", "steps", "epochs", "elapsed_s", "seqs_per_sec")
 SETS: dict[str, tuple[str, int]] = {  # set -> (title, split seeds by default)
     "names": ("Surnames by language (names_clean, split by distinct name)", 5),
@@ -84,7 +84,7 @@ def references(part: str) -> dict[int, dict[str, tuple[float, float]]]:
     """Each split seed's test (accuracy, balanced accuracy) of the references fitted on it: ``logistic``
     and ``kneser_ney``."""
     try:
-        ref = json.loads(REFERENCE.read_text())
+        ref = json.loads(REFERENCE_FILE.read_text())
         rows = ref["seeds"] if part == "names" else ref["sets"][part]["seeds"]
         return {int(r["split_seed"]): {k: tuple(r[k]) for k in ("logistic", "kneser_ney")} for r in rows}
     except (OSError, ValueError, KeyError):
