@@ -22,10 +22,11 @@ from rnnlab.nn.classifier import RNNClassifier, reverse_padded
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("fused", [False, True])
-def test_the_last_real_state_ignores_padding(cell, bidirectional, fused):
+@pytest.mark.parametrize("pool", ["last", "mean", "last+mean"])
+def test_what_the_head_reads_ignores_padding(cell, bidirectional, fused, pool):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, hidden_size=8, num_layers=2, dropout=0.0, embedding_size=5)
-    model = RNNClassifier(cfg, num_classes=3, vocab_size=7, bidirectional=bidirectional).double().eval()
+    model = RNNClassifier(cfg, num_classes=3, vocab_size=7, bidirectional=bidirectional, pool=pool).double().eval()
     rng = np.random.default_rng(1)
     seqs = [rng.integers(0, 7, size=n) for n in (1, 4, 9, 2)]
     x, lengths = pad_batch(seqs)
@@ -36,12 +37,15 @@ def test_the_last_real_state_ignores_padding(cell, bidirectional, fused):
     for b, s in enumerate(seqs):  # a loop over the unpadded sequences, one at a time, through the unroller
         alone = torch.from_numpy(s)[None]
         one = model(alone, torch.tensor([len(s)]), fused=False)[0]
-        if bidirectional:  # the reverse direction, by hand: the plain stack over the flipped sequence
-            e = model.embed(alone)
-            fwd, _ = model.rnn(e, fused=False)
-            back, _ = model.rnn_reverse(torch.flip(e, dims=[1]), fused=False)
-            one_by_hand = model.head(torch.cat([fwd[0, -1], back[0, -1]]))
-            assert torch.allclose(one, one_by_hand, atol=1e-12)
+        e = model.embed(alone)  # by hand: the plain stack over the sequence (and over it flipped)
+
+        def read(out):  # (1, L, H) -> the last state, the mean of all L, or both
+            return {"last": [out[0, -1]], "mean": [out[0].mean(0)], "last+mean": [out[0, -1], out[0].mean(0)]}[pool]
+
+        parts = read(model.rnn(e, fused=False)[0])
+        if bidirectional:
+            parts += read(model.rnn_reverse(torch.flip(e, dims=[1]), fused=False)[0])
+        assert torch.allclose(one, model.head(torch.cat(parts)), atol=1e-12)
         assert torch.allclose(batched[b], one, atol=1e-10), (cell, b)
 
 
@@ -62,13 +66,14 @@ def test_vector_inputs_feed_the_first_layer_directly():
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("inputs", ["ids", "vectors"])
-def test_every_prefix_in_one_pass_is_each_prefix_classified_alone(cell, bidirectional, inputs):
+@pytest.mark.parametrize("pool", ["last", "mean", "last+mean"])
+def test_every_prefix_in_one_pass_is_each_prefix_classified_alone(cell, bidirectional, inputs, pool):
     """Row t of prefix_proba is predict_proba of the first t + 1 elements, read as a sequence of its own
     (with a logit adjustment, which both apply)."""
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, hidden_size=8, num_layers=2, dropout=0.3, embedding_size=5)
     size = {"vocab_size": 7} if inputs == "ids" else {"feature_size": 3}
-    model = RNNClassifier(cfg, num_classes=4, bidirectional=bidirectional, **size).train()  # eval mode is its job
+    model = RNNClassifier(cfg, num_classes=4, bidirectional=bidirectional, pool=pool, **size).train()  # eval: its job
     model.logit_shift = np.array([0.5, -0.2, 0.0, 1.0])
     rng = np.random.default_rng(2)
     seq = rng.integers(0, 7, size=9) if inputs == "ids" else rng.random((9, 3)).astype(np.float32)

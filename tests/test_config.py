@@ -84,3 +84,17 @@ def test_type_hints_are_computed_once_per_class_and_are_typings():
     assert type_hints(RunConfig) is type_hints(RunConfig)  # cached: evaluated once, not on every check
     assert type_problems(RunConfig(model=ModelConfig(hidden_size="8"))) == [  # type: ignore[arg-type]
         "hidden_size: expected an integer, got '8'"]
+
+
+def test_a_saved_classifier_config_without_pool_reads_as_the_last_state_alone():
+    """Run folders saved before the classifier could pool its states hold no ``pool``: their heads read the last
+    state alone, so that is what a config without the field means; a new run pools last+mean."""
+    from rnnlab.config import ClassifyRunConfig
+
+    saved = ClassifyRunConfig().to_dict()
+    assert saved["classifier"]["pool"] == "last+mean"
+    del saved["classifier"]["pool"]
+    assert from_dict(ClassifyRunConfig, saved).classifier.pool == "last"
+    saved["classifier"]["pool"] = "max"
+    with pytest.raises(ConfigError, match="classifier.pool"):
+        from_dict(ClassifyRunConfig, saved)

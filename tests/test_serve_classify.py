@@ -17,7 +17,7 @@ from rnnlab.checkpoint import save_checkpoint
 from rnnlab.classify import predict
 from rnnlab.config import ClassifyRunConfig, ModelConfig
 from rnnlab.data.vocab import Vocab
-from rnnlab.nn.classifier import RNNClassifier
+from rnnlab.nn.classifier import build_classifier
 from rnnlab.serve import MAX_TEXT_CHARS, build_app
 
 CLASSIFY = "/api/classify"
@@ -30,11 +30,10 @@ def _untrained(path: Path, labels: list[str], vocab: Vocab | None, feature_size:
     cfg.data.data = "data.jsonl"
     cfg.data.level = vocab.level if vocab else "char"
     cfg.model = ModelConfig(cell="lstm", hidden_size=8, num_layers=2, dropout=0.0, embedding_size=4)
-    cfg.classifier.ensemble = 1  # the one RNNClassifier written below
+    cfg.classifier.ensemble = 1  # one RNNClassifier
     for k, v in classifier.items():
         setattr(cfg.classifier, k, v)
-    model = RNNClassifier(cfg.model, len(labels), vocab_size=len(vocab) if vocab else 0, feature_size=feature_size,
-                          bidirectional=cfg.classifier.bidirectional)
+    model = build_classifier(cfg, len(labels), vocab_size=len(vocab) if vocab else 0, feature_size=feature_size)
     save_checkpoint(path, model, cfg, vocab, train_state={"step": 0},
                     extra={"labels": labels, "feature_size": feature_size})
     return path

@@ -7,13 +7,20 @@ r"""Many-to-one: an RNN reads a sequence and the state after its last element is
 where L is the sequence's own length: in a padded batch (B, T) with lengths L_b <= T,
 example b is read from ``h[b, L_b - 1]``. The recurrence is causal, so that state is
 the same as for the unpadded sequence (the padding after it is never read into it);
-``test_the_last_real_state_ignores_padding`` checks this against a loop over unpadded
+``test_what_the_head_reads_ignores_padding`` checks this against a loop over unpadded
 sequences. With ``bidirectional`` a second stack reads each sequence reversed (its
 real part only: ``x[L-1], ..., x[0]``, then the padding) and its state after ``x[0]``
 is concatenated with the forward one: :math:`[h^{\rightarrow}_L; h^{\leftarrow}_1]`.
 The two directions are two independent stacks (each layer of one direction sees only
 its own direction's lower layer; ``torch.nn.GRU(bidirectional=True)`` feeds both
 directions to the next layer: the same for one layer).
+
+With ``pool="mean"`` the head reads each direction's mean state over the sequence's real steps
+instead, :math:`[\bar h^{\rightarrow}; \bar h^{\leftarrow}]` with
+:math:`\bar h = \frac{1}{L} \sum_{t=1}^{L} h_t`, and with ``pool="last+mean"`` both:
+:math:`[h^{\rightarrow}_L; \bar h^{\rightarrow}; h^{\leftarrow}_1; \bar h^{\leftarrow}]`. The
+mean weighs the evidence of every position alike (as a bag of character n-grams does), where
+the last state holds what the recurrence kept.
 
 Inputs are token ids (B, T) through an embedding or the one-hot vector, as in the
 language model, or real-valued vectors (B, T, F) fed to the first layer as they are.
@@ -54,17 +61,28 @@ def last_real(out: Tensor, lengths: Tensor) -> Tensor:
     return out[torch.arange(out.shape[0], device=out.device), lengths - 1]
 
 
+def mean_real(out: Tensor, lengths: Tensor) -> Tensor:
+    """out (B, T, H) -> (B, H): each row's mean output over its first ``lengths[b]`` steps."""
+    real = torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None]  # (B, T)
+    return (out * real.unsqueeze(-1).to(out.dtype)).sum(1) / lengths.unsqueeze(-1).to(out.dtype)
+
+
+POOLS = ("last", "mean", "last+mean")  # what the head reads of each direction (ClassifierConfig.pool)
+
+
 class RNNClassifier(nn.Module):
     """A sequence classifier: ``vocab_size`` for token inputs, or ``feature_size`` for vectors."""
 
     members = 1
 
     def __init__(self, cfg: ModelConfig, num_classes: int, vocab_size: int = 0, feature_size: int = 0,
-                 bidirectional: bool = False, input_dropout: float = 0.0):
+                 bidirectional: bool = False, input_dropout: float = 0.0, pool: str = "last"):
         super().__init__()
         if (vocab_size > 0) == (feature_size > 0):
             raise ValueError("give vocab_size (token inputs) or feature_size (vector inputs), not both")
-        self.cfg, self.num_classes, self.bidirectional = cfg, num_classes, bidirectional
+        if pool not in POOLS:
+            raise ValueError(f"pool must be {', '.join(POOLS[:-1])} or {POOLS[-1]}, got {pool!r}")
+        self.cfg, self.num_classes, self.bidirectional, self.pool = cfg, num_classes, bidirectional, pool
         self.input_dropout = input_dropout  # training, token inputs: a step's whole input zeroed with this probability
         # a fixed shift (C,) added to the log-probabilities when a trained classifier predicts (logit adjustment,
         # -tau log pi; rnnlab.classify sets it from the checkpoint); None: the plain softmax. Not a parameter.
@@ -79,7 +97,8 @@ class RNNClassifier(nn.Module):
         self.rnn = RecurrentStack(cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
         self.rnn_reverse = (RecurrentStack(cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
                             if bidirectional else None)
-        self.head = nn.Linear(cfg.hidden_size * (2 if bidirectional else 1), num_classes)
+        per_direction = cfg.hidden_size * (2 if pool == "last+mean" else 1)
+        self.head = nn.Linear(per_direction * (2 if bidirectional else 1), num_classes)
 
     def embed(self, x: Tensor) -> Tensor:
         """(B, T) ids -> (B, T, I); vectors (B, T, F) pass through."""
@@ -89,19 +108,26 @@ class RNNClassifier(nn.Module):
             return self.embedding(x)
         return F.one_hot(x, self.vocab_size).to(self.head.weight.dtype)
 
+    def _read(self, out: Tensor, lengths: Tensor) -> list[Tensor]:
+        """One direction's outputs (B, T, H) -> what the head reads of them: [last], [mean] or [last, mean],
+        each (B, H)."""
+        return ([last_real(out, lengths)] if self.pool != "mean" else []) + (
+            [mean_real(out, lengths)] if self.pool != "last" else [])
+
     def features(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
-        """The state after each sequence's last real element: (B, H) or (B, 2H) when bidirectional."""
+        """What the head reads of each direction: the state after each sequence's last real element, the mean
+        state over its real elements, or both (``pool``): (B, H * pooled * directions)."""
         fused = self.cfg.fused if fused is None else fused
         e = self.embed(x)  # (B, T, I)
         if self.training and self.input_dropout > 0 and not self.feature_size:
             keep = torch.rand(e.shape[:2], device=e.device) >= self.input_dropout  # (B, T)
             e = e * keep.unsqueeze(-1).to(e.dtype) / (1.0 - self.input_dropout)  # (B, T, I)
         out, _ = self.rnn(e, fused=fused)  # (B, T, H)
-        h = last_real(out, lengths)  # (B, H)
+        parts = self._read(out, lengths)
         if self.rnn_reverse is not None:
             back, _ = self.rnn_reverse(reverse_padded(e, lengths), fused=fused)  # (B, T, H)
-            h = torch.cat([h, last_real(back, lengths)], dim=-1)  # (B, 2H)
-        return h
+            parts += self._read(back, lengths)
+        return torch.cat(parts, dim=-1)
 
     def forward(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
         """x (B, T) ids or (B, T, F) vectors, lengths (B,) in 1..T -> logits (B, C)."""
@@ -117,7 +143,11 @@ class RNNClassifier(nn.Module):
         if self.rnn_reverse is not None:
             raise ValueError("a bidirectional classifier reads every prefix from its end: no single pass")
         out, _ = self.rnn(self.embed(x), fused=self.cfg.fused)  # (1, T, H)
-        return self.head(out[0])  # (T, C)
+        last = out[0]  # (T, H): row t the last state of the prefix x_{1..t+1}
+        steps = torch.arange(1, last.shape[0] + 1, device=last.device, dtype=last.dtype)
+        mean = last.cumsum(0) / steps[:, None]  # (T, H): row t the mean state of that prefix
+        h = {"last": last, "mean": mean}.get(self.pool)
+        return self.head(torch.cat([last, mean], dim=-1) if h is None else h)  # (T, C)
 
     def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
         """The logits of every member: (K, B, C); K = 1 for a single classifier."""
@@ -182,6 +212,6 @@ def build_classifier(cfg: ClassifyRunConfig, num_classes: int, vocab_size: int =
     ``cfg.classifier.ensemble`` of them."""
     c = cfg.classifier
     members = [RNNClassifier(cfg.model, num_classes, vocab_size=vocab_size, feature_size=feature_size,
-                             bidirectional=c.bidirectional, input_dropout=c.input_dropout)
+                             bidirectional=c.bidirectional, input_dropout=c.input_dropout, pool=c.pool)
                for _ in range(c.ensemble)]
     return members[0] if len(members) == 1 else ClassifierEnsemble(members)
