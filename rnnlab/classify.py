@@ -148,6 +148,31 @@ def _scores(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, A
     return {"loss": float(nll.mean()), **classification_metrics(y, probs.argmax(axis=1), classes)}
 
 
+def smoothed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, eps: float,
+                           prior: torch.Tensor) -> torch.Tensor:
+    r"""The cross entropy of logits (N, C) against labels y (N,) smoothed toward the class prior:
+
+    .. math::
+        \ell_i = -(1 - \epsilon) \log p_{y_i} - \epsilon \sum_c \pi_c \log p_c, \qquad
+        L = \frac{\sum_i w_{y_i} \ell_i}{\sum_i w_{y_i}}
+
+    (``weights`` w per class, or none). The target puts :math:`\epsilon` of its mass on the
+    training class frequencies :math:`\pi` rather than evenly on every class, so the network's
+    probabilities keep the prior's shape (their optimum is :math:`(1 - \epsilon)\, p(y \mid x) +
+    \epsilon \pi`) for the logit adjustment :math:`-\tau \log \pi` to act on; smoothing evenly
+    would lift every rare class to at least :math:`\epsilon / C`, which the adjustment then lifts
+    again. On balanced classes
+    :math:`\pi_c = 1/C`: ordinary label smoothing. ``eps`` 0: the plain (weighted) cross entropy."""
+    if eps == 0:
+        return F.cross_entropy(logits, y, weight=weights)
+    logp = F.log_softmax(logits, dim=-1)  # (N, C)
+    per = -(1.0 - eps) * logp.gather(1, y[:, None])[:, 0] - eps * (logp @ prior.to(logp.dtype))  # (N,)
+    if weights is None:
+        return per.mean()
+    w = weights[y].to(per.dtype)  # (N,)
+    return (w * per).sum() / w.sum()
+
+
 class ClassifierJob:
     """The :class:`~rnnlab.loop.Job` of a sequence classifier: shuffled, padded minibatches."""
 
@@ -165,6 +190,7 @@ class ClassifierJob:
         self.weights = None if w is None else torch.tensor(w, dtype=torch.float32, device=device)
         counts = np.bincount(y[self.train_idx], minlength=len(classes)).astype(np.float64)
         self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())  # (C,): log pi of the training split
+        self.prior = torch.tensor(np.exp(self.log_prior), dtype=torch.float32, device=device)  # (C,): pi
         self._seen = (0, -1)  # (epoch, batch index) of the last training batch
         self.shift: np.ndarray | None = None  # the last evaluation's -tau log pi (adjust "fixed" or "auto")
         self._batches: list[np.ndarray] = []
@@ -202,8 +228,8 @@ class ClassifierJob:
         logits = self.model.member_logits(torch.from_numpy(x).to(self.device),
                                           torch.from_numpy(lengths).to(self.device))  # (K, b, C)
         k = logits.shape[0]  # each member its own loss (their mean): they learn independently
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k), weight=self.weights,
-                               label_smoothing=self.cfg.classifier.label_smoothing)
+        loss = smoothed_cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k), self.weights,
+                                      self.cfg.classifier.label_smoothing, self.prior)
         self._acc = float((logits.mean(0).argmax(-1) == y).float().mean())
         return loss, len(idx), {}
 

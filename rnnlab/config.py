@@ -429,7 +429,8 @@ class ClassifierConfig:
                           "same batches, sharing the budget; they predict the mean of their probabilities")
     input_dropout: float = _f(0.1, "training, text inputs: zero each time step's whole input (a character's or word's "
                                    "embedding) with this probability, the others scaled by 1/(1-p)")
-    label_smoothing: float = _f(0.0, "training: the target puts this much probability evenly on every class")
+    label_smoothing: float = _f(0.0, "training: the target puts this much probability on the training class "
+                                     "frequencies (on a balanced set: evenly on every class)")
     pool: Literal["last", "mean", "last+mean"] = _f(
         "last", "what the head reads of each direction: last (its state after the sequence's last element), mean "
                 "(the mean of its states over the sequence) or last+mean (both)")

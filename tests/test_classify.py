@@ -49,6 +49,29 @@ def test_what_the_head_reads_ignores_padding(cell, bidirectional, fused, pool):
         assert torch.allclose(batched[b], one, atol=1e-10), (cell, b)
 
 
+def test_label_smoothing_aims_at_the_class_prior():
+    """The smoothed loss is the cross entropy against the target (1 - eps) onehot(y) + eps pi, weighted by the
+    label's class weight; with a uniform prior it is torch's label smoothing, with eps 0 the plain loss."""
+    from rnnlab.classify import smoothed_cross_entropy
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(7, 4, dtype=torch.float64), torch.tensor([0, 1, 1, 3, 2, 0, 0])
+    prior = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    w = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    logp = torch.log_softmax(logits, -1).numpy()
+    target = 0.2 * prior.numpy()[None, :] + 0.8 * np.eye(4)[y.numpy()]  # (7, 4)
+    per = -(target * logp).sum(1)  # (7,): the soft target's cross entropy, row by row
+    ww = w.numpy()[y.numpy()]
+    got = smoothed_cross_entropy(logits, y, w, 0.2, prior)
+    assert float(got) == pytest.approx(float((ww * per).sum() / ww.sum()), rel=1e-12)
+    assert float(smoothed_cross_entropy(logits, y, None, 0.2, prior)) == pytest.approx(float(per.mean()), rel=1e-12)
+    uniform = torch.full((4,), 0.25, dtype=torch.float64)
+    assert torch.allclose(smoothed_cross_entropy(logits, y, None, 0.1, uniform),
+                          torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1), atol=1e-12)
+    assert torch.allclose(smoothed_cross_entropy(logits, y, w, 0.0, prior),
+                          torch.nn.functional.cross_entropy(logits, y, weight=w), atol=1e-12)
+
+
 def test_reverse_padded_reverses_only_the_real_part():
     x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0], [6, 7, 8, 9]])
     r = reverse_padded(x, torch.tensor([3, 2, 4]))
