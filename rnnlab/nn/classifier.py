@@ -146,8 +146,8 @@ class RNNClassifier(nn.Module):
         last = out[0]  # (T, H): row t the last state of the prefix x_{1..t+1}
         steps = torch.arange(1, last.shape[0] + 1, device=last.device, dtype=last.dtype)
         mean = last.cumsum(0) / steps[:, None]  # (T, H): row t the mean state of that prefix
-        h = {"last": last, "mean": mean}.get(self.pool)
-        return self.head(torch.cat([last, mean], dim=-1) if h is None else h)  # (T, C)
+        read = {"last": [last], "mean": [mean], "last+mean": [last, mean]}[self.pool]  # as _read reads
+        return self.head(torch.cat(read, dim=-1))  # (T, C)
 
     def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
         """The logits of every member: (K, B, C); K = 1 for a single classifier."""
