@@ -26,7 +26,6 @@ from rnnlab.cli.serve import ServeOptions
 from rnnlab.cli.tasks import TasksRunOptions
 from rnnlab.cli.train import DemoOptions, EvalOptions, SampleOptions, TrainOptions
 from rnnlab.config import (
-    ClassifierConfig,
     ClassifyRunConfig,
     DataConfig,
     ModelConfig,
@@ -111,7 +110,7 @@ CASES = {
                        ["classify", "train", "--builtin", "digits", "--balance", "none", "--batch-size", "7"],
                        ClassifyTrainOptions(run=dataclasses.replace(
                            ClassifyRunConfig(), data=dataclasses.replace(ClassifyRunConfig().data, builtin="digits"),
-                           classifier=ClassifierConfig(balance="none"),
+                           classifier=dataclasses.replace(ClassifyRunConfig().classifier, balance="none"),
                            train=dataclasses.replace(ClassifyRunConfig().train, batch_size=7)))),
     "classify eval": (["classify", "eval", "r"], ClassifyEvalOptions(checkpoint="r"),
                       ["classify", "eval", "r", "--split", "val", "--plot", "c.png"],
