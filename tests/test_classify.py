@@ -220,6 +220,15 @@ def test_bad_data_gets_a_clear_error(tmp_path, make, message):
         read_labelled(str(path), input_column="text", label_column="label")
 
 
+def test_a_header_with_line_ends_is_named_on_one_line(tmp_path):
+    """A quoted header field may hold a line end; the error shows each column's repr, on one line."""
+    path = tmp_path / "d.csv"
+    path.write_text('"na\nme",lang\nanna,x\n')
+    with pytest.raises(DataError) as e:
+        read_labelled(str(path), input_column="text", label_column="label")
+    assert "\n" not in str(e.value) and "'na\\nme', 'lang'" in str(e.value)
+
+
 # training, saving, predicting ------------------------------------------------------------------
 
 def _tiny_names(tmp_path):

@@ -125,8 +125,9 @@ def read_table(path: Path, input_column: str, label_column: str) -> LabelledData
         header = reader.fieldnames or []
         missing = [c for c in (input_column, label_column) if c not in header]
         if missing:
-            raise DataError(f"{path} has no column {', '.join(map(repr, missing))} (its header: "
-                            f"{', '.join(header) or 'none'}); choose with --input-column and --label-column")
+            shown = ", ".join(repr(h)[:40] for h in header[:8]) + (", ..." if len(header) > 8 else "")
+            raise DataError(f"{path} has no column {', '.join(map(repr, missing))} (its header: "  # one line: repr
+                            f"{shown or 'none'}); choose with --input-column and --label-column")
         for row in reader:
             i = reader.line_num  # the line the row ends on
             x, y = row.get(input_column), row.get(label_column)
