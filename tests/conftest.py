@@ -58,6 +58,23 @@ def slow_streams(monkeypatch):
     monkeypatch.setattr(Scheduler, "round", round_)
 
 
+class TickClock:
+    """A stand-in for the training loop's ``time`` module (``monkeypatch.setattr(rnnlab.loop, "time", ...)``):
+    every reading of ``perf_counter`` is ``tick`` seconds after the one before."""
+
+    def __init__(self, tick: float):
+        import time
+
+        self.tick, self.now, self.monotonic, self.time = tick, 0.0, time.monotonic, time.time
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def process_time(self) -> float:  # one process alone on the machine: its CPU time is the wall time
+        return self.perf_counter()
+
+
 @pytest.fixture
 def corpus_file(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TickClock
 
 from rnnlab.checkpoint import load_checkpoint
 from rnnlab.config import ModelConfig
@@ -147,27 +148,11 @@ def test_a_resumed_stop_on_success_run_ends_where_an_uninterrupted_one_does(tmp_
     assert again["stopped"] == "success" and again["steps"] == whole["steps"]
 
 
-class _Clock:
-    """A stand-in for the loop's ``time`` module: perf_counter advances ``tick`` seconds a call."""
-
-    def __init__(self, tick: float):
-        import time
-
-        self.tick, self.now, self.monotonic, self.time = tick, 0.0, time.monotonic, time.time
-
-    def perf_counter(self) -> float:
-        self.now += self.tick
-        return self.now
-
-    def process_time(self) -> float:  # one process alone on the machine: its CPU time is the wall time
-        return self.perf_counter()
-
-
 def test_a_time_budget_alone_trains_to_the_budget(tmp_path, monkeypatch):
     """No hidden step cap: a run given only --time-budget trains until that much (fake) time has passed."""
     from rnnlab import loop
 
-    clock = _Clock(0.5)  # every step measures 0.5 s (no evaluation before the end: they would take 0.5 s too)
+    clock = TickClock(0.5)  # every step measures 0.5 s (no evaluation before the end: they would take 0.5 s too)
     monkeypatch.setattr(loop, "time", clock)
     cfg = _cfg(tmp_path, "adding", 5, hidden=4, eval_interval=10_000)
     cfg.train.max_steps, cfg.train.time_budget = 0, 1500.0  # 3,000 steps: past any old default cap
@@ -179,7 +164,7 @@ def test_a_cpu_clock_budget_counts_the_process_cpu_time_not_the_wall_clock(tmp_p
     """On a shared machine the wall clock runs on while the process waits: --clock cpu counts what it got."""
     from rnnlab import loop
 
-    class Shared(_Clock):
+    class Shared(TickClock):
         def perf_counter(self) -> float:  # the wall clock: 4 s pass for every second of this process's CPU
             self.now += 4 * self.tick
             return self.now
@@ -204,7 +189,7 @@ def test_no_stop_condition_trains_for_the_default_budget_and_says_so(tmp_path, m
     from rnnlab import loop
     from rnnlab.task_train import DEFAULT_TIME_BUDGET
 
-    monkeypatch.setattr(loop, "time", _Clock(1.0))
+    monkeypatch.setattr(loop, "time", TickClock(1.0))
     cfg = _cfg(tmp_path, "adding", 5, hidden=4, eval_interval=1000)
     assert TaskRunConfig().train.max_steps == 0 and TaskRunConfig().train.time_budget == 0  # nothing by default
     cfg.train.max_steps = 0

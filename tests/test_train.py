@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from conftest import TickClock
 
 from rnnlab.checkpoint import load_checkpoint
 from rnnlab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
@@ -138,25 +139,12 @@ def test_an_existing_run_is_never_overwritten(corpus_file, tmp_path):
     assert (tmp_path / "r" / "last.safetensors").read_bytes() == before
 
 
-class _TickClock:
-    """A stand-in for the loop's ``time`` module: every reading is ``tick`` seconds after the one before."""
-
-    def __init__(self, tick: float):
-        self.tick, self.now, self.monotonic, self.time = tick, 0.0, time.monotonic, time.time
-
-    def perf_counter(self) -> float:
-        self.now += self.tick
-        return self.now
-
-    process_time = perf_counter
-
-
 def test_max_epochs_and_time_budget_stop_the_run(corpus_file, tmp_path, monkeypatch):
     from rnnlab import loop
 
     s = train(_cfg(corpus_file, tmp_path / "e", max_steps=0, max_epochs=0.5), progress=False)
     assert s["stopped"] == "max_epochs" and abs(s["epochs"] - 0.5) < 0.03
-    monkeypatch.setattr(loop, "time", _TickClock(0.25))  # a training step measures 0.25 s
+    monkeypatch.setattr(loop, "time", TickClock(0.25))  # a training step measures 0.25 s
     s = train(_cfg(corpus_file, tmp_path / "t", max_steps=0, eval_interval=10_000, time_budget=5.0), progress=False)
     assert s["stopped"] == "time_budget" and s["steps"] == 20 and s["elapsed_s"] == pytest.approx(5.0, abs=0.3)
 
