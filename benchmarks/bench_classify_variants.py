@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
-from bench_classify_reference import REFERENCE_FILE, fit_logistic, load_split  # noqa: E402
+from bench_classify_reference import REFERENCE_FILE, fit_logistic, load_split, scores  # noqa: E402
 from classify_sets import SETS as WORD_SETS  # noqa: E402
 from classify_sets import ensure as ensure_set  # noqa: E402
 
@@ -67,8 +67,7 @@ SET_CHOICES = ("names", *WORD_SETS)
 def train_one(label: str, options: list[str], data: str, split_seed: int, budget: float, out: str
               ) -> dict[str, Any]:
     """Train one run; its summary and its val/test probabilities."""
-    from rnnlab.classify import load_classifier, predict_proba, split_examples_of
-    from rnnlab.classify import encode_inputs, train_classifier
+    from rnnlab.classify import encode_inputs, load_classifier, predict_proba, split_examples_of, train_classifier
     from rnnlab.cli import build_parser, classify_config_from_args
 
     argv = ["classify", "train", "--data", data, "--split-seed", str(split_seed), "--time-budget", str(budget),
@@ -84,12 +83,6 @@ def train_one(label: str, options: list[str], data: str, split_seed: int, budget
                      "p": predict_proba(model, encode_inputs(inputs, ckpt.vocab)).tolist()}
     print(json.dumps({k: row[k] for k in ("variant", "test_acc", "test_balanced_acc", "steps")}), flush=True)
     return row
-
-
-def scores(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """Accuracy and balanced accuracy (mean recall over the classes present in y)."""
-    recall = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
-    return float((pred == y).mean()), float(np.mean(recall))
 
 
 def judged(p: dict[str, np.ndarray], y: dict[str, np.ndarray], log_prior: np.ndarray) -> dict[str, Any]:

@@ -27,6 +27,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
 RECURRENT_INITS = ("default", "orthogonal", "identity")
 GATE_INITS = ("default", "chrono")
+POOLS = ("last", "mean", "last+mean")  # what a classifier's head reads of each direction (ClassifierConfig.pool)
 
 
 def _whole(v: Any) -> bool:
@@ -445,8 +446,8 @@ class ClassifierConfig:
             p.append(f"adjust must be fixed, auto or none, got {self.adjust!r}")
         if not 0.0 <= self.tau <= 1.0:
             p.append(f"tau must be in [0, 1], got {self.tau!r}")
-        if self.pool not in ("last", "mean", "last+mean"):
-            p.append(f"pool must be last, mean or last+mean, got {self.pool!r}")
+        if self.pool not in POOLS:
+            p.append(f"pool must be {', '.join(POOLS[:-1])} or {POOLS[-1]}, got {self.pool!r}")
         if self.ensemble < 1:
             p.append(f"ensemble must be >= 1, got {self.ensemble}")
         for name in ("input_dropout", "label_smoothing"):

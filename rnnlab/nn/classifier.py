@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.config import ClassifyRunConfig, ModelConfig
+from rnnlab.config import POOLS, ClassifyRunConfig, ModelConfig
 from rnnlab.nn.stack import RecurrentStack
 
 
@@ -65,9 +65,6 @@ def mean_real(out: Tensor, lengths: Tensor) -> Tensor:
     """out (B, T, H) -> (B, H): each row's mean output over its first ``lengths[b]`` steps."""
     real = torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None]  # (B, T)
     return (out * real.unsqueeze(-1).to(out.dtype)).sum(1) / lengths.unsqueeze(-1).to(out.dtype)
-
-
-POOLS = ("last", "mean", "last+mean")  # what the head reads of each direction (ClassifierConfig.pool)
 
 
 class RNNClassifier(nn.Module):
