@@ -117,6 +117,15 @@ def test_a_killed_servers_half_trained_folder_is_never_ready_and_is_cleaned(lab_
     assert not half.exists() and not lab_models.is_ready(cache, "lstm")
 
 
+def test_a_model_cached_by_an_older_recipe_is_not_ready(lab_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(lab_cache / "lstm", cache / "lstm")
+    assert lab_models.is_ready(cache, "lstm")
+    marker = cache / "lstm" / lab_models.MARKER
+    marker.write_text(json.dumps({"name": "lstm", "version": lab_models.RECIPE_VERSION - 1}), encoding="utf-8")
+    assert not lab_models.is_ready(cache, "lstm")
+
+
 def test_texts_come_from_the_data_dir_by_name_only(lab_cache, tmp_path):
     data = tmp_path / "texts"
     data.mkdir()
