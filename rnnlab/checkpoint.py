@@ -492,9 +492,11 @@ def join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> di
 
 def _loading_problems(cfg: Any) -> list[str]:
     """What in a stored config would stop its model from being built or run: the model section's
-    problems and the batch sizes that scoring and resuming use. (A run's stop conditions and corpus
-    are the training run's business, not the loader's.)"""
+    problems (and a classifier's), and the batch sizes that scoring and resuming use. (A run's stop conditions
+    and corpus are the training run's business, not the loader's.)"""
     problems = list(cfg.model.problems())
+    if isinstance(cfg, ClassifyRunConfig):
+        problems += cfg.classifier.problems()
     for name in ("batch_size", "seq_len", "eval_batch_size"):
         if getattr(cfg.train, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(cfg.train, name)}")

@@ -30,6 +30,13 @@ GATE_INITS = ("default", "chrono")
 POOLS = ("last", "mean", "last+mean")  # what a classifier's head reads of each direction (ClassifierConfig.pool)
 
 
+def member_pools(pool: str, members: int) -> list[str]:
+    """``ClassifierConfig.pool``, one pool or a comma list, -> the pool of each of ``members`` members: the list
+    taken in turn (``"last,mean"`` for 3 members: last, mean, last)."""
+    pools = [p.strip() for p in pool.split(",")]
+    return [pools[k % len(pools)] for k in range(members)]
+
+
 def _whole(v: Any) -> bool:
     """An integer, and not a bool (which Python counts as one)."""
     return isinstance(v, int) and not isinstance(v, bool)
@@ -432,9 +439,10 @@ class ClassifierConfig:
                                    "embedding) with this probability, the others scaled by 1/(1-p)")
     label_smoothing: float = _f(0.0, "training: the target puts this much probability on the training class "
                                      "frequencies (on a balanced set: evenly on every class)")
-    pool: Literal["last", "mean", "last+mean"] = _f(
+    pool: str = _f(
         "last", "what the head reads of each direction: last (its state after the sequence's last element), mean "
-                "(the mean of its states over the sequence) or last+mean (both)")
+                "(the mean of its states over the sequence) or last+mean (both); a comma list gives the ensemble's "
+                "members one each, in turn (last,mean,last+mean: one member of each)")
 
     def problems(self) -> list[str]:
         p = []
@@ -446,8 +454,9 @@ class ClassifierConfig:
             p.append(f"adjust must be fixed, auto or none, got {self.adjust!r}")
         if not 0.0 <= self.tau <= 1.0:
             p.append(f"tau must be in [0, 1], got {self.tau!r}")
-        if self.pool not in POOLS:
-            p.append(f"pool must be {', '.join(POOLS[:-1])} or {POOLS[-1]}, got {self.pool!r}")
+        if any(q.strip() not in POOLS for q in self.pool.split(",")):
+            p.append(f"pool must be {', '.join(POOLS[:-1])} or {POOLS[-1]}, or a comma list of them, "
+                     f"got {self.pool!r}"[:300])
         if self.ensemble < 1:
             p.append(f"ensemble must be >= 1, got {self.ensemble}")
         for name in ("input_dropout", "label_smoothing"):

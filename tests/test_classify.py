@@ -283,11 +283,13 @@ def test_an_ensemble_predicts_its_members_mean_probability_and_survives_a_reload
     from rnnlab.nn.classifier import ClassifierEnsemble
 
     cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=40)
-    cfg.classifier.ensemble, cfg.classifier.label_smoothing = 3, 0.1
+    cfg.classifier.ensemble, cfg.classifier.label_smoothing, cfg.classifier.pool = 3, 0.1, "last,mean,last+mean"
     s = train_classifier(cfg, progress=False)
     assert s["steps"] == 40 and s["test_acc"] == 1.0, s
     model, ckpt = load_classifier(cfg.train.out)
     assert isinstance(model, ClassifierEnsemble) and model.members == 3
+    assert [m.pool for m in model.members_] == ["last", "mean", "last+mean"]  # each member its own head
+    assert [m.head.in_features for m in model.members_] == [2 * 24, 2 * 24, 4 * 24]
     a, b = (m.head.weight for m in model.members_[:2])
     assert not torch.equal(a, b)  # members start from their own weights
     seqs = [ckpt.vocab.encode(t) for t in ("novikov", "gomez", "ivanez")]
@@ -320,6 +322,41 @@ def test_input_dropout_zeroes_whole_steps_in_training_only():
     model.eval()
     model(x, lengths)
     assert torch.equal(seen[-1], full)
+
+
+def test_a_pool_list_gives_the_members_their_pools_in_turn():
+    from rnnlab.config import member_pools
+
+    assert member_pools("last+mean", 3) == ["last+mean"] * 3
+    assert member_pools("last, mean", 3) == ["last", "mean", "last"]
+    assert member_pools("last,mean,last+mean", 1) == ["last"]
+    cfg = ClassifyRunConfig()
+    cfg.data.builtin = "digits"
+    for bad in ("last,max", "", "last,,mean"):
+        cfg.classifier.pool = bad
+        with pytest.raises(ConfigError, match="pool must be"):
+            cfg.validate()
+
+
+def test_a_stored_classifier_config_with_an_unknown_pool_is_refused_in_one_line(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from rnnlab.checkpoint import CheckpointError
+    from rnnlab.classify import load_classifier
+
+    cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=2)
+    train_classifier(cfg, progress=False)
+    path = tmp_path / "run" / "last.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    config["classifier"]["pool"] = "last,max"
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, bad, metadata={**meta, "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="stored config is invalid.*pool must be") as e:
+        load_classifier(bad)
+    assert "\n" not in str(e.value)
 
 
 def test_bad_ensemble_and_dropout_options_are_refused():

@@ -34,7 +34,9 @@ characters of a string it has memorised.
 An ensemble (:class:`ClassifierEnsemble`) is K such classifiers, each with its own initial
 weights and dropout masks, trained side by side on the same batches (each its own loss, so they
 learn independently) and predicting the mean of their probabilities:
-:math:`p(y \mid x) = \frac{1}{K} \sum_k p_k(y \mid x)`.
+:math:`p(y \mid x) = \frac{1}{K} \sum_k p_k(y \mid x)`. A comma list of pools gives the members
+different heads, in turn (:func:`~rnnlab.config.member_pools`): members that read their states
+differently err on different strings, so their mean is right more often than a mean of alike ones.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.config import POOLS, ClassifyRunConfig, ModelConfig
+from rnnlab.config import POOLS, ClassifyRunConfig, ModelConfig, member_pools
 from rnnlab.nn.stack import RecurrentStack
 
 
@@ -155,7 +157,8 @@ class RNNClassifier(nn.Module):
 
 
 class ClassifierEnsemble(nn.Module):
-    """K :class:`RNNClassifier` members of one configuration; its logits are the log of their mean probability.
+    """K :class:`RNNClassifier` members of one shape (their heads may read different pools); its logits are the log
+    of their mean probability.
 
     It answers what the classifier's users ask of a model (``num_classes``, ``logit_shift``, ``head`` for the
     device, ``rnn_reverse``, :meth:`forward`, :meth:`prefix_logits`), so it stands wherever one classifier does."""
@@ -209,6 +212,6 @@ def build_classifier(cfg: ClassifyRunConfig, num_classes: int, vocab_size: int =
     ``cfg.classifier.ensemble`` of them."""
     c = cfg.classifier
     members = [RNNClassifier(cfg.model, num_classes, vocab_size=vocab_size, feature_size=feature_size,
-                             bidirectional=c.bidirectional, input_dropout=c.input_dropout, pool=c.pool)
-               for _ in range(c.ensemble)]
+                             bidirectional=c.bidirectional, input_dropout=c.input_dropout, pool=pool)
+               for pool in member_pools(c.pool, c.ensemble)]
     return members[0] if len(members) == 1 else ClassifierEnsemble(members)
