@@ -476,9 +476,10 @@ def _classify_model() -> ModelConfig:
 
 
 def _classify_classifier() -> ClassifierConfig:
-    # the head reads the mean state beside the last one: lower test cross entropy on the word sets and surnames
-    # (docs/benchmarks.md). A saved config without the field (an older run folder) is read as "last".
-    return ClassifierConfig(pool="last+mean")
+    # the three members' heads read differently (the last state, the mean state, both): members that err on
+    # different strings make a better mean than alike ones (docs/benchmarks.md). A saved config without the
+    # field (an older run folder) is read as "last".
+    return ClassifierConfig(pool="last,mean,last+mean")
 
 
 def _classify_optim() -> OptimConfig:

@@ -88,11 +88,11 @@ def test_type_hints_are_computed_once_per_class_and_are_typings():
 
 def test_a_saved_classifier_config_without_pool_reads_as_the_last_state_alone():
     """Run folders saved before the classifier could pool its states hold no ``pool``: their heads read the last
-    state alone, so that is what a config without the field means; a new run pools last+mean."""
+    state alone, so that is what a config without the field means; a new run's three members pool differently."""
     from rnnlab.config import ClassifyRunConfig
 
     saved = ClassifyRunConfig().to_dict()
-    assert saved["classifier"]["pool"] == "last+mean"
+    assert saved["classifier"]["pool"] == "last,mean,last+mean"
     del saved["classifier"]["pool"]
     assert from_dict(ClassifyRunConfig, saved).classifier.pool == "last"
     saved["classifier"]["pool"] = "last,max"

@@ -36,7 +36,7 @@ from rnnlab.config import ClassifyRunConfig, DataConfig, ModelConfig, RunConfig
 from rnnlab.data.corpus import BUILTIN
 
 CACHE_ENV = "RNNLAB_LAB_CACHE"  # where the lab keeps its models (default: ~/.cache/rnnlab/lab)
-RECIPE_VERSION = 2  # raise it when a recipe changes: models cached by an older one are trained again
+RECIPE_VERSION = 3  # raise it when a recipe changes: models cached by an older one are trained again
 BUDGET_S = 90.0  # CPU seconds each language model trains (one thread): a minute and a half on an idle core
 CLASSIFIER_BUDGET_S = 60.0  # CPU seconds for the digits classifier
 MARKER = "lab.json"  # written last into a finished model's folder

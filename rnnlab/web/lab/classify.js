@@ -131,7 +131,7 @@
     const status = h("div", { class: "lab-status", "aria-live": "polite" });
     const panel = (title, note, ...body) => h("div", { class: "lab-panel" }, h("h3", {}, title), note ? h("p", { class: "muted" }, note) : null, ...body);
     el.append(
-      h("p", {}, "A many-to-one network reads a whole sequence and classifies what its states hold at the end: the state after the last element and the mean of the states. Reading them after every step shows how the decision forms as the sequence comes in."),
+      h("p", {}, "A many-to-one network reads a whole sequence and classifies what its states hold at the end: here three members, which read the state after the last element, the mean of the states, or both, and average their probabilities. Reading them after every step shows how the decision forms as the sequence comes in."),
       h("div", { class: "lab-row" }, h("label", {}, "Classifier", sel), status),
       panel("The input, and the class probabilities after every prefix", null, h("div", { class: "lab-grid" }, inputBox, heatBox)),
       panel("Confusion matrix", "The checkpoint on its own data's split (the examples it never trained on): rows are the true classes, columns the predicted ones.",
