@@ -36,7 +36,7 @@ weights and dropout masks, trained side by side on the same batches (each its ow
 learn independently) and predicting the mean of their probabilities:
 :math:`p(y \mid x) = \frac{1}{K} \sum_k p_k(y \mid x)`. A comma list of pools gives the members
 different heads, in turn (:func:`~rnnlab.config.member_pools`): members that read their states
-differently err on different strings, so their mean is right more often than a mean of alike ones.
+differently can err on different strings.
 """
 
 from __future__ import annotations
