@@ -118,7 +118,7 @@ def test_the_page_steps_through_a_text(lab_cache):
             step = sec.get_by_role("button", name="Step")
             for _ in range(3):
                 step.click()
-            page.wait_for_function("document.querySelector('#panel-elman .el-t').textContent === 't = 3'", timeout=10000)
+            page.wait_for_function("() => document.querySelector('#panel-elman .el-t').textContent === 't = 3'", timeout=10000)
             # x_3 lights the third character; h_3 is the API's; the bars are y_3's top symbols
             lit = sec.locator(".el-onehot [data-lit=true]")
             assert lit.count() == 1 and lit.get_attribute("data-symbol") == text[2]
@@ -134,7 +134,7 @@ def test_the_page_steps_through_a_text(lab_cache):
             assert sec.locator(".el-unrolled text.w-hh").all_text_contents() == ["W_hh"] * 3
             assert sec.locator(".lab-legend").count() >= 1
             sec.get_by_role("button", name="Back").click()
-            page.wait_for_function("document.querySelector('#panel-elman .el-t').textContent === 't = 2'", timeout=10000)
+            page.wait_for_function("() => document.querySelector('#panel-elman .el-t').textContent === 't = 2'", timeout=10000)
             assert sec.locator(".el-unrolled .el-col").count() == 2
             step.click()
             lab_screenshot(page, "elman")

@@ -152,7 +152,7 @@ def test_the_page_draws_the_apis_numbers(data_dir, tmp_path):
             sec = page.locator("#panel-ngrams")
             sec.get_by_label("Text", exact=True).select_option("cats.txt")
             sec.locator("[data-ready=true]").first.wait_for(timeout=15000)
-            page.wait_for_function("document.querySelectorAll('#panel-ngrams [data-ready=true]').length >= 4",
+            page.wait_for_function("() => document.querySelectorAll('#panel-ngrams [data-ready=true]').length >= 4",
                                    timeout=15000)
             # the histogram's bars carry their counts; the first is the most frequent symbol's
             bars = sec.locator(".ng-unigrams [data-count]")
