@@ -363,18 +363,21 @@ class ClassifierRecipe:
         return {**({"vocab.json": self.vocab.to_dict()} if self.vocab is not None else {}), "split.json": self.record}
 
     def desc(self) -> str:
-        m = self.cfg.model
-        return f"{'bi' if self.cfg.classifier.bidirectional else ''}{m.cell} {m.num_layers}x{m.hidden_size}"
+        m, c = self.cfg.model, self.cfg.classifier
+        one = f"{'bi' if c.bidirectional else ''}{m.cell} {m.num_layers}x{m.hidden_size}"
+        return one if c.ensemble == 1 else f"{c.ensemble} x {one}"
 
     def summary(self, out: Path, result: Any, state: Any, job: ClassifierJob, device: torch.device, dist: Any
                 ) -> dict[str, Any]:
         select, split = self.cfg.classifier.select, self.split
-        best_value = state.best_val if select == "loss" else (2.0 if select == "acc+balanced_acc" else 1.0) - state.best_val
         summary: dict[str, Any] = {
             "classes": len(self.classes), "examples": {s: int(len(v)) for s, v in split.items()},
-            **{f"val_{k}": v for k, v in (result.last_val or {}).items()},
-            f"best_val_{select}": best_value,
+            # the criterion is the loop's ranking key (with select "last", minus the epochs trained): not a metric
+            **{f"val_{k}": v for k, v in (result.last_val or {}).items() if k != "criterion"},
         }
+        if select != "last" and math.isfinite(state.best_val):  # "last": the best checkpoint is the latest weights
+            summary[f"best_val_{select}"] = (state.best_val if select == "loss" else
+                                             (2.0 if select == "acc+balanced_acc" else 1.0) - state.best_val)
         if result.stopped != "interrupted" and len(split["test"]) and (out / BEST).exists():
             best, _ = load_classifier(out / BEST)  # with its logit adjustment
             s = _scores(predict_proba(best.to(device), [self.seqs[i] for i in split["test"]]), self.y[split["test"]],

@@ -457,6 +457,7 @@ class LoopResult:
 
 # the loop --------------------------------------------------------------------------------------
 
+_LIMIT_OPTIONS = {"max_steps": "--max-steps", "max_epochs": "--max-epochs", "time_budget": "--time-budget"}
 STOPS = ("", "success", "max_steps", "max_epochs", "time_budget", "interrupted")  # codes the ranks agree on (the largest wins)
 
 STOP_WORDS = {"success": "solved", "max_steps": "step limit", "max_epochs": "epoch limit",
@@ -571,6 +572,7 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
     window = {"items": 0, "time": 0.0, "clipped": 0, "steps": 0}
     last_val: dict[str, float] | None = None
     job.model.train()
+    first_step = state.step  # a resumed run starts where it was saved
     try:
         with _StopFlag() as flag:
             if dist.broadcast(not (out / LAST).exists()):  # a run killed before its first evaluation resumes too
@@ -590,6 +592,9 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 if dist.enabled:  # wall time and signals differ between ranks: all stop at the same step
                     stopped = STOPS[dist.agree(STOPS.index(stopped))]
                 if stopped:
+                    if state.step == first_step and first_step > 0 and stopped in _LIMIT_OPTIONS:
+                        note(f"nothing to train: the run had reached its {STOP_WORDS[stopped]} already; resume with "
+                             f"a larger {_LIMIT_OPTIONS[stopped]} to train on")
                     break
                 t0 = clock()
                 if state.batch >= bpe:

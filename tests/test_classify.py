@@ -460,6 +460,39 @@ def test_select_last_keeps_the_latest_weights_as_best(tmp_path):
     assert len(vals) >= 6 and all(v["best"] for v in vals)  # every evaluation replaced best
 
 
+@pytest.mark.parametrize("select, best_key", [("last", None), ("acc", "best_val_acc"), ("loss", "best_val_loss")])
+def test_the_summary_reports_metrics_not_the_loops_ranking_key(tmp_path, select, best_key):
+    cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=6, eval_interval=3)
+    cfg.classifier.select = select
+    s = train_classifier(cfg, progress=False)
+    assert "val_criterion" not in s and "val_acc" in s
+    assert [k for k in s if k.startswith("best_val_")] == ([best_key] if best_key else [])
+    if select == "acc":  # the best of the two evaluations' validation accuracies
+        out = type(tmp_path)(cfg.train.out)
+        vals = [json.loads(line)["acc"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+        assert s["best_val_acc"] == pytest.approx(max(vals))
+
+
+def test_the_progress_label_names_the_ensemble():
+    from rnnlab.classify import ClassifierRecipe
+
+    cfg = ClassifyRunConfig()
+    assert ClassifierRecipe(cfg).desc() == "3 x bigru 1x128"  # the defaults: three bidirectional GRUs
+    cfg.classifier.ensemble, cfg.classifier.bidirectional, cfg.model.cell = 1, False, "lstm"
+    assert ClassifierRecipe(cfg).desc() == "lstm 1x128"
+
+
+def test_a_resumed_run_with_nothing_left_to_train_says_so(tmp_path, capsys):
+    cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=4, eval_interval=2)
+    train_classifier(cfg, progress=False)
+    assert "nothing to train" not in capsys.readouterr().out
+    cfg.train.resume = True
+    s = train_classifier(cfg, progress=False)
+    assert s["steps"] == 4 and s["stopped"] == "max_steps"
+    assert "nothing to train: the run had reached its step limit already; resume with a larger --max-steps" in \
+        capsys.readouterr().out
+
+
 @pytest.mark.parametrize("tau", [-0.1, 1.5])
 def test_a_tau_outside_zero_one_is_refused(tmp_path, tau):
     cfg = _cfg(tmp_path, _imbalanced_names(tmp_path), max_steps=1)

@@ -115,8 +115,10 @@ def cmd_predict(o: ClassifyPredictOptions) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     csub = add_group(sub, "classify", help="sequence classification: many-to-one RNNs",
-                     description="Train, evaluate and use RNN sequence classifiers (the state after the "
-                                 "last element feeds a softmax over the classes).", epilog=CLASSIFY_EXAMPLES)
+                     description="Train, evaluate and use RNN sequence classifiers: a bidirectional RNN reads each "
+                                 "sequence, and what its head reads of the states (--pool: the last state, the mean "
+                                 "state or both) feeds a softmax over the classes; by default an ensemble of three, "
+                                 "one head of each kind, predicting their mean probability.", epilog=CLASSIFY_EXAMPLES)
     add_command(csub, "train", ClassifyTrainOptions, cmd_train, help="train a classifier", epilog=CLASSIFY_EXAMPLES)
     add_command(csub, "eval", ClassifyEvalOptions, cmd_eval,
                 help="accuracy, balanced accuracy, F1 and the confusion matrix", epilog=CLASSIFY_EXAMPLES)
