@@ -318,3 +318,26 @@ def test_demo_interrupted_says_how_to_continue_and_exits_as_train_does(tmp_path)
     assert proc.returncode == 130, err
     assert f"continue with rnnlab train --out {out} --resume" in err and "Traceback" not in err
     assert "=== sample" not in stdout
+
+
+def test_the_command_a_run_suggests_is_one_the_user_can_type(tmp_path, monkeypatch):
+    from rnnlab.cli.common import command_name
+
+    exe = tmp_path / "venv" / "bin" / "rnnlab"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["venv/bin/rnnlab", "demo"])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert command_name() == "venv/bin/rnnlab"  # not on the PATH: the path it was started by
+    monkeypatch.setenv("PATH", str(exe.parent))
+    assert command_name() == "rnnlab"  # the PATH finds this very program
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "rnnlab").write_text("#!/bin/sh\n")
+    (other / "rnnlab").chmod(0o755)
+    monkeypatch.setenv("PATH", str(other))
+    assert command_name() == "venv/bin/rnnlab"  # another rnnlab on the PATH is not this one
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "x" / "__main__.py")])
+    assert command_name() == "rnnlab"  # python -m rnnlab

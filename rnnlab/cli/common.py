@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import types
 import typing
@@ -281,6 +282,17 @@ def fmt(x: Any) -> str:
 def warn(message: str, file: Any = None) -> None:
     """A warning as the user sees every warning: one line on stderr."""
     print(f"rnnlab: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def command_name() -> str:
+    """How to call rnnlab again from here, for the commands a run suggests: ``rnnlab`` where that name on the
+    ``PATH`` is this program (or it was not started as ``rnnlab``, e.g. ``python -m rnnlab``), else the path
+    it was started by (``.venv/bin/rnnlab`` from ``scripts/demo``, with the virtual environment not active)."""
+    me = Path(sys.argv[0])
+    found = shutil.which("rnnlab")
+    if me.name != "rnnlab" or (found is not None and Path(found).resolve() == me.resolve()):
+        return "rnnlab"
+    return str(me)
 
 
 def report(summary: dict[str, Any], as_json: bool) -> None:

@@ -12,6 +12,7 @@ from typing import Literal
 from rnnlab.cli.common import (
     add_command,
     checkpoint_option,
+    command_name,
     config_from_args,
     device_option,
     fmt,
@@ -183,7 +184,7 @@ def cmd_demo(o: DemoOptions) -> int:
     except TrainingError as e:  # its advice names train's options: say where they are given
         raise TrainingError(str(e).replace("Start a new run with", "Train with rnnlab train and")) from None
     if summary["stopped"] == "interrupted":  # as rnnlab train: say how to go on, exit 128 + the signal
-        print(f"interrupted: saved {out}/last.safetensors; continue with rnnlab train --out {out} --resume "
+        print(f"interrupted: saved {out}/last.safetensors; continue with {command_name()} train --out {out} --resume "
               f"(up to the demo's {o.time_budget:g} s, or give --time-budget)", file=sys.stderr)
         return 128 + summary["signal"]
     model, vocab, _ = load_model(out)
@@ -193,7 +194,7 @@ def cmd_demo(o: DemoOptions) -> int:
     print(f"\nvalidation bits per character: {summary['best_val_bpc']:.3f} (best), "
           f"{summary['val_bpc']:.3f} (last), after {summary['steps']} steps, {summary['elapsed_s']:.0f} s, "
           f"{summary['tokens_per_sec']:,.0f} chars/s")
-    print(f"sample more with: rnnlab sample {out} --prime 'class ' --temperature 0.8")
+    print(f"sample more with: {command_name()} sample {out} --prime 'class ' --temperature 0.8")
     if o.json:
         print_json(summary)
     return 0
