@@ -415,7 +415,7 @@ def evaluate_classifier(path: str | Path, split: str = "test", data: str | None 
     classes = ckpt.labels
     if data is not None:
         dc = cfg.data
-        labelled = read_labelled(data, None, dc.input_column, dc.label_column)
+        labelled = read_labelled(data, None, dc.input_column, dc.label_column, min_classes=1)
         inputs, y, source = labelled.inputs, _label_ids(labelled.labels, classes, data), data
     else:
         labelled, inputs, y = _split_of(ckpt, split)

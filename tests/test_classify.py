@@ -634,6 +634,19 @@ def test_a_run_finds_its_data_from_any_folder_and_refuses_changed_data(tmp_path,
     assert main(["classify", "eval", "run", "--data", "d/q.csv"]) == 0  # another file scored whole: allowed
 
 
+def test_eval_scores_a_file_of_one_class_that_training_refuses(tmp_path):
+    cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=60, eval_interval=30)
+    train_classifier(cfg, progress=False)
+    one = _names(tmp_path / "one", {"Spanish": ["pavelez", "borisez", "yuriez", "glebez"]})
+    r = evaluate_classifier(cfg.train.out, data=str(one))
+    confusion = np.asarray(r["confusion"])  # rows: the true class
+    assert r["examples"] == 4 and confusion.sum() == 4
+    assert confusion[0].sum() == 0 and confusion[1].sum() == 4  # every example is Spanish (class 1)
+    cfg.data.data, cfg.train.out = str(one), str(tmp_path / "again")
+    with pytest.raises(DataError, match="holds one class only"):
+        train_classifier(cfg, progress=False)
+
+
 def test_eval_refuses_vectors_of_another_width_and_an_unwritable_plot(tmp_path, capsys):
     rng = np.random.default_rng(0)
     rows = [{"text": rng.normal(size=(3, 4)).tolist(), "label": str(i % 2)} for i in range(40)]

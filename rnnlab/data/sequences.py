@@ -85,9 +85,6 @@ def _lone_surrogate(s: str) -> bool:
 def _finish(inputs: list[Any], labels: list[str], kind: str, source: str, feature_size: int = 0) -> LabelledData:
     if not inputs:
         raise DataError(f"{source} holds no examples")
-    classes = sorted(set(labels))
-    if len(classes) < 2:
-        raise DataError(f"{source} holds one class only ({classes[0]!r}); a classifier needs at least 2")
     sha = _digest([_key(x) + b"\x00" + y.encode("utf-8") for x, y in zip(inputs, labels)])
     return LabelledData(inputs, labels, kind, source, feature_size, sha)  # type: ignore[arg-type]
 
@@ -199,8 +196,17 @@ def builtin_digits() -> LabelledData:
 
 
 def read_labelled(data: str | None = None, builtin: str | None = None, input_column: str = "text",
-                  label_column: str = "label") -> LabelledData:
-    """Read labelled sequences from a folder, a .csv/.tsv/.jsonl file, or a built-in set."""
+                  label_column: str = "label", min_classes: int = 2) -> LabelledData:
+    """Read labelled sequences from a folder, a .csv/.tsv/.jsonl file, or a built-in set, holding at least
+    ``min_classes`` classes (2 to train a classifier; 1 to score one on examples of a single class)."""
+    labelled = _read_labelled(data, builtin, input_column, label_column)
+    if len(labelled.classes) < min_classes:
+        raise DataError(f"{labelled.source} holds one class only ({labelled.classes[0]!r}); a classifier needs "
+                        f"at least 2")
+    return labelled
+
+
+def _read_labelled(data: str | None, builtin: str | None, input_column: str, label_column: str) -> LabelledData:
     if builtin:
         if builtin != "digits":
             raise DataError(f"unknown built-in dataset {builtin!r} (known: {', '.join(BUILTINS)})")
