@@ -491,6 +491,9 @@ def test_a_resumed_run_with_nothing_left_to_train_says_so(tmp_path, capsys):
     assert s["steps"] == 4 and s["stopped"] == "max_steps"
     assert "nothing to train: the run had reached its step limit already; resume with a larger --max-steps" in \
         capsys.readouterr().out
+    cfg.train.max_steps = 6  # a higher limit: it trains on, and says nothing of the kind
+    assert train_classifier(cfg, progress=False)["steps"] == 6
+    assert "nothing to train" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("tau", [-0.1, 1.5])

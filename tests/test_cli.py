@@ -1,6 +1,7 @@
 """The command line: the documented example commands, JSON summaries, and one-line errors."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -295,8 +296,10 @@ def test_demo_errors_name_only_demos_options_and_the_command_that_continues(tmp_
     capsys.readouterr()
     assert main(["demo", "--time-budget", "5", "--out", str(run)]) == 2
     err = capsys.readouterr().err.strip()
+    from rnnlab.cli.common import command_name
+
     assert err == f"rnnlab: error: --out {run} already holds a run: choose another --out, or continue that run " \
-                  f"with rnnlab train --out {run} --resume"
+                  f"with {command_name()} train --out {run} --resume"
     assert not (tmp_path / "d").exists()
 
 
@@ -308,7 +311,7 @@ def test_demo_interrupted_says_how_to_continue_and_exits_as_train_does(tmp_path)
     out = tmp_path / "demo"
     proc = subprocess.Popen([sys.executable, "-m", "rnnlab", "demo", "--time-budget", "600", "--out", str(out),
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PATH": "/nonexistent"})
     deadline = time.monotonic() + 240
     while not (out / "last.safetensors").exists() and time.monotonic() < deadline:  # training has begun
         assert proc.poll() is None, proc.communicate()
@@ -316,11 +319,14 @@ def test_demo_interrupted_says_how_to_continue_and_exits_as_train_does(tmp_path)
     proc.send_signal(signal.SIGINT)
     stdout, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err
-    assert f"continue with rnnlab train --out {out} --resume" in err and "Traceback" not in err
+    # started as python -m rnnlab with no rnnlab on the PATH: the command it suggests is that one
+    assert f"continue with {shlex.quote(sys.executable)} -m rnnlab train --out {out} --resume" in err
+    assert "Traceback" not in err
     assert "=== sample" not in stdout
 
 
 def test_the_command_a_run_suggests_is_one_the_user_can_type(tmp_path, monkeypatch):
+    from rnnlab.cli import common
     from rnnlab.cli.common import command_name
 
     exe = tmp_path / "venv" / "bin" / "rnnlab"
@@ -329,15 +335,33 @@ def test_the_command_a_run_suggests_is_one_the_user_can_type(tmp_path, monkeypat
     exe.chmod(0o755)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["venv/bin/rnnlab", "demo"])
-    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(common, "_USER_PATH", "/nonexistent")
     assert command_name() == "venv/bin/rnnlab"  # not on the PATH: the path it was started by
-    monkeypatch.setenv("PATH", str(exe.parent))
+    monkeypatch.setattr(common, "_USER_PATH", str(exe.parent))
     assert command_name() == "rnnlab"  # the PATH finds this very program
     other = tmp_path / "other"
     other.mkdir()
     (other / "rnnlab").write_text("#!/bin/sh\n")
     (other / "rnnlab").chmod(0o755)
-    monkeypatch.setenv("PATH", str(other))
+    monkeypatch.setattr(common, "_USER_PATH", str(other))
     assert command_name() == "venv/bin/rnnlab"  # another rnnlab on the PATH is not this one
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "x" / "__main__.py")])
-    assert command_name() == "rnnlab"  # python -m rnnlab
+    assert command_name() == "rnnlab"  # python -m rnnlab, with an rnnlab on the PATH
+    monkeypatch.setattr(common, "_USER_PATH", "/nonexistent")
+    assert command_name() == f"{shlex.quote(sys.executable)} -m rnnlab"  # and with none
+    spaced = tmp_path / "my venv" / "bin" / "rnnlab"
+    monkeypatch.setattr(sys, "argv", [str(spaced)])
+    assert command_name() == shlex.quote(str(spaced)) and command_name().startswith("'")
+
+
+def test_the_demo_names_the_program_it_was_started_by(tmp_path, corpus_file, monkeypatch, capsys):
+    from rnnlab.cli import common
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(corpus_file), "--hidden-size", "8", "--num-layers", "1", "--max-steps", "1",
+                 "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [".venv/bin/rnnlab", "demo"])
+    monkeypatch.setattr(common, "_USER_PATH", "/nonexistent")
+    assert main(["demo", "--time-budget", "5", "--out", str(run)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"continue that run with .venv/bin/rnnlab train --out {run} --resume")

@@ -115,8 +115,8 @@ def cmd_predict(o: ClassifyPredictOptions) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     csub = add_group(sub, "classify", help="sequence classification: many-to-one RNNs",
-                     description="Train, evaluate and use RNN sequence classifiers: a bidirectional RNN reads each "
-                                 "sequence, and what its head reads of the states (--pool: the last state, the mean "
+                     description="Train, evaluate and use RNN sequence classifiers: an RNN (bidirectional by default) "
+                                 "reads each sequence, and what its head reads of the states (--pool: the last state, the mean "
                                  "state or both) feeds a softmax over the classes; by default an ensemble of three, "
                                  "one head of each kind, predicting their mean probability.", epilog=CLASSIFY_EXAMPLES)
     add_command(csub, "train", ClassifyTrainOptions, cmd_train, help="train a classifier", epilog=CLASSIFY_EXAMPLES)

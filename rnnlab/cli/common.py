@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shlex
 import shutil
 import sys
 import types
@@ -284,15 +286,19 @@ def warn(message: str, file: Any = None) -> None:
     print(f"rnnlab: warning: {message}", file=sys.stderr if file is None else file)
 
 
+_USER_PATH = os.environ.get("PATH")  # as the user's shell gave it: building the C++ kernels puts ninja's folder in front
+
+
 def command_name() -> str:
-    """How to call rnnlab again from here, for the commands a run suggests: ``rnnlab`` where that name on the
-    ``PATH`` is this program (or it was not started as ``rnnlab``, e.g. ``python -m rnnlab``), else the path
-    it was started by (``.venv/bin/rnnlab`` from ``scripts/demo``, with the virtual environment not active)."""
+    """How to call rnnlab again from here, for the commands a run suggests (quoted for a shell): ``rnnlab`` where
+    that name on the ``PATH`` is this program, or where it was started some other way and the ``PATH`` has one;
+    else the path it was started by (``.venv/bin/rnnlab`` from ``scripts/demo``, the virtual environment not
+    active), or ``python -m rnnlab`` with this interpreter."""
     me = Path(sys.argv[0])
-    found = shutil.which("rnnlab")
-    if me.name != "rnnlab" or (found is not None and Path(found).resolve() == me.resolve()):
-        return "rnnlab"
-    return str(me)
+    found = shutil.which("rnnlab", path=_USER_PATH)
+    if me.name == "rnnlab":
+        return "rnnlab" if found is not None and Path(found).resolve() == me.resolve() else shlex.quote(str(me))
+    return "rnnlab" if found is not None else f"{shlex.quote(sys.executable)} -m rnnlab"
 
 
 def report(summary: dict[str, Any], as_json: bool) -> None:

@@ -173,7 +173,7 @@ def cmd_demo(o: DemoOptions) -> int:
         raise ConfigError(f"--time-budget must be a number of seconds > 0, got {o.time_budget}")
     if (Path(out) / "last.safetensors").exists() or (Path(out) / "best.safetensors").exists():
         raise ConfigError(f"--out {out} already holds a run: choose another --out, or continue that run with "
-                          f"rnnlab train --out {out} --resume")
+                          f"{command_name()} train --out {out} --resume")
     # the defaults are the configuration tuned on tiny-shakespeare for short CPU budgets
     cfg = RunConfig(data=DataConfig(data=BUILTIN),
                     train=TrainConfig(time_budget=o.time_budget, eval_interval=500, seed=o.seed, out=out)).validate()
@@ -182,7 +182,7 @@ def cmd_demo(o: DemoOptions) -> int:
     try:
         summary = train(cfg, progress=not o.quiet)
     except TrainingError as e:  # its advice names train's options: say where they are given
-        raise TrainingError(str(e).replace("Start a new run with", "Train with rnnlab train and")) from None
+        raise TrainingError(str(e).replace("Start a new run with", f"Train with {command_name()} train and")) from None
     if summary["stopped"] == "interrupted":  # as rnnlab train: say how to go on, exit 128 + the signal
         print(f"interrupted: saved {out}/last.safetensors; continue with {command_name()} train --out {out} --resume "
               f"(up to the demo's {o.time_budget:g} s, or give --time-budget)", file=sys.stderr)

@@ -201,8 +201,10 @@ def read_labelled(data: str | None = None, builtin: str | None = None, input_col
     ``min_classes`` classes (2 to train a classifier; 1 to score one on examples of a single class)."""
     labelled = _read_labelled(data, builtin, input_column, label_column)
     if len(labelled.classes) < min_classes:
-        raise DataError(f"{labelled.source} holds one class only ({labelled.classes[0]!r}); a classifier needs "
-                        f"at least 2")
+        n = len(labelled.classes)
+        held = "one class only" if n == 1 else f"{n} classes"
+        raise DataError(f"{labelled.source} holds {held} ({', '.join(map(repr, labelled.classes[:10]))}); a "
+                        f"classifier needs at least {min_classes}")
     return labelled
 
 
