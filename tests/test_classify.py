@@ -484,6 +484,7 @@ def test_the_progress_label_names_the_ensemble():
 
 def test_a_resumed_run_with_nothing_left_to_train_says_so(tmp_path, capsys):
     cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=4, eval_interval=2)
+    cfg.optim.decay_steps = 6  # the schedule's horizon, set now: the later, higher limit keeps it
     train_classifier(cfg, progress=False)
     assert "nothing to train" not in capsys.readouterr().out
     cfg.train.resume = True
