@@ -457,7 +457,7 @@ class LoopResult:
 
 # the loop --------------------------------------------------------------------------------------
 
-_LIMIT_OPTIONS = {"max_steps": "--max-steps", "max_epochs": "--max-epochs", "time_budget": "--time-budget"}
+LIMITS = ("max_steps", "max_epochs", "time_budget")  # the stops a larger limit (--max-steps, ...) moves on
 STOPS = ("", "success", "max_steps", "max_epochs", "time_budget", "interrupted")  # codes the ranks agree on (the largest wins)
 
 STOP_WORDS = {"success": "solved", "max_steps": "step limit", "max_epochs": "epoch limit",
@@ -592,9 +592,9 @@ def run_loop(job: Job, optim: OptimConfig, tc: TrainConfig, out: Path, state: Tr
                 if dist.enabled:  # wall time and signals differ between ranks: all stop at the same step
                     stopped = STOPS[dist.agree(STOPS.index(stopped))]
                 if stopped:
-                    if state.step == first_step and first_step > 0 and stopped in _LIMIT_OPTIONS:
+                    if state.step == first_step > 0 and stopped in LIMITS:
                         note(f"nothing to train: the run had reached its {STOP_WORDS[stopped]} already; resume with "
-                             f"a larger {_LIMIT_OPTIONS[stopped]} to train on")
+                             f"a larger --{stopped.replace('_', '-')} to train on")
                     break
                 t0 = clock()
                 if state.batch >= bpe:
