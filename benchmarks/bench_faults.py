@@ -7,10 +7,12 @@
    moments: ``startup`` (a random time after the process starts, mostly while it imports
    and restores), ``training`` (a random time once it trains) or ``write`` (the moment the
    n-th checkpoint's temporary file ``.<name>.tmp-<pid>`` appears in the run folder: seen
-   through inotify, or by polling the folder where there is none, plus a random wait of
-   up to 2 ms, so the kill falls before, inside or just after the data and the fsync).
-   A kill *landed inside a checkpoint write* when that temporary file is still there
-   after the process died: it was killed between creating the file and renaming it.
+   through inotify, or by polling the folder where there is none; the run is stopped
+   (SIGSTOP) at once or up to 1 ms later, so at some point of the data or the fsync, and
+   killed there while the file is still there; where the write had ended first it goes on,
+   and the next write is aimed at). A kill *landed inside a checkpoint write* when that
+   temporary file is still there after the process died: it was killed between creating
+   the file and renaming it.
    After every kill: both checkpoints load, ``last`` never goes back, ``best`` exists
    only with ``last`` and agrees with it (see :func:`check_folder`), ``metrics.jsonl``
    parses (but for a partly written last line). When a run completes, its ``last`` and
@@ -342,6 +344,20 @@ def _landed(out: Path, pid: int, started: bool) -> tuple[str, list[str]]:
     return ("training" if started else "startup"), temps
 
 
+def _stopped_inside(pid: int, temp: Path) -> bool:
+    """Stop process ``pid`` and say whether it stopped inside the write of ``temp`` (the temporary file
+    still there): then it stays stopped for the kill; else it goes on, to be stopped at a later write."""
+    os.kill(pid, signal.SIGSTOP)
+    info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)  # stopped, or ended first
+    if info is None or info.si_code != os.CLD_STOPPED:
+        return False  # it ended: Popen reaps it
+    os.waitid(os.P_PID, pid, os.WSTOPPED)  # take the stop's report, so the next stop is waited for anew
+    if temp.exists():
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
+
+
 def attempt(spec: RunSpec, out: Path, aimed: str, rng: random.Random, n: int, history: History,
             startup_s: float = 4.0, train_s: float = 2.0, timeout: float = 120.0, same_line: bool = False
             ) -> Kill | None:
@@ -371,12 +387,13 @@ def attempt(spec: RunSpec, out: Path, aimed: str, rng: random.Random, n: int, hi
                         deadline = time.monotonic() + rng.uniform(0.0, train_s)
                 if name in (f".{LAST}.tmp-{pid}", f".{BEST}.tmp-{pid}"):
                     writes += 1
-                    if (aimed == "write" and writes == target) or (aimed == "best-write" and LAST not in name):
-                        # a write takes 1-2 ms here (the fsync): kill at once or up to 1 ms into it
+                    if (aimed == "write" and writes >= target) or (aimed == "best-write" and LAST not in name):
+                        # a write takes 1-2 ms here (the fsync): stop the run at once or up to 1 ms into it
                         spin = time.perf_counter() + rng.choice((0.0, rng.uniform(0.0, 0.001)))
                         while time.perf_counter() < spin:
                             pass
-                        deadline = 0.0
+                        if _stopped_inside(pid, out / name):
+                            deadline = 0.0  # the kill below lands inside this write
             if not started and (out / "config.json").exists() and (out / "config.json").stat().st_mtime >= \
                     time.time() - (time.monotonic() - t0):
                 started = True  # polling may miss the temporary file itself
