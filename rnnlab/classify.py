@@ -196,6 +196,7 @@ class ClassifierJob:
         self._batches: list[np.ndarray] = []
         self._order_epoch = -1
         self._acc = math.nan
+        self._lm = math.nan  # the last batch's auxiliary language-model loss (nats per token), nan without one
 
     def start_epoch(self, epoch: int) -> None:
         """This epoch's order of training examples: a function of (seed, epoch) alone.
@@ -225,19 +226,22 @@ class ClassifierJob:
         self._seen = (epoch, index)  # where training is: select="last" ranks checkpoints by it
         x, lengths = pad_batch([self.seqs[i] for i in idx])
         y = torch.from_numpy(self.y[idx]).to(self.device)  # (b,)
-        logits = self.model.member_logits(torch.from_numpy(x).to(self.device),
-                                          torch.from_numpy(lengths).to(self.device))  # (K, b, C)
+        logits, lm = self.model.member_train_outputs(torch.from_numpy(x).to(self.device),
+                                                     torch.from_numpy(lengths).to(self.device))  # (K, b, C), (K,)
         k = logits.shape[0]  # each member its own loss (their mean): they learn independently
         loss = smoothed_cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k), self.weights,
                                       self.cfg.classifier.label_smoothing, self.prior)
         self._acc = float((logits.mean(0).argmax(-1) == y).float().mean())
+        self._lm = math.nan if lm is None else float(lm.detach().mean())
+        if lm is not None:  # the auxiliary language model (ClassifierConfig.lm_weight)
+            loss = loss + self.cfg.classifier.lm_weight * lm.mean()
         return loss, len(idx), {}
 
     def step_done(self, ok: bool) -> None:
         pass
 
     def train_metrics(self, loss: float) -> dict[str, float]:
-        return {"loss": loss, "acc": self._acc}
+        return {"loss": loss, "acc": self._acc, **({} if math.isnan(self._lm) else {"lm": self._lm})}
 
     def evaluate(self) -> dict[str, float]:
         """The validation split's metrics at the logit adjustment's tau (reported as ``tau``, and kept for the

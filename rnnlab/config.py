@@ -444,6 +444,9 @@ class ClassifierConfig:
                                    "embedding) with this probability, the others scaled by 1/(1-p)")
     label_smoothing: float = _f(0.0, "training: the target puts this much probability on the training class "
                                      "frequencies (on a balanced set: evenly on every class)")
+    lm_weight: float = _f(0.0, "training, text inputs: add this weight times an auxiliary language-model loss: each "
+                               "direction's state at every step predicts the next character or word it reads (the "
+                               "end after the last), through a head of its own used in training only; 0: none")
     pool: str = _f(
         "last", "what the head reads of each direction: last (its state after the sequence's last element), mean "
                 "(the mean of its states over the sequence) or last+mean (both); a comma list gives the ensemble's "
@@ -467,6 +470,8 @@ class ClassifierConfig:
         for name in ("input_dropout", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 p.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
+            p.append(f"lm_weight must be a number >= 0, got {self.lm_weight!r}")
         return p
 
 

@@ -324,6 +324,56 @@ def test_input_dropout_zeroes_whole_steps_in_training_only():
     assert torch.equal(seen[-1], full)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_language_model_loss_is_each_directions_next_token_cross_entropy(bidirectional):
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="gru", hidden_size=8, num_layers=1, dropout=0.0, embedding_size=5)
+    model = RNNClassifier(cfg, num_classes=3, vocab_size=7, bidirectional=bidirectional, lm=True).double().eval()
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(0, 7, size=n) for n in (1, 4, 9, 2)]
+    x, lengths = pad_batch(seqs)
+    for b, n in enumerate(lengths):
+        x[b, n:] = rng.integers(0, 7, size=x.shape[1] - n)  # padding that is not zero: it must not matter
+    x, lengths = torch.from_numpy(x), torch.from_numpy(lengths)
+    batched = model.lm_loss(model.states(x, lengths), x, lengths)
+    total, count = 0.0, 0
+    for s in seqs:  # by hand: each unpadded sequence as each direction reads it, every step predicting the next
+        for d, read in enumerate([s, s[::-1]][:2 if bidirectional else 1]):
+            rnn = model.rnn if d == 0 else model.rnn_reverse
+            out = rnn(model.embed(torch.from_numpy(read.copy())[None]), fused=False)[0][0]  # (L, H)
+            logp = torch.log_softmax(model.lm_heads[d](out), dim=-1)  # (L, V + 1)
+            nxt = list(read[1:]) + [7]  # the end (id V = 7) after the last token
+            total += -sum(logp[t, nxt[t]] for t in range(len(read)))
+            count += len(read)
+    assert torch.allclose(batched, total / count, atol=1e-12)
+    logits, lm = model.train_outputs(x, lengths)
+    assert torch.allclose(logits, model(x, lengths)) and torch.allclose(lm, batched)
+    with pytest.raises(ValueError, match="token inputs"):
+        RNNClassifier(cfg, num_classes=3, feature_size=4, lm=True)
+
+
+def test_the_language_model_loss_trains_its_heads_which_survive_a_reload(tmp_path):
+    from rnnlab.classify import load_classifier
+
+    cfg = _cfg(tmp_path, _tiny_names(tmp_path), max_steps=60)
+    cfg.classifier.lm_weight, cfg.train.log_interval = 0.5, 5
+    s = train_classifier(cfg, progress=False)
+    assert s["test_acc"] == 1.0, s
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lm = [r["lm"] for r in rows if r.get("split") == "train"]
+    assert len(lm) >= 3 and lm[-1] < lm[0] - 0.5  # the heads learn the names' letters
+    model, ckpt = load_classifier(cfg.train.out)
+    assert model.lm_heads is not None and model.lm_heads[0].out_features == len(ckpt.vocab) + 1
+    seqs = [ckpt.vocab.encode(t) for t in ("novikov", "gomez")]
+    assert predict_proba(model, seqs).argmax(1).tolist() == [ckpt.labels.index("Russian"), ckpt.labels.index("Spanish")]
+    cfg0 = _cfg(tmp_path, tmp_path / "names", max_steps=2, out=str(tmp_path / "off"))
+    cfg0.classifier.lm_weight = 0.0
+    train_classifier(cfg0, progress=False)
+    model0, _ = load_classifier(cfg0.train.out)
+    assert model0.lm_heads is None  # no heads, no parameters for them
+    assert model0.num_parameters() < model.num_parameters()
+
+
 def test_a_pool_list_gives_the_members_their_pools_in_turn():
     from rnnlab.config import member_pools
 
@@ -363,9 +413,10 @@ def test_bad_ensemble_and_dropout_options_are_refused():
     cfg = ClassifyRunConfig()
     cfg.data.builtin = "digits"
     cfg.classifier.ensemble, cfg.classifier.input_dropout, cfg.classifier.label_smoothing = 0, 1.0, -0.1
+    cfg.classifier.lm_weight = -0.5
     with pytest.raises(ConfigError) as e:
         cfg.validate()
-    assert all(f"{k} must be" in str(e.value) for k in ("ensemble", "input_dropout", "label_smoothing"))
+    assert all(f"{k} must be" in str(e.value) for k in ("ensemble", "input_dropout", "label_smoothing", "lm_weight"))
 
 
 def test_shifted_is_the_softmax_of_the_shifted_log_probabilities():

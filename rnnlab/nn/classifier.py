@@ -75,7 +75,7 @@ class RNNClassifier(nn.Module):
     members = 1
 
     def __init__(self, cfg: ModelConfig, num_classes: int, vocab_size: int = 0, feature_size: int = 0,
-                 bidirectional: bool = False, input_dropout: float = 0.0, pool: str = "last"):
+                 bidirectional: bool = False, input_dropout: float = 0.0, pool: str = "last", lm: bool = False):
         super().__init__()
         if (vocab_size > 0) == (feature_size > 0):
             raise ValueError("give vocab_size (token inputs) or feature_size (vector inputs), not both")
@@ -98,6 +98,11 @@ class RNNClassifier(nn.Module):
                             if bidirectional else None)
         per_direction = cfg.hidden_size * (2 if pool == "last+mean" else 1)
         self.head = nn.Linear(per_direction * (2 if bidirectional else 1), num_classes)
+        if lm and not vocab_size:
+            raise ValueError("the language-model loss needs token inputs (vocab_size), not vectors")
+        # lm: each direction's next-token head, over the vocabulary and the end of the sequence (id vocab_size)
+        self.lm_heads = nn.ModuleList(nn.Linear(cfg.hidden_size, vocab_size + 1)
+                                      for _ in range(2 if bidirectional else 1)) if lm else None
 
     def embed(self, x: Tensor) -> Tensor:
         """(B, T) ids -> (B, T, I); vectors (B, T, F) pass through."""
@@ -113,20 +118,54 @@ class RNNClassifier(nn.Module):
         return ([last_real(out, lengths)] if self.pool != "mean" else []) + (
             [mean_real(out, lengths)] if self.pool != "last" else [])
 
-    def features(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
-        """What the head reads of each direction: the state after each sequence's last real element, the mean
-        state over its real elements, or both (``pool``): (B, H * pooled * directions)."""
+    def states(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> list[Tensor]:
+        """Each direction's outputs at every step, (B, T, H): the forward one, then (bidirectional) the
+        backward one, which reads each sequence's real part reversed (its step t follows ``x[L-1-t]``)."""
         fused = self.cfg.fused if fused is None else fused
         e = self.embed(x)  # (B, T, I)
         if self.training and self.input_dropout > 0 and not self.feature_size:
             keep = torch.rand(e.shape[:2], device=e.device) >= self.input_dropout  # (B, T)
             e = e * keep.unsqueeze(-1).to(e.dtype) / (1.0 - self.input_dropout)  # (B, T, I)
         out, _ = self.rnn(e, fused=fused)  # (B, T, H)
-        parts = self._read(out, lengths)
-        if self.rnn_reverse is not None:
-            back, _ = self.rnn_reverse(reverse_padded(e, lengths), fused=fused)  # (B, T, H)
-            parts += self._read(back, lengths)
-        return torch.cat(parts, dim=-1)
+        if self.rnn_reverse is None:
+            return [out]
+        back, _ = self.rnn_reverse(reverse_padded(e, lengths), fused=fused)  # (B, T, H)
+        return [out, back]
+
+    def read(self, states: list[Tensor], lengths: Tensor) -> Tensor:
+        """:meth:`states` -> what the head reads of each direction: its state after the sequence's last real
+        element, its mean state over the real elements, or both (``pool``): (B, H * pooled * directions)."""
+        return torch.cat([part for out in states for part in self._read(out, lengths)], dim=-1)
+
+    def features(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
+        """What the head reads of each direction (:meth:`read` of :meth:`states`): (B, H * pooled * directions)."""
+        return self.read(self.states(x, lengths, fused), lengths)
+
+    def lm_loss(self, states: list[Tensor], x: Tensor, lengths: Tensor) -> Tensor:
+        r"""The auxiliary language-model loss of :meth:`states`: each direction's state at every real step
+        predicts the token that direction reads next, and after the last one the end of the sequence:
+
+        .. math::
+            \ell_{LM} = -\frac{1}{D \sum_b L_b} \sum_{d,b} \sum_{t=1}^{L_b}
+                \log \operatorname{softmax}(U_d h^d_{b,t} + c_d)_{x^d_{b,t+1}}
+
+        with :math:`x^d` the sequence as direction d reads it (the backward one reversed) and
+        :math:`x^d_{b,L_b+1}` the end id V. x (B, T) ids, lengths (B,) -> a scalar (nats per token)."""
+        if self.lm_heads is None:
+            raise ValueError("this classifier has no language-model heads (built without lm)")
+        t = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
+        real, last = t < lengths[:, None], t == lengths[:, None] - 1  # (B, T) each
+        reads = [x, reverse_padded(x, lengths)][:len(states)]
+        logits = torch.stack([head(out) for head, out in zip(self.lm_heads, states)])  # (D, B, T, V+1)
+        targets = torch.stack([torch.where(real, torch.where(last, self.vocab_size, r.roll(-1, dims=1)), -100)
+                               for r in reads])  # (D, B, T): the next token, the end id, or -100 (padding)
+        return F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=-100)
+
+    def train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One training pass: the logits (B, C) and, with ``lm``, :meth:`lm_loss` of the same states (else None)."""
+        states = self.states(x, lengths)
+        logits = self.head(F.dropout(self.read(states, lengths), self.cfg.dropout, self.training))  # (B, C)
+        return logits, (self.lm_loss(states, x, lengths) if self.lm_heads is not None else None)
 
     def forward(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
         """x (B, T) ids or (B, T, F) vectors, lengths (B,) in 1..T -> logits (B, C)."""
@@ -151,6 +190,11 @@ class RNNClassifier(nn.Module):
     def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
         """The logits of every member: (K, B, C); K = 1 for a single classifier."""
         return self(x, lengths)[None]
+
+    def member_train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`train_outputs` of every member: logits (K, B, C) and their language-model losses (K,) or None."""
+        logits, lm = self.train_outputs(x, lengths)
+        return logits[None], (None if lm is None else lm[None])
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -189,6 +233,13 @@ class ClassifierEnsemble(nn.Module):
         """x (B, T) or (B, T, F), lengths (B,) -> every member's logits (K, B, C)."""
         return torch.stack([m(x, lengths) for m in self.members_])
 
+    def member_train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Every member's :meth:`RNNClassifier.train_outputs`: logits (K, B, C), language-model losses (K,) or None."""
+        outs = [m.train_outputs(x, lengths) for m in self.members_]
+        lms = [lm for _, lm in outs]
+        return (torch.stack([lg for lg, _ in outs]),
+                None if any(lm is None for lm in lms) else torch.stack(lms))  # type: ignore[misc]
+
     @staticmethod
     def mean_probability_logits(logits: Tensor) -> Tensor:
         """(K, ..., C) -> (..., C): log of the members' mean softmax (a softmax of it gives that mean)."""
@@ -212,6 +263,7 @@ def build_classifier(cfg: ClassifyRunConfig, num_classes: int, vocab_size: int =
     ``cfg.classifier.ensemble`` of them."""
     c = cfg.classifier
     members = [RNNClassifier(cfg.model, num_classes, vocab_size=vocab_size, feature_size=feature_size,
-                             bidirectional=c.bidirectional, input_dropout=c.input_dropout, pool=pool)
+                             bidirectional=c.bidirectional, input_dropout=c.input_dropout, pool=pool,
+                             lm=c.lm_weight > 0 and vocab_size > 0)
                for pool in member_pools(c.pool, c.ensemble)]
     return members[0] if len(members) == 1 else ClassifierEnsemble(members)
