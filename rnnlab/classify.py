@@ -232,8 +232,9 @@ class ClassifierJob:
         loss = smoothed_cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k), self.weights,
                                       self.cfg.classifier.label_smoothing, self.prior)
         self._acc = float((logits.mean(0).argmax(-1) == y).float().mean())
-        self._lm = math.nan if lm is None else float(lm.detach().mean())
+        self._lm = math.nan
         if lm is not None:  # the auxiliary language model (ClassifierConfig.lm_weight)
+            self._lm = float(lm.detach().mean())
             loss = loss + self.cfg.classifier.lm_weight * lm.mean()
         return loss, len(idx), {}
 

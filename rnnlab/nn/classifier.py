@@ -155,7 +155,7 @@ class RNNClassifier(nn.Module):
             raise ValueError("this classifier has no language-model heads (built without lm)")
         t = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
         real, last = t < lengths[:, None], t == lengths[:, None] - 1  # (B, T) each
-        reads = [x, reverse_padded(x, lengths)][:len(states)]
+        reads = [x] if len(states) == 1 else [x, reverse_padded(x, lengths)]  # each as its direction reads it
         logits = torch.stack([head(out) for head, out in zip(self.lm_heads, states)])  # (D, B, T, V+1)
         targets = torch.stack([torch.where(real, torch.where(last, self.vocab_size, r.roll(-1, dims=1)), -100)
                                for r in reads])  # (D, B, T): the next token, the end id, or -100 (padding)
@@ -164,13 +164,16 @@ class RNNClassifier(nn.Module):
     def train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         """One training pass: the logits (B, C) and, with ``lm``, :meth:`lm_loss` of the same states (else None)."""
         states = self.states(x, lengths)
-        logits = self.head(F.dropout(self.read(states, lengths), self.cfg.dropout, self.training))  # (B, C)
+        logits = self.classify(self.read(states, lengths))  # (B, C)
         return logits, (self.lm_loss(states, x, lengths) if self.lm_heads is not None else None)
+
+    def classify(self, h: Tensor) -> Tensor:
+        """What the head reads (B, H * pooled * directions) -> logits (B, C), through dropout in training."""
+        return self.head(F.dropout(h, self.cfg.dropout, self.training))
 
     def forward(self, x: Tensor, lengths: Tensor, fused: bool | None = None) -> Tensor:
         """x (B, T) ids or (B, T, F) vectors, lengths (B,) in 1..T -> logits (B, C)."""
-        h = self.features(x, lengths, fused)
-        return self.head(F.dropout(h, self.cfg.dropout, self.training))  # (B, C)
+        return self.classify(self.features(x, lengths, fused))  # (B, C)
 
     def prefix_logits(self, x: Tensor) -> Tensor:
         r"""The logits after every prefix of one unpadded sequence, in one pass: x (1, T) ids or (1, T, F)
@@ -187,12 +190,8 @@ class RNNClassifier(nn.Module):
         read = {"last": [last], "mean": [mean], "last+mean": [last, mean]}[self.pool]  # as _read reads
         return self.head(torch.cat(read, dim=-1))  # (T, C)
 
-    def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """The logits of every member: (K, B, C); K = 1 for a single classifier."""
-        return self(x, lengths)[None]
-
     def member_train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
-        """:meth:`train_outputs` of every member: logits (K, B, C) and their language-model losses (K,) or None."""
+        """:meth:`train_outputs` as an ensemble gives it (K = 1): logits (K, B, C), language-model losses (K,) or None."""
         logits, lm = self.train_outputs(x, lengths)
         return logits[None], (None if lm is None else lm[None])
 
@@ -229,16 +228,10 @@ class ClassifierEnsemble(nn.Module):
     def rnn_reverse(self) -> RecurrentStack | None:
         return self.members_[0].rnn_reverse
 
-    def member_logits(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """x (B, T) or (B, T, F), lengths (B,) -> every member's logits (K, B, C)."""
-        return torch.stack([m(x, lengths) for m in self.members_])
-
     def member_train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         """Every member's :meth:`RNNClassifier.train_outputs`: logits (K, B, C), language-model losses (K,) or None."""
-        outs = [m.train_outputs(x, lengths) for m in self.members_]
-        lms = [lm for _, lm in outs]
-        return (torch.stack([lg for lg, _ in outs]),
-                None if any(lm is None for lm in lms) else torch.stack(lms))  # type: ignore[misc]
+        logits, lms = zip(*(m.train_outputs(x, lengths) for m in self.members_))  # the members are built alike
+        return torch.stack(logits), (None if lms[0] is None else torch.stack(lms))
 
     @staticmethod
     def mean_probability_logits(logits: Tensor) -> Tensor:
