@@ -191,7 +191,7 @@ class RNNClassifier(nn.Module):
         return self.head(torch.cat(read, dim=-1))  # (T, C)
 
     def member_train_outputs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
-        """:meth:`train_outputs` as an ensemble gives it (K = 1): logits (K, B, C), language-model losses (K,) or None."""
+        """:meth:`train_outputs` as an ensemble gives it (K = 1): logits (K, B, C), LM losses (K,) or None."""
         logits, lm = self.train_outputs(x, lengths)
         return logits[None], (None if lm is None else lm[None])
 
